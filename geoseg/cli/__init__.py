@@ -1,0 +1,23 @@
+"""The ``geoseg`` command: thin click commands over the library API."""
+
+from __future__ import annotations
+
+import click
+
+from geoseg import __version__
+from geoseg.cli.infer_cmd import infer
+
+
+@click.group()
+@click.version_option(__version__, prog_name="geoseg")
+def main() -> None:
+    """Large GeoTIFFs in, GIS-ready building and road vectors out."""
+
+
+main.add_command(infer)
+try:  # written alongside; registered when present
+    from geoseg.cli.synth_cmd import synth
+
+    main.add_command(synth)
+except ImportError:  # pragma: no cover
+    pass

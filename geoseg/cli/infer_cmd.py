@@ -1,0 +1,51 @@
+"""``geoseg infer``: a thin wrapper over :func:`geoseg.infer.infer`."""
+
+from __future__ import annotations
+
+import click
+
+from geoseg.cli.options import overwrite_opt, quiet_opt, user_errors, verbose_opt
+from geoseg.cli.progress import block_progress
+from geoseg.pipeline import InferConfig, load_pipeline
+
+
+@click.command()
+@click.argument("scene", type=click.Path(dir_okay=False))
+@click.option("--out", "out", type=click.Path(dir_okay=False), help="GeoPackage of polygons, one layer per class.")
+@click.option("--model", help="Bundle path or registered name (default: the bundled model).")
+@click.option("--pipeline", type=click.Path(dir_okay=False), help="Pipeline YAML (pipelines/*.yaml).")
+@click.option("--classes", help="Comma-separated classes to vectorise, e.g. building,road.")
+@click.option("--raster-out", type=click.Path(dir_okay=False), help="Class raster (COG).")
+@click.option("--prob-out", type=click.Path(dir_okay=False), help="Class probabilities (COG, float32).")
+@click.option("--tile", type=int, help="Tile size in pixels (default: the bundle's).")
+@click.option("--halo", type=int, help="Context pixels read around each tile core (default: the bundle's).")
+@click.option("--overlap", type=int, help="Overlap between neighbouring tiles; the same as --halo 2x smaller.")
+@click.option("--batch-size", type=int, help="Tiles per forward pass.")
+@click.option("--block-size", type=int, help="Block side in pixels (rounded to whole tile cores).")
+@click.option("--device", help="auto, cpu or cuda[:N].")
+@click.option("--workers", type=int, help="Dask threads or processes (default: one per core).")
+@click.option("--scheduler", help="threads (default), processes or tcp://HOST:PORT.")
+@overwrite_opt
+@verbose_opt
+@quiet_opt
+@user_errors
+def infer(scene: str, out: str | None, model: str | None, pipeline: str | None, classes: str | None,
+          raster_out: str | None, prob_out: str | None, tile: int | None, halo: int | None, overlap: int | None,
+          batch_size: int | None, block_size: int | None, device: str | None, workers: int | None,
+          scheduler: str | None, overwrite: bool, verbose: int, quiet: bool) -> None:
+    """Segment SCENE (GeoTIFF) into building and road polygons."""
+    from geoseg.infer import infer as run
+
+    config = load_pipeline(pipeline) if pipeline else InferConfig()
+    if overlap is not None and halo is None:
+        halo = overlap // 2
+    config = config.replace(model=model, tile=tile, halo=halo, batch_size=batch_size, block_size=block_size,
+                            device=device, workers=workers, scheduler=scheduler,
+                            classes=tuple(c.strip() for c in classes.split(",")) if classes else None)
+    with block_progress("infer", enabled=not quiet) as progress:
+        summary = run(scene, out, config, raster_out=raster_out, prob_out=prob_out, overwrite=overwrite,
+                      verbose=verbose > 0, progress=progress)
+    if not quiet:
+        objects = ", ".join(f"{n} {layer}" for layer, n in summary.objects.items())
+        click.echo(f"{objects}; {summary.valid_km2:.3f} km² covered; {summary.seconds:.1f} s, "
+                   f"{summary.mpx_per_s:.2f} Mpx/s -> {', '.join(summary.outputs)}", err=True)

@@ -1,0 +1,35 @@
+"""Options shared by several commands, and the one place that turns errors into one-line messages."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from typing import Any, Callable
+
+import click
+
+from geoseg.errors import GeosegError
+
+verbose_opt = click.option("-v", "--verbose", count=True, help="More output; -v also shows tracebacks.")
+quiet_opt = click.option("-q", "--quiet", is_flag=True, help="No progress bar and no summary.")
+overwrite_opt = click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
+
+
+def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Print GeosegErrors as one line and exit 1 (2 for Ctrl-C: 130); tracebacks only with -v."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        verbose = kwargs.get("verbose", 0)
+        try:
+            return fn(*args, **kwargs)
+        except GeosegError as err:
+            if verbose:
+                raise
+            click.echo(f"geoseg: error: {err}", err=True)
+            sys.exit(1)
+        except KeyboardInterrupt:
+            click.echo("geoseg: interrupted; partial outputs were removed", err=True)
+            sys.exit(130)
+
+    return wrapper

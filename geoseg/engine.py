@@ -1,0 +1,89 @@
+"""The Dask side: which scheduler runs the block tasks, and a bounded stream of their results.
+
+Threads (default) run in this process with nothing to start; ``processes`` starts a local process cluster on
+loopback; ``tcp://HOST:PORT`` joins a running ``distributed`` scheduler. Results are consumed as they
+complete with at most ``inflight`` blocks outstanding, so memory depends on block size and workers only.
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import contextmanager
+from typing import Any, Callable, Iterable, Iterator
+
+from geoseg.errors import ConfigError
+
+
+@contextmanager
+def dask_client(scheduler: str, workers: int, verbose: bool = False) -> Iterator[Any]:
+    """A ``distributed.Client`` for the chosen scheduler, closed (with any cluster it started) on exit."""
+    from distributed import Client, LocalCluster
+
+    quiet = logging.WARNING if verbose else logging.ERROR
+    for name in ("distributed", "distributed.worker", "distributed.scheduler", "distributed.nanny"):
+        logging.getLogger(name).setLevel(quiet)
+    cluster = None
+    if scheduler == "threads":
+        cluster = LocalCluster(n_workers=1, threads_per_worker=workers, processes=False,
+                               dashboard_address=None, silence_logs=quiet)
+    elif scheduler == "processes":
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
+                               dashboard_address=None, silence_logs=quiet)
+    elif not scheduler.startswith(("tcp://", "tls://")):
+        raise ConfigError(f"--scheduler {scheduler}: use threads, processes or tcp://HOST:PORT")
+    try:
+        client = Client(cluster if cluster is not None else scheduler, timeout="20s", set_as_default=False)
+    except OSError as err:
+        if cluster is not None:
+            cluster.close()
+        raise ConfigError(f"--scheduler {scheduler}: cannot connect ({err}); is 'dask scheduler' running?") from None
+    try:
+        yield client
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+def worker_threads() -> int:
+    """Threads of the Dask worker running the current task (1 outside a worker)."""
+    try:
+        from distributed import get_worker
+
+        return int(get_worker().state.nthreads)
+    except (ImportError, ValueError):
+        return 1
+
+
+def stream(client: Any, fn: Callable[[Any], Any], jobs: Iterable[Any], inflight: int) -> Iterator[Any]:
+    """Run ``fn(job)`` for each job on the cluster and yield results as they complete.
+
+    At most ``inflight`` tasks are outstanding; on error or interruption the rest are cancelled.
+    """
+    from distributed import as_completed
+
+    pending = iter(jobs)
+    running = as_completed(loop=client.loop)
+    outstanding: set[Any] = set()
+
+    def submit(job: Any) -> None:
+        fut = client.submit(fn, job, pure=False)
+        outstanding.add(fut)
+        running.add(fut)
+
+    try:
+        for job in pending:
+            submit(job)
+            if len(outstanding) >= inflight:
+                break
+        for fut in running:
+            outstanding.discard(fut)
+            result = fut.result()
+            fut.release()
+            nxt = next(pending, None)
+            if nxt is not None:
+                submit(nxt)
+            yield result
+    finally:
+        if outstanding:
+            client.cancel(list(outstanding))

@@ -1,0 +1,108 @@
+"""Pure tiling geometry: the global tile grid, blocks, halos and reflect indexing. No torch, no I/O.
+
+Every tile owns a *core* of ``tile - 2*halo`` pixels on a grid anchored at the scene origin, and reads
+``halo`` pixels of context on each side. A block owns a whole number of cores, so the tiles a block computes
+do not depend on the block size: that is what makes outputs partition-invariant (DESIGN invariant 1).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from affine import Affine
+from rasterio.windows import Window
+
+
+@dataclass(frozen=True)
+class TileSpec:
+    """Tile geometry: input size, context on each side and the model's downsampling stride."""
+
+    tile: int = 512
+    halo: int = 64
+    stride: int = 32
+
+    def __post_init__(self) -> None:
+        from geoseg.errors import ConfigError
+
+        if self.tile % self.stride or self.halo % self.stride:
+            raise ConfigError(f"tile ({self.tile}) and halo ({self.halo}) must be multiples of the model "
+                              f"stride {self.stride}; try --tile {math.ceil(self.tile / self.stride) * self.stride} "
+                              f"--halo {math.ceil(self.halo / self.stride) * self.stride}")
+        if self.core <= 0:
+            raise ConfigError(f"halo {self.halo} leaves no core in a {self.tile}px tile; use halo < tile/2")
+
+    @property
+    def core(self) -> int:
+        """Side of the region a tile owns."""
+        return self.tile - 2 * self.halo
+
+
+@dataclass(frozen=True)
+class Block:
+    """A unit of Dask work: the region it owns (``window``) and the tile cores inside it."""
+
+    index: tuple[int, int]
+    window: Window          # owned pixels, clipped to the scene
+    tile_rows: tuple[int, int]  # [first, last) global tile row indexes
+    tile_cols: tuple[int, int]
+
+    @property
+    def n_tiles(self) -> int:
+        return (self.tile_rows[1] - self.tile_rows[0]) * (self.tile_cols[1] - self.tile_cols[0])
+
+
+def block_side(block_size: int, spec: TileSpec) -> int:
+    """Round a requested block size up to a whole number of tile cores."""
+    return max(1, math.ceil(block_size / spec.core)) * spec.core
+
+
+def make_blocks(height: int, width: int, spec: TileSpec, block_size: int) -> list[Block]:
+    """Blocks covering the scene in row-major order; each owns whole tile cores of the global grid."""
+    side = block_side(block_size, spec)
+    per = side // spec.core
+    n_tr, n_tc = math.ceil(height / spec.core), math.ceil(width / spec.core)
+    blocks = []
+    for bi, r0 in enumerate(range(0, height, side)):
+        for bj, c0 in enumerate(range(0, width, side)):
+            win = Window(c0, r0, min(side, width - c0), min(side, height - r0))
+            tr = (bi * per, min((bi + 1) * per, n_tr))
+            tc = (bj * per, min((bj + 1) * per, n_tc))
+            blocks.append(Block((bi, bj), win, tr, tc))
+    return blocks
+
+
+def block_input_span(block: Block, spec: TileSpec) -> tuple[int, int, int, int]:
+    """Global pixel span ``(row0, row1, col0, col1)`` of every tile input of the block, halo included.
+
+    It may extend past the scene; :func:`reflect_index` maps those pixels back inside.
+    """
+    c, h = spec.core, spec.halo
+    return (block.tile_rows[0] * c - h, block.tile_rows[1] * c + h,
+            block.tile_cols[0] * c - h, block.tile_cols[1] * c + h)
+
+
+def reflect_index(idx: np.ndarray, n: int) -> np.ndarray:
+    """Map global indexes (possibly outside ``[0, n)``) into the scene by mirror reflection.
+
+    Written by hand because ``np.pad(mode="reflect")`` pads arrays, while blocks need the mapping itself to
+    read only the pixels they use; this equals ``np.pad``'s reflect for any pad width.
+    """
+    if n == 1:
+        return np.zeros_like(idx)
+    period = 2 * (n - 1)
+    m = np.mod(idx, period)
+    return np.where(m < n, m, period - m)
+
+
+def tile_offsets(block: Block, spec: TileSpec) -> list[tuple[int, int]]:
+    """Top-left offsets of each tile input inside the block's input array, row-major."""
+    c = spec.core
+    return [((i - block.tile_rows[0]) * c, (j - block.tile_cols[0]) * c)
+            for i in range(*block.tile_rows) for j in range(*block.tile_cols)]
+
+
+def window_transform(transform: Affine, row0: int, col0: int) -> Affine:
+    """The affine of a region whose top-left pixel is ``(row0, col0)`` of the scene."""
+    return transform * Affine.translation(col0, row0)

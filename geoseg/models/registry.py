@@ -1,0 +1,50 @@
+"""Architectures by name, built from segmentation-models-pytorch parts.
+
+The spine needs any smp architecture by name (``smp:Unet`` etc.); richer architectures register here too.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import torch
+
+from geoseg.errors import BundleError
+
+Builder = Callable[..., torch.nn.Module]
+_REGISTRY: dict[str, Builder] = {}
+
+SMP_ARCHITECTURES = (
+    "Unet", "UnetPlusPlus", "FPN", "PSPNet", "DeepLabV3", "DeepLabV3Plus", "Linknet", "MAnet", "PAN",
+    "UPerNet", "Segformer",
+)
+
+
+def register(name: str) -> Callable[[Builder], Builder]:
+    """Decorator adding an architecture builder to the registry."""
+
+    def deco(fn: Builder) -> Builder:
+        _REGISTRY[name] = fn
+        return fn
+
+    return deco
+
+
+def list_architectures() -> list[str]:
+    """Every name ``build_model`` accepts."""
+    return sorted(_REGISTRY) + [f"smp:{a}" for a in SMP_ARCHITECTURES]
+
+
+def build_model(arch: str, **kwargs: Any) -> torch.nn.Module:
+    """Build an untrained model; nothing is ever downloaded (``encoder_weights=None``)."""
+    if arch.startswith("smp:"):
+        name = arch[4:]
+        if name not in SMP_ARCHITECTURES:
+            raise BundleError(f"unknown architecture {arch!r}; valid: {', '.join(list_architectures())}")
+        import segmentation_models_pytorch as smp
+
+        kwargs = {**kwargs, "encoder_weights": None}
+        return getattr(smp, name)(**kwargs)
+    if arch not in _REGISTRY:
+        raise BundleError(f"unknown architecture {arch!r}; valid: {', '.join(list_architectures())}")
+    return _REGISTRY[arch](**kwargs)

@@ -1,0 +1,89 @@
+"""Batched model inference on a device; one model per worker process, shared by its threads."""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from geoseg.models.bundle import Bundle, load_bundle
+
+_CACHE: dict[tuple[str, str], "Predictor"] = {}
+_LOCK = threading.Lock()
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` picks CUDA when there is one; ``cuda:N`` and ``cpu`` are taken as given."""
+    from geoseg.errors import ConfigError
+
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"--device {device}: no CUDA device is available here; use --device cpu or auto")
+    try:
+        return torch.device(device)
+    except RuntimeError:
+        raise ConfigError(f"--device {device}: not a device; use auto, cpu or cuda[:N]") from None
+
+
+@dataclass
+class Predictor:
+    """A bundle's model placed on a device, run in eval + inference mode in fixed-size batches."""
+
+    bundle: Bundle
+    device: torch.device
+    batch_size: int = 4
+
+    def __post_init__(self) -> None:
+        self.model = self.bundle.model.to(self.device).eval()
+        self.cuda = self.device.type == "cuda"
+        if self.cuda:
+            self.model = self.model.to(memory_format=torch.channels_last)
+            self.amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        self.softmax = self.bundle.meta.activation == "softmax"
+
+    def predict(self, tiles: np.ndarray) -> np.ndarray:
+        """Probabilities ``(n, classes, t, t)`` float32 for normalised tiles ``(n, bands, t, t)``."""
+        out = np.empty((tiles.shape[0], len(self.bundle.meta.classes)) + tiles.shape[2:], np.float32)
+        with torch.inference_mode():
+            for i in range(0, tiles.shape[0], self.batch_size):
+                out[i:i + self.batch_size] = self._forward(tiles[i:i + self.batch_size])
+        return out
+
+    def _forward(self, batch: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(np.ascontiguousarray(batch))
+        if self.cuda:
+            x = x.pin_memory().to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+            with torch.autocast("cuda", dtype=self.amp_dtype):
+                logits = self.model(x)
+            logits = logits.float()
+        else:
+            logits = self.model(x)
+        probs = torch.softmax(logits, dim=1) if self.softmax else torch.sigmoid(logits)
+        return probs.cpu().numpy()
+
+
+def get_predictor(bundle: str | Path | None, device: str, batch_size: int, torch_threads: int) -> Predictor:
+    """The worker's predictor for this bundle and device, loaded on first use and then reused."""
+    key = (str(bundle), device)
+    with _LOCK:
+        pred = _CACHE.get(key)
+        if pred is None:
+            if torch_threads > 0:
+                torch.set_num_threads(torch_threads)
+            pred = Predictor(load_bundle(bundle), resolve_device(device), batch_size)
+            _CACHE[key] = pred
+    pred.batch_size = batch_size
+    return pred
+
+
+def cpu_count() -> int:
+    """Cores this process may use (respects affinity masks and cgroups where Python can see them)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
