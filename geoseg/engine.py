@@ -25,10 +25,10 @@ def dask_client(scheduler: str, workers: int, verbose: bool = False) -> Iterator
     cluster = None
     if scheduler == "threads":
         cluster = LocalCluster(n_workers=1, threads_per_worker=workers, processes=False,
-                               dashboard_address=None, silence_logs=quiet)
+                               dashboard_address="127.0.0.1:0", silence_logs=quiet)
     elif scheduler == "processes":
         cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-                               dashboard_address=None, silence_logs=quiet)
+                               dashboard_address="127.0.0.1:0", silence_logs=quiet)
     elif not scheduler.startswith(("tcp://", "tls://")):
         raise ConfigError(f"--scheduler {scheduler}: use threads, processes or tcp://HOST:PORT")
     try:

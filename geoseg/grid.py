@@ -105,4 +105,4 @@ def tile_offsets(block: Block, spec: TileSpec) -> list[tuple[int, int]]:
 
 def window_transform(transform: Affine, row0: int, col0: int) -> Affine:
     """The affine of a region whose top-left pixel is ``(row0, col0)`` of the scene."""
-    return transform * Affine.translation(col0, row0)
+    return transform @ Affine.translation(col0, row0)

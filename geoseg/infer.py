@@ -14,7 +14,7 @@ from typing import Callable
 
 import numpy as np
 
-from geoseg.engine import dask_client, stream, worker_threads
+from geoseg.engine import dask_client, stream
 from geoseg.errors import BundleError, ConfigError, SceneError
 from geoseg.export import RasterSink, VectorSink, check_output
 from geoseg.grid import Block, TileSpec, block_input_span, make_blocks
@@ -57,8 +57,7 @@ def run_block(job: BlockJob) -> BlockResult:
     """Read a block with its halo, predict its tiles in batches, stitch the cores, polygonise."""
     clock = time.perf_counter
     t0 = clock()
-    pred = get_predictor(job.bundle, job.device, job.batch_size,
-                         torch_threads=max(1, cpu_count() // worker_threads()))
+    pred = get_predictor(job.bundle, job.device, job.batch_size)
     meta = pred.bundle.meta
     r0, r1, c0, c1 = block_input_span(job.block, job.spec)
     data, valid = read_block(job.scene, meta.band_indexes, (r0, r1), (c0, c1))

@@ -47,11 +47,19 @@ class Predictor:
         self.softmax = self.bundle.meta.activation == "softmax"
 
     def predict(self, tiles: np.ndarray) -> np.ndarray:
-        """Probabilities ``(n, classes, t, t)`` float32 for normalised tiles ``(n, bands, t, t)``."""
-        out = np.empty((tiles.shape[0], len(self.bundle.meta.classes)) + tiles.shape[2:], np.float32)
+        """Probabilities ``(n, classes, t, t)`` float32 for normalised tiles ``(n, bands, t, t)``.
+
+        On CPU the last batch is padded to the full batch size: with one intra-op thread, oneDNN then gives
+        every tile bit-identical results whatever block or batch position it falls in (partition invariance).
+        """
+        n, bs = tiles.shape[0], self.batch_size
+        out = np.empty((n, len(self.bundle.meta.classes)) + tiles.shape[2:], np.float32)
         with torch.inference_mode():
-            for i in range(0, tiles.shape[0], self.batch_size):
-                out[i:i + self.batch_size] = self._forward(tiles[i:i + self.batch_size])
+            for i in range(0, n, bs):
+                batch = tiles[i:i + bs]
+                if not self.cuda and len(batch) < bs:
+                    batch = np.concatenate([batch, np.zeros((bs - len(batch),) + batch.shape[1:], batch.dtype)])
+                out[i:i + bs] = self._forward(batch)[:min(bs, n - i)]
         return out
 
     def _forward(self, batch: np.ndarray) -> np.ndarray:
@@ -67,16 +75,20 @@ class Predictor:
         return probs.cpu().numpy()
 
 
-def get_predictor(bundle: str | Path | None, device: str, batch_size: int, torch_threads: int) -> Predictor:
-    """The worker's predictor for this bundle and device, loaded on first use and then reused."""
+def get_predictor(bundle: str | Path | None, device: str, batch_size: int) -> Predictor:
+    """The worker's predictor for this bundle and device, loaded on first use and then reused.
+
+    On CPU, parallelism comes from Dask threads/processes and torch runs one intra-op thread each, so
+    torch threads x Dask threads never exceed the cores and results do not depend on the worker count.
+    """
     key = (str(bundle), device)
     with _LOCK:
         pred = _CACHE.get(key)
         if pred is None:
-            if torch_threads > 0:
-                torch.set_num_threads(torch_threads)
             pred = Predictor(load_bundle(bundle), resolve_device(device), batch_size)
             _CACHE[key] = pred
+        if not pred.cuda and torch.get_num_threads() != 1:
+            torch.set_num_threads(1)
     pred.batch_size = batch_size
     return pred
 

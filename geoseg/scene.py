@@ -6,6 +6,7 @@ No code path here reads a whole scene: every read is a window (DESIGN invariant 
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import rasterio
 from affine import Affine
 from rasterio.crs import CRS
 from rasterio.enums import ColorInterp
-from rasterio.errors import RasterioError, RasterioIOError
+from rasterio.errors import NotGeoreferencedWarning, RasterioError, RasterioIOError
 from rasterio.windows import Window
 
 from geoseg.errors import SceneError, SceneNotFoundError, SceneReadError
@@ -48,31 +49,44 @@ def open_scene(path: str | os.PathLike[str]) -> SceneInfo:
     """Open and validate a scene; raise a one-line :class:`SceneError` naming the file and the fix."""
     path = str(path)
     if not Path(path).exists():
-        raise SceneNotFoundError(f"{path}: no such file")
+        raise SceneNotFoundError(f"{path}: no such file; check the path (relative paths start in {os.getcwd()})")
     try:
-        with rasterio.open(path, driver=SCENE_DRIVER) as src:
-            alpha = sum(ci == ColorInterp.alpha for ci in src.colorinterp)
-            info = SceneInfo(path, src.width, src.height, src.count, src.dtypes[0], src.crs, src.transform,
-                             src.nodata, src.count - alpha)
-            gcps, _ = src.gcps
-            has_rpcs = src.rpcs is not None
+        with warnings.catch_warnings():  # rasterio warns on missing georeferencing; we raise a clearer error below
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            with rasterio.open(path, driver=SCENE_DRIVER) as src:
+                alpha = sum(ci == ColorInterp.alpha for ci in src.colorinterp)
+                info = SceneInfo(path, src.width, src.height, src.count, src.dtypes[0], src.crs, src.transform,
+                                 src.nodata, src.count - alpha)
+                gcps, _ = src.gcps
+                has_rpcs = src.rpcs is not None
     except RasterioIOError as err:
-        raise SceneError(f"{path}: not a readable GeoTIFF ({_gdal_reason(err)}); geoseg reads GeoTIFF/COG scenes") from None
+        raise SceneError(f"{path}: not a readable GeoTIFF ({_gdal_reason(err, path)}); geoseg reads GeoTIFF/COG "
+                         "scenes: convert it first, e.g. 'gdal_translate -of COG in.img out.tif'") from None
     if info.crs is None or info.transform == Affine.identity():
         if gcps or has_rpcs:
             kind = "GCPs" if gcps else "RPCs"
             raise SceneError(f"{path}: georeferenced only by {kind}; warp it to a map grid first, "
                              f"e.g. 'gdalwarp {'-rpc ' if not gcps else ''}-t_srs EPSG:XXXX {path} warped.tif'")
-        what = "no CRS" if info.crs is None else "no geotransform"
-        raise SceneError(f"{path}: has {what}; assign one first, e.g. 'gdal_edit.py -a_srs EPSG:XXXX {path}'")
+        no_crs, no_grid = info.crs is None, info.transform == Affine.identity()
+        what = " and ".join(w for w, missing in (("no CRS", no_crs), ("no geotransform", no_grid)) if missing)
+        fix = " ".join(f for f, missing in (("-a_srs EPSG:XXXX", no_crs), ("-a_ullr ULX ULY LRX LRY", no_grid)) if missing)
+        raise SceneError(f"{path}: has {what}; georeference it first, e.g. 'gdal_edit.py {fix} {path}'")
     if info.transform.is_degenerate:
         raise SceneError(f"{path}: degenerate geotransform {tuple(info.transform)[:6]}; fix its georeferencing")
     return info
 
 
-def _gdal_reason(err: Exception) -> str:
-    """The first line of a GDAL error, without the path GDAL repeats."""
-    return str(err).splitlines()[0][:200] if str(err) else type(err).__name__
+def _gdal_reason(err: Exception, path: str = "") -> str:
+    """The first line of a GDAL error, without the path GDAL repeats.
+
+    rasterio's read errors only say "see previous exception"; GDAL's own message is their ``__cause__``.
+    """
+    if err.__cause__ is not None and "previous exception" in str(err):
+        err = err.__cause__  # type: ignore[assignment]
+    text = str(err).splitlines()[0] if str(err).strip() else type(err).__name__
+    for name in {path, os.path.basename(path)} - {""}:
+        text = text.replace(f"'{name}' ", "").replace(f"{name}, ", "").replace(f"{name}: ", "")
+    return text[:200]
 
 
 def read_block(info: SceneInfo, bands: tuple[int, ...], rows: tuple[int, int], cols: tuple[int, int]
@@ -86,14 +100,19 @@ def read_block(info: SceneInfo, bands: tuple[int, ...], rows: tuple[int, int], c
     ci = reflect_index(np.arange(*cols), info.width)
     r0, c0 = int(ri.min()), int(ci.min())
     win = Window(c0, r0, int(ci.max()) - c0 + 1, int(ri.max()) - r0 + 1)
+    # Raised outside the except clause: the error must cross from a Dask worker, and rasterio's chained GDAL
+    # errors (its __context__) do not unpickle, which would turn it into a bare Exception on the client.
+    reason = ""
     try:
         with rasterio.open(info.path, driver=SCENE_DRIVER) as src:
             data = src.read(list(bands), window=win)
             mask = src.dataset_mask(window=win)
     except (RasterioError, OSError) as err:
+        reason = _gdal_reason(err, info.path)
+    if reason:
         raise SceneReadError(f"{info.path}: read failed at rows {win.row_off}-{win.row_off + win.height}, "
-                             f"cols {win.col_off}-{win.col_off + win.width} ({_gdal_reason(err)}); "
-                             "the file is corrupt or truncated: re-download or re-export it") from None
+                             f"cols {win.col_off}-{win.col_off + win.width} ({reason}); "
+                             "the file is corrupt or truncated: re-download or re-export it")
     take = np.ix_(ri - r0, ci - c0)
     data = data[(slice(None),) + take]
     valid = mask[take] > 0

@@ -70,8 +70,12 @@ class SynthSpec:
         def bad(what: str) -> ConfigError:
             return ConfigError(f"SynthSpec: {what}")
 
-        if int(self.width) < 1 or int(self.height) < 1:
-            raise bad(f"width and height must be >= 1 pixel, got {self.width}x{self.height}")
+        if int(self.width) < 1 or int(self.height) < 1 or int(self.seed) < 0:
+            raise bad(f"width, height must be >= 1 and seed >= 0, got {self.width}x{self.height}, seed {self.seed}")
+        for name in ("width", "height", "seed", "bands", "nodata_border"):  # normalised, so specs hash alike
+            object.__setattr__(self, name, int(getattr(self, name)))
+        if self.origin is not None:
+            object.__setattr__(self, "origin", (float(self.origin[0]), float(self.origin[1])))
         if self.dtype not in DTYPES:
             raise bad(f"dtype {self.dtype!r} is not one of {', '.join(DTYPES)}")
         if not 1 <= int(self.bands) <= 16:
@@ -94,7 +98,7 @@ class SynthSpec:
             x0, y0 = self.origin
         else:
             x0, y0 = (2.0, 48.0) if CRS.from_user_input(self.crs).is_geographic else (500_000.0, 5_000_000.0)
-        return Affine.translation(x0, y0) * Affine.rotation(self.rotation) * Affine.scale(self.gsd, -self.gsd)
+        return Affine.translation(x0, y0) @ Affine.rotation(self.rotation) @ Affine.scale(self.gsd, -self.gsd)
 
     @functools.cached_property
     def m_per_px(self) -> float:
@@ -183,7 +187,7 @@ class _Model:
     marks: np.ndarray
 
     @functools.cached_property
-    def trees(self) -> dict[str, shapely.STRtree]:
+    def index(self) -> dict[str, shapely.STRtree]:
         return {k: shapely.STRtree(getattr(self, k)) for k in ("fields", "crowns", "crown_shadows", "marks")}
 
 
@@ -271,18 +275,19 @@ def _building_group(rng: np.random.Generator, o: np.ndarray, u: np.ndarray, v: n
 def _place_buildings(rng, spec, roads, road_tree, w, h):  # noqa: ANN001, ANN202 (private, one caller)
     """Walk both sides of every road and set houses, terraces and flat blocks facing it."""
     occ, out = _Occupancy(), []
-    thresh = 0.62 - 0.2 * min(spec.density, 1.5)
+    gy, gx = np.mgrid[0:h:32j, 0:w:32j]  # urban share of the scene is ~65% x density, whatever its size
+    thresh = np.quantile(_point_noise(spec.seed, 11, gy, gx, 350.0), 1 - min(0.65 * spec.density, 1.0))
     lo, hi = np.array([0.5, 0.5]), np.array([w - 0.5, h - 0.5])
     for line, width in roads:
         for part in shapely.get_parts(shapely.intersection(line, shapely.box(-40, -40, w + 40, h + 40))):
             length = part.length
-            pts = shapely.get_coordinates(shapely.line_interpolate_point(part, np.arange(0, length + 2.5, 0.5)))
+            pts = shapely.get_coordinates(shapely.line_interpolate_point(part, np.arange(0, length + 3.0, 1.0)))
             urban = _point_noise(spec.seed, 11, pts[:, 1], pts[:, 0], 350.0)  # once per road: the hot loop
             for side in (1.0, -1.0):
                 s = rng.uniform(0, 12)
                 while s < length - 2:
-                    i = int(s * 2)
-                    p, tvec = pts[i], pts[i + 4] - pts[i]
+                    i = int(s)
+                    p, tvec = pts[i], pts[i + 2] - pts[i]
                     s0 = s
                     s += 3.0
                     if urban[i] < thresh:
@@ -368,11 +373,13 @@ def _trees(rng, spec, roads_u, road_tree, blds, parks, w, h):  # noqa: ANN001, A
         n = rng.poisson(park.area / 400)
         pts.append(np.column_stack([rng.uniform(x0, x1, n), rng.uniform(y0, y1, n), rng.uniform(2.5, 6, n)]))
     xyr = np.concatenate(pts) if pts else np.zeros((0, 3))
-    xyr = xyr[(xyr[:, 0] > -xyr[:, 2]) & (xyr[:, 0] < w + xyr[:, 2]) & (xyr[:, 1] > -xyr[:, 2]) & (xyr[:, 1] < h + xyr[:, 2])]
+    x, y, r = xyr.T
+    xyr = xyr[(x > -r) & (x < w + r) & (y > -r) & (y < h + r)]
     crowns = _crown_polys(rng, xyr)
     bad = road_tree.query(shapely.points(xyr[:, :2]), predicate="intersects")[0]
     if len(blds):
-        bad = np.concatenate([bad, shapely.STRtree(shapely.buffer(blds, 0.5)).query(crowns, predicate="intersects")[0]])
+        near_bld = shapely.STRtree(shapely.buffer(blds, 0.5)).query(crowns, predicate="intersects")[0]
+        bad = np.concatenate([bad, near_bld])
     keep = np.setdiff1d(np.arange(len(xyr)), bad)
     return xyr[keep], crowns[keep]
 
@@ -409,7 +416,11 @@ def _model(spec: SynthSpec) -> _Model:
         cl += [(g, rid, width) for g in shapely.get_parts(shapely.intersection(line, frame)) if g.length > 0.5]
         poly = shapely.intersection(shapely.buffer(line, width / 2, cap_style="flat"), frame)
         rp += [(g, rid, width) for g in shapely.get_parts(poly) if g.area > 1]
-    road_tree = shapely.STRtree(shapely.buffer(np.array([g for g, _, _ in rp], dtype=object), 1.0))
+    # keep-out zone: each centerline segment buffered (its union is the road + 1 m), so queries stay local
+    segs = [(np.stack([c[:-1], c[1:]], 1), np.full(len(c) - 1, wd / 2 + 1.0))
+            for c, wd in ((shapely.get_coordinates(ln), wd) for ln, wd in roads_u)]
+    road_tree = shapely.STRtree(shapely.buffer(shapely.linestrings(np.concatenate([s for s, _ in segs])),
+                                               np.concatenate([r for _, r in segs])) if segs else [])
     blds = _place_buildings(rng, spec, roads_u, road_tree, w, h)
     bgeom = np.array([g for g, _, _ in blds], dtype=object)
     kinds = [k for _, k, _ in blds]
@@ -465,7 +476,7 @@ def make_truth(spec: SynthSpec) -> dict[str, gpd.GeoDataFrame]:
 
 def _footprint(transform: Affine, shape: tuple[int, int]) -> shapely.Polygon:
     h, w = shape
-    return shapely.polygons([transform * xy for xy in ((0, 0), (w, 0), (w, h), (0, h))])
+    return shapely.polygons([transform @ xy for xy in ((0, 0), (w, 0), (w, h), (0, h))])
 
 
 def _query(gdf: gpd.GeoDataFrame | None, area: shapely.Geometry) -> np.ndarray:
@@ -473,6 +484,17 @@ def _query(gdf: gpd.GeoDataFrame | None, area: shapely.Geometry) -> np.ndarray:
     if gdf is None or len(gdf) == 0:
         return np.zeros(0, np.int64)
     return np.sort(gdf.sindex.query(area))
+
+
+def _shapes(geoms: np.ndarray, values: object) -> list[tuple[object, object]]:
+    """(geometry, value) pairs for rasterize; plain polygons go as coordinate arrays, which is much faster
+    than rasterio asking each shapely object for its ``__geo_interface__``."""
+    geoms = np.asarray(geoms, dtype=object)
+    plain = (shapely.get_type_id(geoms) == 3) & (shapely.get_num_interior_rings(geoms) == 0)
+    coords, ix = shapely.get_coordinates(shapely.get_exterior_ring(geoms[plain]), return_index=True)
+    rings = iter(np.split(coords, np.flatnonzero(np.diff(ix)) + 1) if len(coords) else [])
+    return [({"type": "Polygon", "coordinates": [next(rings)]} if p else g, v)
+            for g, p, v in zip(geoms, plain, values)]
 
 
 def label_window(truth: dict[str, gpd.GeoDataFrame], transform: Affine, shape: tuple[int, int]) -> np.ndarray:
@@ -489,7 +511,8 @@ def label_window(truth: dict[str, gpd.GeoDataFrame], transform: Affine, shape: t
     for layer, value in (("roads", 2), ("buildings", 1)):
         gdf = truth.get(layer)
         geoms = np.asarray(gdf.geometry.values[_query(gdf, area)]) if gdf is not None and len(gdf) else []
-        shapes += [(g, value) for g in geoms if g is not None and not g.is_empty]
+        geoms = [g for g in geoms if g is not None and not g.is_empty]
+        shapes += _shapes(geoms, [value] * len(geoms))
     if not shapes:
         return np.zeros(shape, np.uint8)
     return rasterize(shapes, out_shape=shape, transform=transform, fill=0, dtype="uint8", all_touched=False)
@@ -500,7 +523,7 @@ def _paint_index(geoms: np.ndarray, idx: np.ndarray, transform: Affine, shape: t
     """Raster of (position in ``idx``) + 1 for each pixel covered by ``geoms[idx]``; 0 elsewhere."""
     if idx.size == 0:
         return np.zeros(shape, np.int32)
-    return rasterize(zip(geoms[idx], range(1, idx.size + 1)), out_shape=shape, transform=transform, fill=0,
+    return rasterize(_shapes(geoms[idx], range(1, idx.size + 1)), out_shape=shape, transform=transform, fill=0,
                      dtype="int32", all_touched=all_touched)
 
 
@@ -509,7 +532,8 @@ def _paint(spec: SynthSpec, truth: dict[str, gpd.GeoDataFrame], r0: int, c0: int
     mdl, m, seed, sun = _model(spec), spec.m_per_px, spec.seed, _model(spec).sun
     rows, cols, shape = r0 + np.arange(h) + 0.5, c0 + np.arange(w) + 0.5, (h, w)
     ptf = Affine.translation(c0, r0)  # decor lives in the pixel frame
-    wtf = spec.transform * ptf  # truth lives in map coordinates
+    x, y = spec.transform @ (c0, r0)  # truth lives in map coordinates; same arithmetic (so the same bits)
+    wtf = Affine.translation(x - spec.transform.c, y - spec.transform.f) @ spec.transform  # as windows.transform
     pbox = shapely.box(c0, r0, c0 + w, r0 + h)
 
     def noise(salt: int, metres: float) -> np.ndarray:
@@ -522,7 +546,7 @@ def _paint(spec: SynthSpec, truth: dict[str, gpd.GeoDataFrame], r0: int, c0: int
                     for d, li, s in zip((62, 90, 42), (128, 140, 80), (152, 128, 98))])
     veg = 0.75 * (1 - a) + 0.1 * a
 
-    idx = np.sort(mdl.trees["fields"].query(pbox))
+    idx = np.sort(mdl.index["fields"].query(pbox))
     sel = _paint_index(mdl.fields, idx, ptf, shape)
     if idx.size and (sel > 0).any():
         k = idx[sel[sel > 0] - 1]
@@ -537,14 +561,14 @@ def _paint(spec: SynthSpec, truth: dict[str, gpd.GeoDataFrame], r0: int, c0: int
     g = 90 + 36 * lo[road] + 14 * mid[road]
     img[:, road] = np.stack([g, g, g * 1.04])
     veg[road] = 0.02
-    idx = np.sort(mdl.trees["marks"].query(pbox))
+    idx = np.sort(mdl.index["marks"].query(pbox))
     marks = (_paint_index(mdl.marks, idx, ptf, shape, all_touched=True) > 0) & road
     img[:, marks] = np.array([[212], [212], [204]])
 
     blds = truth.get("buildings")
     bi = _query(blds, shapely.buffer(_footprint(wtf, shape), 40 / m * spec.gsd))
     geoms = np.asarray(blds.geometry.values[bi]) if bi.size else np.empty(0, object)
-    shade = _paint_index(mdl.crown_shadows, np.sort(mdl.trees["crown_shadows"].query(pbox)), ptf, shape) > 0
+    shade = _paint_index(mdl.crown_shadows, np.sort(mdl.index["crown_shadows"].query(pbox)), ptf, shape) > 0
     if bi.size:
         height = blds["height_m"].to_numpy(float)[bi] if "height_m" in blds else np.full(bi.size, 7.0)
         off, tf = sun[None, :] * (height * 0.6 / m)[:, None], spec.transform
@@ -556,7 +580,7 @@ def _paint(spec: SynthSpec, truth: dict[str, gpd.GeoDataFrame], r0: int, c0: int
     img[:, shade] *= np.array([[0.42], [0.46], [0.58]])
     veg[shade] *= 0.6
 
-    idx = np.sort(mdl.trees["crowns"].query(pbox))
+    idx = np.sort(mdl.index["crowns"].query(pbox))
     sel = _paint_index(mdl.crowns, idx, ptf, shape)
     if idx.size and (sel > 0).any():
         k = idx[sel[sel > 0] - 1]
@@ -684,7 +708,8 @@ def write_scene(spec: SynthSpec, out: str | Path, truth_out: str | Path | None =
                                     geometry_type=geom_types[layer], promote_to_multi=False)
         os.replace(tmps[0], out)
         os.replace(tmps[1], truth_out)
-    except (OSError, rasterio.errors.RasterioError, pyogrio.errors.DataSourceError, pyogrio.errors.DataLayerError) as err:
+    except (OSError, rasterio.errors.RasterioError, pyogrio.errors.DataSourceError,
+            pyogrio.errors.DataLayerError) as err:
         raise OutputError(f"{out}: cannot write the scene ({err}); check the folder is writable") from err
     finally:
         for tmp in tmps:

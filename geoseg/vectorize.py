@@ -47,7 +47,9 @@ def polygonize_block(classes: np.ndarray, probs: np.ndarray, valid: np.ndarray, 
     """4-connected objects of each class in a block; objects touching an inner block edge are marked open."""
     h, w = classes.shape
     inner = (row0 > 0, row0 + h < scene_shape[0], col0 > 0, col0 + w < scene_shape[1])
-    shift = Affine.translation(col0, row0)
+    # y is flipped so that the block at the scene origin does not get an identity transform, for which
+    # GDAL warns "not georeferenced" (a process-wide warning filter would not be thread-safe).
+    shift = Affine(1.0, 0.0, col0, 0.0, -1.0, -row0)
     out: dict[int, Pieces] = {}
     for k in class_ids:
         labels, n = ndimage.label((classes == k) & valid)
@@ -61,6 +63,7 @@ def polygonize_block(classes: np.ndarray, probs: np.ndarray, valid: np.ndarray, 
         for geom, value in rasterio.features.shapes(labels.astype(np.int32), mask=labels > 0,
                                                     connectivity=4, transform=shift):
             geoms[int(value) - 1] = shapely.geometry.shape(geom)
+        geoms = shapely.transform(geoms, lambda xy: xy * (1.0, -1.0))  # undo the y flip, exact on integers
         edges = [labels[0], labels[-1], labels[:, 0], labels[:, -1]]
         is_open = np.zeros(n + 1, bool)
         for edge, interior in zip(edges, inner):
@@ -93,13 +96,7 @@ def to_frame(pieces: Pieces, class_name: str, transform: Affine, crs: CRS, *, mi
     geoms = shapely.normalize(shapely.simplify(pieces.geoms, 0.0))  # drop collinear seam vertices first
     if simplify_px > 0:
         geoms = shapely.normalize(shapely.simplify(geoms, simplify_px, preserve_topology=True))
-    coeffs = transform
-
-    def apply(xy: np.ndarray) -> np.ndarray:
-        x, y = coeffs * (xy[:, 0], xy[:, 1])
-        return np.column_stack([x, y])
-
-    geoms = shapely.transform(geoms, apply)
+    geoms = shapely.transform(geoms, lambda xy: apply_affine(transform, xy))
     frame = gpd.GeoDataFrame({"class": [class_name] * len(geoms),
                               "score": np.round(pieces.prob_sum / np.maximum(pieces.n_px, 1), 4)},
                              geometry=gpd.GeoSeries(geoms, crs=crs))
@@ -115,3 +112,9 @@ def area_m2(frame: gpd.GeoDataFrame) -> np.ndarray:
     if crs.is_geographic:
         return np.round(frame.to_crs(frame.estimate_utm_crs()).area.to_numpy(), 2)
     return np.round(frame.area.to_numpy() * crs.axis_info[0].unit_conversion_factor ** 2, 2)
+
+
+def apply_affine(transform: Affine, xy: np.ndarray) -> np.ndarray:
+    """Map ``(n, 2)`` column/row coordinates through the full affine (rotation and shear included)."""
+    a, b, c, d, e, f = transform[:6]
+    return np.column_stack([a * xy[:, 0] + b * xy[:, 1] + c, d * xy[:, 0] + e * xy[:, 1] + f])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import logging
 import sys
 from typing import Any, Callable
 
@@ -15,12 +16,26 @@ quiet_opt = click.option("-q", "--quiet", is_flag=True, help="No progress bar an
 overwrite_opt = click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
 
 
+class _WorkerFailures(logging.Filter):
+    """Drops the log record (with traceback) a Dask worker writes for a failed task: the client re-raises the
+    same exception, which is then reported once, as one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Compute Failed")
+
+
+_WORKER_FAILURES = _WorkerFailures()
+
+
 def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Print GeosegErrors as one line and exit 1 (2 for Ctrl-C: 130); tracebacks only with -v."""
+    """Print GeosegErrors as one line and exit 1 (Ctrl-C: 130); tracebacks only with -v."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         verbose = kwargs.get("verbose", 0)
+        worker_log = logging.getLogger("distributed.worker")
+        if not verbose:
+            worker_log.addFilter(_WORKER_FAILURES)
         try:
             return fn(*args, **kwargs)
         except GeosegError as err:
@@ -31,5 +46,7 @@ def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         except KeyboardInterrupt:
             click.echo("geoseg: interrupted; partial outputs were removed", err=True)
             sys.exit(130)
+        finally:
+            worker_log.removeFilter(_WORKER_FAILURES)
 
     return wrapper

@@ -95,15 +95,15 @@ def resolve_bundle(name_or_path: str | Path | None) -> Path:
     if path.suffix.lower() in PICKLE_SUFFIXES:
         raise BundleError(f"{path}: pickle checkpoints are refused (they can run code); "
                           f"convert it with 'geoseg models import {path}'")
-    if path.suffix == ".safetensors" or path.exists():
-        if not path.exists():
-            raise BundleError(f"{path}: bundle not found")
+    if path.exists():
         return path
     registered = BUNDLED_DIR / f"{name}.safetensors"
-    if registered.exists():
+    if path.suffix != ".safetensors" and registered.exists():
         return registered
-    names = sorted(p.stem for p in BUNDLED_DIR.glob("*.safetensors"))
-    raise BundleError(f"{name}: no such bundle file or registered model; registered: {', '.join(names) or 'none'}")
+    names = ", ".join(sorted(p.stem for p in BUNDLED_DIR.glob("*.safetensors"))) or "none"
+    if path.suffix == ".safetensors":
+        raise BundleError(f"{path}: bundle not found; check the path, or give a registered model ({names})")
+    raise BundleError(f"{name}: no such bundle file or registered model; give a .safetensors path or one of: {names}")
 
 
 def read_meta(name_or_path: str | Path | None = None) -> BundleMeta:

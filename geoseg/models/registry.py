@@ -48,3 +48,9 @@ def build_model(arch: str, **kwargs: Any) -> torch.nn.Module:
     if arch not in _REGISTRY:
         raise BundleError(f"unknown architecture {arch!r}; valid: {', '.join(list_architectures())}")
     return _REGISTRY[arch](**kwargs)
+
+
+@register("pixel-linear")
+def pixel_linear(in_channels: int = 3, classes: int = 3) -> torch.nn.Module:
+    """Per-pixel linear classifier (a 1x1 convolution): a spectral baseline, and exact georeferencing tests."""
+    return torch.nn.Conv2d(in_channels, classes, kernel_size=1)
