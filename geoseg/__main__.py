@@ -1,6 +1,5 @@
-"""``python -m geoseg``: the same as the ``geoseg`` command."""
+"""``python -m geoseg`` runs the CLI."""
 
 from geoseg.cli import main
 
-if __name__ == "__main__":
-    main(prog_name="geoseg")
+main()

@@ -58,6 +58,17 @@ def block_side(block_size: int, spec: TileSpec) -> int:
     return max(1, math.ceil(block_size / spec.core)) * spec.core
 
 
+def auto_block_size(height: int, width: int, spec: TileSpec, workers: int, cap: int = 1536) -> int:
+    """The largest block (whole cores, at most ``cap``) that still gives every worker several blocks.
+
+    Small scenes then still keep all workers busy; outputs do not depend on the choice (invariant 1).
+    """
+    side = block_side(cap, spec)
+    while side > spec.core and math.ceil(height / side) * math.ceil(width / side) < 4 * workers:
+        side -= spec.core
+    return side
+
+
 def make_blocks(height: int, width: int, spec: TileSpec, block_size: int) -> list[Block]:
     """Blocks covering the scene in row-major order; each owns whole tile cores of the global grid."""
     side = block_side(block_size, spec)

@@ -6,6 +6,7 @@ This page wires the data-flow modules together; each step lives in its own modul
 from __future__ import annotations
 
 import math
+import threading
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -17,7 +18,7 @@ import numpy as np
 from geoseg.engine import dask_client, stream
 from geoseg.errors import BundleError, ConfigError, SceneError
 from geoseg.export import RasterSink, VectorSink, check_output
-from geoseg.grid import Block, TileSpec, block_input_span, make_blocks
+from geoseg.grid import Block, TileSpec, auto_block_size, block_input_span, make_blocks
 from geoseg.models.bundle import BundleMeta, read_meta, resolve_bundle
 from geoseg.pipeline import InferConfig
 from geoseg.predict import cpu_count, get_predictor
@@ -56,8 +57,9 @@ class BlockResult:
 def run_block(job: BlockJob) -> BlockResult:
     """Read a block with its halo, predict its tiles in batches, stitch the cores, polygonise."""
     clock = time.perf_counter
-    t0 = clock()
+    t_load = clock()
     pred = get_predictor(job.bundle, job.device, job.batch_size)
+    t0 = clock()
     meta = pred.bundle.meta
     r0, r1, c0, c1 = block_input_span(job.block, job.spec)
     data, valid = read_block(job.scene, meta.band_indexes, (r0, r1), (c0, c1))
@@ -79,7 +81,7 @@ def run_block(job: BlockJob) -> BlockResult:
                               (job.scene.height, job.scene.width), job.class_ids)
     t4 = clock()
     return BlockResult(job.block, classes, probs, pieces, int(ran.sum()), int(own.sum()),
-                       {"read": t1 - t0, "predict": t2 - t1, "stitch": t3 - t2, "vectorize": t4 - t3})
+                       {"load": t0 - t_load, "read": t1 - t0, "predict": t2 - t1, "stitch": t3 - t2, "vectorize": t4 - t3})
 
 
 def check_bundle_fits(scene: SceneInfo, meta: BundleMeta, bundle_name: str) -> None:
@@ -134,7 +136,8 @@ def infer(scene_path: str | Path, out: str | Path | None, config: InferConfig, *
         check_output(p, overwrite)
 
     workers = config.workers or cpu_count()
-    blocks = make_blocks(scene.height, scene.width, spec, config.block_size)
+    block_size = config.block_size or auto_block_size(scene.height, scene.width, spec, workers)
+    blocks = make_blocks(scene.height, scene.width, spec, block_size)
     jobs = (BlockJob(scene, b, spec, bundle_path, config.device, config.batch_size, class_ids) for b in blocks)
     layers = {k: meta.classes[k].layer or f"{meta.classes[k].name}s" for k in class_ids}
     sinks: list[RasterSink | VectorSink] = []
@@ -163,8 +166,14 @@ def infer(scene_path: str | Path, out: str | Path | None, config: InferConfig, *
             if vec_sink is not None:
                 vec_sink.add(layers[k], frame)
 
+        stage["setup"] = time.perf_counter() - start
+        if config.scheduler == "threads":  # the workers share this process: load the model while Dask starts
+            preload = threading.Thread(target=get_predictor, args=(bundle_path, config.device, config.batch_size))
+            preload.start()
         with dask_client(config.scheduler, workers, verbose) as client:
+            stage["cluster_start"] = time.perf_counter() - start - stage["setup"]
             for res in stream(client, run_block, jobs, inflight=2 * workers):
+                t_write = time.perf_counter()
                 win = res.block.window
                 if cls_sink:
                     cls_sink.write(win, res.classes)
@@ -178,11 +187,14 @@ def infer(scene_path: str | Path, out: str | Path | None, config: InferConfig, *
                 tiles_run += res.tiles_run
                 valid_px += res.valid_px
                 done += 1
+                stage["write"] += time.perf_counter() - t_write
                 if progress:
                     progress(done, len(blocks))
+        t_final = time.perf_counter()
         for k in class_ids:
             emit(k, merge_open(Pieces.concat(open_pieces[k])))
         written = [str(s.commit()) for s in sinks]
+        stage["finalize"] = time.perf_counter() - t_final
     except BaseException:
         for s in sinks:
             s.abort()

@@ -27,7 +27,7 @@ class InferConfig:
     model: str | None = None
     tile: int | None = None          # default: the bundle's
     halo: int | None = None          # default: the bundle's recommended halo
-    block_size: int = 2048
+    block_size: int | None = None    # default: auto, up to 1536 px, several blocks per worker
     batch_size: int = 4
     device: str = "auto"
     workers: int | None = None       # default: one per core

@@ -69,7 +69,8 @@ def open_scene(path: str | os.PathLike[str]) -> SceneInfo:
                              f"e.g. 'gdalwarp {'-rpc ' if not gcps else ''}-t_srs EPSG:XXXX {path} warped.tif'")
         no_crs, no_grid = info.crs is None, info.transform == Affine.identity()
         what = " and ".join(w for w, missing in (("no CRS", no_crs), ("no geotransform", no_grid)) if missing)
-        fix = " ".join(f for f, missing in (("-a_srs EPSG:XXXX", no_crs), ("-a_ullr ULX ULY LRX LRY", no_grid)) if missing)
+        fix = " ".join(f for f, missing in (("-a_srs EPSG:XXXX", no_crs), ("-a_ullr ULX ULY LRX LRY", no_grid))
+                       if missing)
         raise SceneError(f"{path}: has {what}; georeference it first, e.g. 'gdal_edit.py {fix} {path}'")
     if info.transform.is_degenerate:
         raise SceneError(f"{path}: degenerate geotransform {tuple(info.transform)[:6]}; fix its georeferencing")

@@ -368,7 +368,7 @@ def test_subprocess_user_errors(tmp_path: Path, out_dir: Path, tiny_bundle: Path
 def test_ctrl_c_mid_run(tmp_path: Path, out_dir: Path, tiny_bundle: Path, make_scene: Any) -> None:
     scene = make_scene(width=1500, height=1500)
     args = infer_args(scene, out_dir / "b.gpkg", tiny_bundle, "--raster-out", str(out_dir / "c.tif"),
-                      "--prob-out", str(out_dir / "p.tif"), "--block-size", "256", "--workers", "1")
+                      "--prob-out", str(out_dir / "p.tif"), "--block-size", "256", "--workers", "1", "--device", "cpu")
     proc = subprocess.Popen(geoseg_cmd(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 20
@@ -376,7 +376,7 @@ def test_ctrl_c_mid_run(tmp_path: Path, out_dir: Path, tiny_bundle: Path, make_s
         while not list(out_dir.glob(".c.tif.tmp-*")) and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.1)
         assert list(out_dir.glob(".c.tif.tmp-*")), f"run never started: {proc.poll()} {leftovers(out_dir)}"
-        time.sleep(1.5)
+        time.sleep(1.0)
         assert proc.poll() is None, "the run finished before it could be interrupted; use a bigger scene"
         proc.send_signal(signal.SIGINT)
         stdout, stderr = proc.communicate(timeout=20)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import click
 
 from geoseg import __version__
+from geoseg.cli.bench_cmd import bench
 from geoseg.cli.infer_cmd import infer
+from geoseg.cli.train_cmd import train
 
 
 @click.group()
@@ -15,6 +17,8 @@ def main() -> None:
 
 
 main.add_command(infer)
+main.add_command(bench)
+main.add_command(train)
 try:  # written alongside; registered when present
     from geoseg.cli.synth_cmd import synth
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+import segmentation_models_pytorch as smp  # imported once here: seconds of import never land in a run
 import torch
 
 from geoseg.errors import BundleError
@@ -41,8 +42,6 @@ def build_model(arch: str, **kwargs: Any) -> torch.nn.Module:
         name = arch[4:]
         if name not in SMP_ARCHITECTURES:
             raise BundleError(f"unknown architecture {arch!r}; valid: {', '.join(list_architectures())}")
-        import segmentation_models_pytorch as smp
-
         kwargs = {**kwargs, "encoder_weights": None}
         return getattr(smp, name)(**kwargs)
     if arch not in _REGISTRY:

@@ -48,6 +48,7 @@ class TrainConfig:
     seed: int = 0
     half: bool = True
     log_every: int = 50
+    save_every: int = 100  # a bundle is written (atomically) this often, so a long run can be used early
 
 
 def load_train_config(path: str | Path) -> TrainConfig:

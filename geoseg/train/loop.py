@@ -71,6 +71,8 @@ def train(cfg: TrainConfig, *, log: Callable[[dict], None] | None = None) -> Pat
         opt.step()
         sched.step()
         running.append(loss.item())
+        if cfg.save_every and step % cfg.save_every == 0 and step < cfg.steps:
+            save_bundle(cfg.out, model, bundle_meta(cfg, {"recipe": cfg.out, "steps": step}), half=cfg.half)
         if log and (step % cfg.log_every == 0 or step == cfg.steps):
             log({"step": step, "loss": float(np.mean(running)), "lr": sched.get_last_lr()[0],
                  "samples_per_s": step * cfg.batch_size / (time.perf_counter() - start)})

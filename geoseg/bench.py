@@ -1,0 +1,78 @@
+"""Benchmarks that print JSON: end-to-end inference against the model-only bound, measured in one run.
+
+Figures are ratios taken in the same process (efficiency = model-only seconds / end-to-end seconds), because
+shared machines are noisy; peak RSS comes from the kernel's high-water mark for this process.
+"""
+
+from __future__ import annotations
+
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from geoseg.infer import infer
+from geoseg.models.bundle import read_meta, resolve_bundle
+from geoseg.pipeline import InferConfig
+from geoseg.predict import cpu_count, get_predictor
+
+
+def peak_rss_mb() -> dict[str, float]:
+    """Peak resident memory of this process and of its finished children (processes scheduler), in MB."""
+    return {"self": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "children": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}
+
+
+def bench_scene(size: int, folder: Path) -> Path:
+    """A synthetic scene of ``size``², made once in a child process so its memory is not counted here."""
+    path = folder / f"bench_{size}.tif"
+    if not path.exists():
+        subprocess.run([sys.executable, "-m", "geoseg", "synth", str(path), "--size", str(size), "--seed", "77"],
+                       check=True)
+    return path
+
+
+def model_only_seconds(config: InferConfig, n_tiles: int, workers: int) -> float:
+    """Time the model alone on ``n_tiles`` tiles, batched and spread over ``workers`` threads like ``infer``."""
+    bundle = str(resolve_bundle(config.model).resolve())
+    meta = read_meta(bundle)
+    tile = config.tile or meta.tile
+    pred = get_predictor(bundle, config.device, config.batch_size)
+    rng = np.random.default_rng(0)
+    batch = rng.standard_normal((config.batch_size, meta.n_bands, tile, tile)).astype(np.float32)
+    n_batches = -(-n_tiles // config.batch_size)
+    pred.predict(batch[:1])  # warm-up, as infer's first block also pays it
+    start = time.perf_counter()
+    with ThreadPoolExecutor(workers) as pool:
+        list(pool.map(lambda _: pred.predict(batch), range(n_batches)))
+    return time.perf_counter() - start
+
+
+def bench_infer(size: int, config: InferConfig, folder: Path | None = None, vectors: bool = True) -> dict[str, Any]:
+    """End-to-end ``infer`` on a synthetic ``size``² scene, then the model-only bound for the same tiles."""
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = folder or Path(tmp)
+        folder.mkdir(parents=True, exist_ok=True)
+        scene = bench_scene(size, folder)
+        workers = config.workers or cpu_count()
+        out = Path(tmp) / "out.gpkg"
+        summary = infer(scene, out if vectors else None, config, raster_out=Path(tmp) / "classes.tif",
+                        overwrite=True)
+        rss = peak_rss_mb()
+        model_s = model_only_seconds(config, summary.tiles_run, workers)
+    return {
+        "bench": "infer", "size": size, "megapixels": round(summary.megapixels, 2),
+        "scheduler": config.scheduler, "workers": workers, "block_size": config.block_size,
+        "batch_size": config.batch_size, "device": config.device, "tiles": summary.tiles_run,
+        "wall_s": round(summary.seconds, 2), "mpx_per_s": round(summary.mpx_per_s, 3),
+        "model_only_s": round(model_s, 2), "efficiency": round(model_s / summary.seconds, 3),
+        "peak_rss_mb": round(rss["self"], 1), "peak_rss_children_mb": round(rss["children"], 1),
+        "stage_s": {k: round(v, 2) for k, v in summary.stage_seconds.items()},
+        "objects": summary.objects,
+    }

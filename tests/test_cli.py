@@ -1,0 +1,72 @@
+"""The CLI through click's runner and through a real subprocess; every pipeline YAML loads."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pyogrio
+import pytest
+import rasterio
+from click.testing import CliRunner
+
+from geoseg.cli import main
+from geoseg.pipeline import load_pipeline
+from geoseg.train import load_train_config
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_infer_via_click_runner(make_scene, tiny_bundle, tmp_path):
+    scene = make_scene(width=260, height=190)
+    out = tmp_path / "o.gpkg"
+    args = ["infer", str(scene), "--out", str(out), "--model", str(tiny_bundle), "--raster-out",
+            str(tmp_path / "c.tif"), "--classes", "building", "--tile", "128", "--halo", "32", "--batch-size", "2",
+            "--block-size", "128", "--workers", "2", "--device", "cpu"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    summary = result.output.strip().splitlines()[-1]
+    assert "buildings" in summary and "Mpx/s" in summary and "km²" in summary
+    assert [name for name, _ in pyogrio.list_layers(out)] == ["buildings"]
+    with rasterio.open(tmp_path / "c.tif") as src:
+        assert (src.width, src.height) == (260, 190)
+    # a second run refuses to replace, then replaces with --overwrite
+    assert CliRunner().invoke(main, args).exit_code == 1
+    assert CliRunner().invoke(main, args + ["--overwrite"]).exit_code == 0
+
+
+def test_overlap_is_twice_the_halo(make_scene, tiny_bundle, tmp_path):
+    scene = make_scene(width=150, height=140)
+    outs = []
+    for flag, value in (("--halo", "32"), ("--overlap", "64")):
+        out = tmp_path / f"p{flag}.tif"
+        res = CliRunner().invoke(main, ["infer", str(scene), "--prob-out", str(out), "--model", str(tiny_bundle),
+                                        "--tile", "128", flag, value, "-q"])
+        assert res.exit_code == 0, res.output
+        with rasterio.open(out) as src:
+            outs.append(src.read())
+    assert (outs[0] == outs[1]).all()
+
+
+def test_infer_in_a_subprocess_is_quiet_without_tty(make_scene, tiny_bundle, tmp_path):
+    scene = make_scene(width=200, height=150)
+    out = tmp_path / "s.gpkg"
+    cmd = [sys.executable, "-m", "geoseg", "infer", str(scene), "--out", str(out), "--model", str(tiny_bundle)]
+    quiet = subprocess.run(cmd + ["-q"], capture_output=True, text=True, timeout=300)
+    assert quiet.returncode == 0, quiet.stderr
+    assert quiet.stdout == "" and quiet.stderr == ""
+    loud = subprocess.run(cmd + ["--overwrite"], capture_output=True, text=True, timeout=300)
+    assert loud.returncode == 0, loud.stderr
+    lines = loud.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Mpx/s" in lines[0]  # no progress bar without a TTY, one summary line
+    assert out.exists()
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "pipelines").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_pipeline_loads(path):
+    config = load_pipeline(path)
+    assert config.scheduler in ("threads", "processes") or config.scheduler.startswith("tcp://")
+    text = path.read_text()
+    if "\ntrain:" in text:
+        assert load_train_config(path).steps > 0
