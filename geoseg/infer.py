@@ -21,7 +21,7 @@ from geoseg.export import RasterSink, VectorSink, check_output
 from geoseg.grid import Block, TileSpec, auto_block_size, block_input_span, make_blocks
 from geoseg.models.bundle import BundleMeta, read_meta, resolve_bundle
 from geoseg.pipeline import InferConfig
-from geoseg.predict import cpu_count, get_predictor
+from geoseg.predict import cpu_count, get_predictor, resolve_device
 from geoseg.scene import SceneInfo, metres_per_unit, normalise, open_scene, read_block
 from geoseg.stitch import cut_tiles, stitch_block, tile_cores_valid
 from geoseg.vectorize import Pieces, merge_open, polygonize_block, to_frame
@@ -84,6 +84,14 @@ def run_block(job: BlockJob) -> BlockResult:
                        {"load": t0 - t_load, "read": t1 - t0, "predict": t2 - t1, "stitch": t3 - t2, "vectorize": t4 - t3})
 
 
+def _preload(bundle: str, device: str, batch_size: int) -> None:
+    """Warm the predictor cache while Dask starts; an error here is raised again by the first block."""
+    try:
+        get_predictor(bundle, device, batch_size)
+    except Exception:  # noqa: BLE001 - the block task reports it as a proper error
+        pass
+
+
 def check_bundle_fits(scene: SceneInfo, meta: BundleMeta, bundle_name: str) -> None:
     """Band count and dtype are checked before any compute."""
     if scene.data_bands != meta.n_bands:
@@ -122,12 +130,14 @@ def infer(scene_path: str | Path, out: str | Path | None, config: InferConfig, *
     bundle_path = str(resolve_bundle(config.model).resolve())
     meta = read_meta(bundle_path)
     check_bundle_fits(scene, meta, config.model or "default")
+    resolve_device(config.device)  # a bad --device fails here, before any compute
     spec = TileSpec(config.tile or meta.tile, meta.halo if config.halo is None else config.halo, meta.stride)
     names = [c.name for c in meta.classes]
     wanted = config.classes or tuple(names[1:])
     unknown = [c for c in wanted if c not in names[1:]]
     if unknown:
-        raise ConfigError(f"--classes {','.join(unknown)}: not in model; it has {', '.join(names[1:])}")
+        raise ConfigError(f"--classes {','.join(unknown)}: not in model {config.model or 'default'}; "
+                          f"choose from {', '.join(names[1:])}")
     class_ids = tuple(names.index(c) for c in wanted)
     outputs = [p for p in (out, raster_out, prob_out) if p]
     if not outputs:
@@ -168,8 +178,8 @@ def infer(scene_path: str | Path, out: str | Path | None, config: InferConfig, *
 
         stage["setup"] = time.perf_counter() - start
         if config.scheduler == "threads":  # the workers share this process: load the model while Dask starts
-            preload = threading.Thread(target=get_predictor, args=(bundle_path, config.device, config.batch_size))
-            preload.start()
+            threading.Thread(target=_preload, args=(bundle_path, config.device, config.batch_size),
+                             daemon=True).start()
         with dask_client(config.scheduler, workers, verbose) as client:
             stage["cluster_start"] = time.perf_counter() - start - stage["setup"]
             for res in stream(client, run_block, jobs, inflight=2 * workers):

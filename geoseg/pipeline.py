@@ -57,7 +57,7 @@ def load_pipeline(path: str | Path) -> InferConfig:
     """Read a pipeline YAML (only its ``infer`` section matters here) into an :class:`InferConfig`."""
     path = Path(path)
     if not path.exists():
-        raise ConfigError(f"{path}: pipeline file not found")
+        raise ConfigError(f"{path}: pipeline file not found; check the path (recipes are in pipelines/)")
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as err:

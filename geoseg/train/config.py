@@ -55,7 +55,7 @@ def load_train_config(path: str | Path) -> TrainConfig:
     """Load and validate the ``train`` section of a pipeline; unknown keys fail with the valid ones."""
     path = Path(path)
     if not path.exists():
-        raise ConfigError(f"{path}: pipeline file not found")
+        raise ConfigError(f"{path}: pipeline file not found; check the path (recipes are in pipelines/)")
     try:
         raw = (yaml.safe_load(path.read_text()) or {}).get("train")
     except yaml.YAMLError as err:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from pathlib import Path
@@ -13,6 +14,7 @@ import torch
 from geoseg.models.bundle import BundleMeta, ClassInfo, save_bundle
 from geoseg.models.registry import build_model
 from geoseg.predict import cpu_count
+from geoseg import synth as synth_module
 from geoseg.synth import SynthSpec, write_scene
 from geoseg.train.config import TrainConfig
 from geoseg.train.data import LabelledScene, WindowSampler, load_scene
@@ -24,9 +26,11 @@ def synth_scenes(cfg: TrainConfig) -> list[LabelledScene]:
     folder = Path(cfg.data_dir)
     folder.mkdir(parents=True, exist_ok=True)
     scenes = []
+    # the generator's source is part of the cache key, so a changed look never reuses stale scenes
+    code = hashlib.sha256(Path(synth_module.__file__).read_bytes()).hexdigest()[:8]
     for seed in range(cfg.synth.seed, cfg.synth.seed + cfg.synth.count):
-        image = folder / f"synth_{seed}_{cfg.synth.size}.tif"
-        truth = folder / f"synth_{seed}_{cfg.synth.size}_truth.gpkg"
+        image = folder / f"synth_{seed}_{cfg.synth.size}_{code}.tif"
+        truth = folder / f"synth_{seed}_{cfg.synth.size}_{code}_truth.gpkg"
         if not (image.exists() and truth.exists()):
             spec = SynthSpec(cfg.synth.size, cfg.synth.size, seed=seed, density=cfg.synth.density, gsd=cfg.gsd)
             write_scene(spec, image, truth, overwrite=True)
