@@ -165,7 +165,7 @@ def infer(scene_path: str | Path, out: str | Path | None, config: InferConfig, *
         open_pieces: dict[int, list[Pieces]] = defaultdict(list)
         stage: dict[str, float] = defaultdict(float)
         counts = {name: 0 for name in layers.values()}
-        tiles_run = valid_px = done = 0
+        tiles_run = valid_px = done_px = 0
         m_per_px = metres_per_unit(scene.crs, scene.transform) * math.sqrt(scene.pixel_area)
 
         def emit(k: int, pieces: Pieces) -> None:
@@ -196,10 +196,10 @@ def infer(scene_path: str | Path, out: str | Path | None, config: InferConfig, *
                     stage[name] += sec
                 tiles_run += res.tiles_run
                 valid_px += res.valid_px
-                done += 1
+                done_px += int(win.width * win.height)
                 stage["write"] += time.perf_counter() - t_write
                 if progress:
-                    progress(done, len(blocks))
+                    progress(done_px, scene.width * scene.height)
         t_final = time.perf_counter()
         for k in class_ids:
             emit(k, merge_open(Pieces.concat(open_pieces[k])))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,18 +44,35 @@ class InferConfig:
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
 
 
-def _build(cls: type, raw: Any, where: str) -> Any:
+_SCALARS = (int, float, str, bool, type(None))
+
+
+def check_keys(cls: type, raw: Any, where: str) -> dict[str, Any]:
+    """Validate a YAML mapping against a dataclass: unknown keys and wrong scalar types fail in one line."""
     if not isinstance(raw, dict):
         raise ConfigError(f"{where}: expected a mapping, got {type(raw).__name__}")
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(raw) - names)
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}; valid: {', '.join(sorted(names))}")
-    return raw
+    hints = typing.get_type_hints(cls)
+    for key, value in raw.items():
+        allowed = typing.get_args(hints[key]) or (hints[key],)
+        if not all(t in _SCALARS for t in allowed):
+            continue  # containers are converted (and checked) by their loaders
+        if not any(_is(value, t) for t in allowed):
+            raise ConfigError(f"{where}: {key} must be {' or '.join(t.__name__ for t in allowed)}, got {value!r}")
+    return dict(raw)
 
 
-def load_pipeline(path: str | Path) -> InferConfig:
-    """Read a pipeline YAML (only its ``infer`` section matters here) into an :class:`InferConfig`."""
+def _is(value: Any, kind: type) -> bool:
+    if kind is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return isinstance(value, kind) and not (kind is int and isinstance(value, bool))
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """A pipeline file as plain data (``yaml.safe_load``: no code runs from data)."""
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"{path}: pipeline file not found; check the path (recipes are in pipelines/)")
@@ -62,11 +80,15 @@ def load_pipeline(path: str | Path) -> InferConfig:
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
-    section = _build(_Doc, raw, str(path)).get("infer", {})
-    section = dict(_build(InferConfig, section, f"{path}: infer"))
+    return check_keys(_Doc, raw, str(path))
+
+
+def load_pipeline(path: str | Path) -> InferConfig:
+    """Read a pipeline YAML (only its ``infer`` section matters here) into an :class:`InferConfig`."""
+    section = check_keys(InferConfig, read_yaml(path).get("infer") or {}, f"{path}: infer")
     post = {}
     for name, values in (section.pop("post", None) or {}).items():
-        post[name] = ClassPost(**_build(ClassPost, values, f"{path}: infer.post.{name}"))
+        post[name] = ClassPost(**check_keys(ClassPost, values, f"{path}: infer.post.{name}"))
     if "classes" in section and section["classes"] is not None:
         section["classes"] = tuple(section["classes"])
     try:

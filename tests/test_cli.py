@@ -70,3 +70,20 @@ def test_every_pipeline_loads(path):
     text = path.read_text()
     if "\ntrain:" in text:
         assert load_train_config(path).steps > 0
+
+
+@pytest.mark.parametrize("text,needle", [
+    ("infer:\n  block_size: big\n", "block_size must be int"),
+    ("infer:\n  tiles: 3\n", "unknown key(s) tiles"),
+    ("infer:\n  post:\n    building: {min_area: 3}\n", "unknown key(s) min_area"),
+    ("train:\n  out: x.safetensors\n  steps: many\n", "steps must be int"),
+    ("infer: [\n", "not valid YAML"),
+])
+def test_bad_pipeline_fails_in_one_line(tmp_path, text, needle):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(text)
+    from geoseg.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=None) as err:
+        load_train_config(bad) if "train" in text else load_pipeline(bad)
+    assert needle in str(err.value) and str(bad) in str(err.value) and "\n" not in str(err.value)

@@ -9,22 +9,22 @@ from typing import Callable, Iterator
 
 @contextmanager
 def block_progress(label: str, enabled: bool) -> Iterator[Callable[[int, int], None] | None]:
-    """Yield a ``progress(done, total)`` callback driving a rich bar, or None when disabled."""
+    """Yield a ``progress(done_px, total_px)`` callback driving a rich bar, or None when disabled."""
     if not enabled or not sys.stderr.isatty():
         yield None
         return
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn, \
+    from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, \
         TimeElapsedColumn, TimeRemainingColumn
 
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(),
+    columns = (TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(),
                TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
     with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
         task = bar.add_task(label, total=None, rate="")
 
         def update(done: int, total: int) -> None:
             elapsed = bar.tasks[0].elapsed or 0.0
-            rate = f"{done / elapsed * 60:.1f} blocks/min" if elapsed else ""
+            rate = f"{done / 1e6 / elapsed:.2f} Mpx/s" if elapsed else ""
             bar.update(task, completed=done, total=total, rate=rate)
 
         yield update

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from geoseg.errors import ConfigError
+from geoseg.pipeline import check_keys, read_yaml
 
 
 @dataclass(frozen=True)
@@ -53,22 +51,12 @@ class TrainConfig:
 
 def load_train_config(path: str | Path) -> TrainConfig:
     """Load and validate the ``train`` section of a pipeline; unknown keys fail with the valid ones."""
-    path = Path(path)
-    if not path.exists():
-        raise ConfigError(f"{path}: pipeline file not found; check the path (recipes are in pipelines/)")
-    try:
-        raw = (yaml.safe_load(path.read_text()) or {}).get("train")
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: has no 'train' section")
-    names = {f.name for f in dataclasses.fields(TrainConfig)}
-    unknown = sorted(set(raw) - names)
-    if unknown:
-        raise ConfigError(f"{path}: train: unknown key(s) {', '.join(unknown)}; valid: {', '.join(sorted(names))}")
-    raw = dict(raw)
+    raw = read_yaml(path).get("train")
+    if not raw:
+        raise ConfigError(f"{path}: has no 'train' section; see pipelines/default.yaml")
+    raw = check_keys(TrainConfig, raw, f"{path}: train")
     if raw.get("synth") is not None:
-        raw["synth"] = SynthData(**raw["synth"])
+        raw["synth"] = SynthData(**check_keys(SynthData, raw["synth"], f"{path}: train.synth"))
     for key in ("classes", "augment", "mean", "std"):
         if key in raw:
             raw[key] = tuple(raw[key])

@@ -27,7 +27,8 @@ def synth_scenes(cfg: TrainConfig) -> list[LabelledScene]:
     folder.mkdir(parents=True, exist_ok=True)
     scenes = []
     # the generator's source is part of the cache key, so a changed look never reuses stale scenes
-    code = hashlib.sha256(Path(synth_module.__file__).read_bytes()).hexdigest()[:8]
+    sources = sorted(Path(synth_module.__file__).parent.glob("*.py"))  # every module of the geoseg.synth package
+    code = hashlib.sha256(b"".join(f.read_bytes() for f in sources)).hexdigest()[:8]
     for seed in range(cfg.synth.seed, cfg.synth.seed + cfg.synth.count):
         image = folder / f"synth_{seed}_{cfg.synth.size}_{code}.tif"
         truth = folder / f"synth_{seed}_{cfg.synth.size}_{code}_truth.gpkg"

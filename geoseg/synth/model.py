@@ -1,0 +1,116 @@
+"""One scene's model: the layout assembled into truth vectors (map coordinates) and private decor, cached per spec."""
+
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass
+
+import geopandas as gpd
+import numpy as np
+import shapely
+from pyproj import CRS
+
+from geoseg.synth.layout import (_FIELD_VEG, _FIELDS, _crown_polys, _fields, _place_buildings, _road_lines,
+                                 _roof_colours, _trees)
+from geoseg.synth.spec import SynthSpec
+
+
+@dataclass
+class _Model:
+    """One scene's layout: the truth in map coordinates and the private decor in pixel coordinates."""
+
+    truth: dict[str, gpd.GeoDataFrame]
+    roof_rgb: np.ndarray  # (n_buildings + 1, 3), indexed by building id
+    sun: np.ndarray  # unit shadow direction in pixel frame (away from the sun)
+    fields: np.ndarray  # pixel-frame polygons, their stripe direction / period / colour / vegetation
+    field_dir: np.ndarray
+    field_period: np.ndarray
+    field_rgb: np.ndarray
+    field_veg: np.ndarray
+    crowns: np.ndarray
+    crown_shadows: np.ndarray
+    tree_xyr: np.ndarray  # (n, 3): centre col, row and radius in pixels
+    tree_rgb: np.ndarray
+    marks: np.ndarray
+
+    @functools.cached_property
+    def index(self) -> dict[str, shapely.STRtree]:
+        return {k: shapely.STRtree(getattr(self, k)) for k in ("fields", "crowns", "crown_shadows", "marks")}
+
+
+def _map(geoms: np.ndarray, spec: SynthSpec, scale: float) -> np.ndarray:
+    """Local metres -> pixel frame (scale=1/m) -> map coordinates with the scene transform."""
+    t = spec.transform
+
+    def f(c: np.ndarray) -> np.ndarray:
+        x, y = c[:, 0] * scale, c[:, 1] * scale
+        return np.column_stack([t.a * x + t.b * y + t.c, t.d * x + t.e * y + t.f])
+    return shapely.transform(np.asarray(geoms, dtype=object), f)
+
+
+@functools.lru_cache(maxsize=8)
+def _model(spec: SynthSpec) -> _Model:
+    rng = np.random.default_rng([spec.seed, 0x5E])
+    m = spec.m_per_px
+    w, h = spec.width * m, spec.height * m
+    frame = shapely.box(0, 0, w, h)
+    roads_u = _road_lines(rng, w, h, spec.density) if spec.density > 0 else []
+    cl, rp = [], []  # (geometry, road id, width)
+    for rid, (line, width) in enumerate(roads_u):
+        cl += [(g, rid, width) for g in shapely.get_parts(shapely.intersection(line, frame)) if g.length > 0.5]
+        poly = shapely.intersection(shapely.buffer(line, width / 2, cap_style="flat"), frame)
+        rp += [(g, rid, width) for g in shapely.get_parts(poly) if g.area > 1]
+    # keep-out zone: each centerline segment buffered (its union is the road + 1 m), so queries stay local
+    segs = [(np.stack([c[:-1], c[1:]], 1), np.full(len(c) - 1, wd / 2 + 1.0))
+            for c, wd in ((shapely.get_coordinates(ln), wd) for ln, wd in roads_u)]
+    road_tree = shapely.STRtree(shapely.buffer(shapely.linestrings(np.concatenate([s for s, _ in segs])),
+                                               np.concatenate([r for _, r in segs])) if segs else [])
+    blds = _place_buildings(rng, spec, roads_u, road_tree, w, h)
+    bgeom = np.array([g for g, _, _ in blds], dtype=object)
+    kinds = [k for _, k, _ in blds]
+    fpolys, fmeta = _fields(rng, roads_u, road_tree, bgeom, spec, w, h)
+    fmeta = np.array(fmeta).reshape(-1, 4)
+    parks = [p for p, mt in zip(fpolys, fmeta) if mt[3] == 4]
+    xyr, crowns = _trees(rng, spec, roads_u, road_tree, bgeom, parks, w, h)
+    az = rng.uniform(0, 2 * np.pi)
+    sun = np.array([math.cos(az), math.sin(az)])
+    marks = []
+    for g, _, width in cl:
+        if width >= 8:
+            d = np.arange(rng.uniform(0, 9), g.length - 3, 9.0)
+            a = shapely.get_coordinates(shapely.line_interpolate_point(g, d))
+            b = shapely.get_coordinates(shapely.line_interpolate_point(g, d + 3))
+            marks += list(shapely.buffer(shapely.linestrings(np.stack([a, b], 1)), 0.22, cap_style="flat"))
+    crs = CRS.from_user_input(spec.crs)
+
+    def gdf(rows: list, geoms: np.ndarray, cls: str, cols: dict) -> gpd.GeoDataFrame:
+        return gpd.GeoDataFrame({**cols, "class": [cls] * len(rows)},
+                                geometry=gpd.GeoSeries(_map(geoms, spec, 1 / m)), crs=crs)
+
+    truth = {
+        "buildings": gdf(blds, bgeom, "building", {
+            "id": np.arange(1, len(blds) + 1, dtype=np.int64), "kind": kinds,
+            "height_m": np.round([ht for _, _, ht in blds], 1)}),
+        "roads": gdf(rp, np.array([g for g, _, _ in rp], dtype=object), "road", {
+            "road_id": np.array([r for _, r, _ in rp], np.int64), "width_m": np.round([wd for *_, wd in rp], 1)}),
+        "road_centerlines": gdf(cl, np.array([g for g, _, _ in cl], dtype=object), "road", {
+            "road_id": np.array([r for _, r, _ in cl], np.int64), "width_m": np.round([wd for *_, wd in cl], 1)}),
+    }
+    px = xyr / m
+    return _Model(
+        truth=truth, roof_rgb=_roof_colours(rng, kinds), sun=sun,
+        fields=shapely.transform(np.array(fpolys, dtype=object), lambda c: c / m),
+        field_dir=fmeta[:, :2], field_period=fmeta[:, 2] / m, field_rgb=_FIELDS[fmeta[:, 3].astype(int)],
+        field_veg=_FIELD_VEG[fmeta[:, 3].astype(int)],
+        crowns=shapely.transform(crowns, lambda c: c / m),
+        crown_shadows=_crown_polys(rng, px, sun * px[:, 2:3] * 1.6),
+        tree_xyr=px, tree_rgb=np.column_stack([rng.uniform(40, 72, len(px)), rng.uniform(70, 102, len(px)),
+                                               rng.uniform(34, 52, len(px))]),
+        marks=shapely.transform(np.array(marks, dtype=object), lambda c: c / m),
+    )
+
+
+def make_truth(spec: SynthSpec) -> dict[str, gpd.GeoDataFrame]:
+    """The scene's exact vectors in ``spec.crs``: layers buildings, roads, road_centerlines (fresh copies)."""
+    return {k: v.copy() for k, v in _model(spec).truth.items()}

@@ -1,0 +1,80 @@
+"""Writing a scene to disk: a tiled GeoTIFF streamed block by block and its truth GeoPackage."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict
+from pathlib import Path
+
+import geopandas as gpd
+import pyogrio
+import pyogrio.errors
+import rasterio
+import rasterio.errors
+from rasterio.windows import Window
+
+from geoseg.errors import ConfigError, OutputError
+from geoseg.synth.model import make_truth
+from geoseg.synth.render import render_window
+from geoseg.synth.spec import LAYERS, SynthSpec
+
+_BAND_NAMES = ("red", "green", "blue", "nir", "rededge", "swir1", "swir2")
+
+
+def _tmp_name(path: Path) -> Path:
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}{path.suffix}")
+
+
+def write_scene(spec: SynthSpec, out: str | Path, truth_out: str | Path | None = None, *, block: int = 1024,
+                overwrite: bool = False) -> dict[str, gpd.GeoDataFrame]:
+    """Write the scene as a tiled DEFLATE GeoTIFF and its truth as a GeoPackage, block by block.
+
+    Memory stays bounded by ``block`` (the raster is never whole in memory). Both files are written under
+    temporary names in their folders and renamed into place only when both are complete.
+    Default truth path: ``<out stem>_truth.gpkg`` next to ``out``. Returns the truth.
+    """
+    out = Path(out)
+    truth_out = Path(truth_out) if truth_out is not None else out.with_name(f"{out.stem}_truth.gpkg")
+    if out.resolve() == truth_out.resolve():
+        raise ConfigError(f"{out}: the scene and its truth need different paths")
+    if block < 1:
+        raise ConfigError(f"write_scene: block must be >= 1 pixel, got {block}")
+    for path in (out, truth_out):
+        if path.exists() and not overwrite:
+            raise OutputError(f"{path}: already exists; use --overwrite to replace it")
+    block = max(256, block // 256 * 256)  # whole GeoTIFF tiles per write
+    truth = make_truth(spec)
+    profile = dict(driver="GTiff", width=spec.width, height=spec.height, count=spec.bands, dtype=spec.dtype,
+                   crs=rasterio.crs.CRS.from_user_input(spec.crs), transform=spec.transform, tiled=True,
+                   blockxsize=256, blockysize=256, compress="deflate", predictor=3 if spec.dtype == "float32" else 2,
+                   interleave="pixel", BIGTIFF="IF_SAFER", nodata=0 if spec.nodata_border > 0 else None)
+    if spec.bands == 3 and spec.dtype == "uint8":
+        profile["photometric"] = "RGB"
+    tmps = [_tmp_name(out), _tmp_name(truth_out)]
+    try:
+        for path in (out, truth_out):
+            path.parent.mkdir(parents=True, exist_ok=True)
+        with rasterio.open(tmps[0], "w", **profile) as dst:
+            names = ("pan",) if spec.bands == 1 else _BAND_NAMES + tuple(f"band{i}" for i in range(8, 17))
+            for b in range(spec.bands):
+                dst.set_band_description(b + 1, names[b])
+            dst.update_tags(geoseg_synth=json.dumps(asdict(spec)))
+            for r in range(0, spec.height, block):
+                for c in range(0, spec.width, block):
+                    win = Window(c, r, min(block, spec.width - c), min(block, spec.height - r))
+                    dst.write(render_window(spec, truth, win), window=win)
+        geom_types = {"buildings": "Polygon", "roads": "Polygon", "road_centerlines": "LineString"}
+        for layer in LAYERS:
+            pyogrio.write_dataframe(truth[layer], tmps[1], layer=layer, driver="GPKG",
+                                    geometry_type=geom_types[layer], promote_to_multi=False)
+        os.replace(tmps[0], out)
+        os.replace(tmps[1], truth_out)
+    except (OSError, rasterio.errors.RasterioError, pyogrio.errors.DataSourceError,
+            pyogrio.errors.DataLayerError) as err:
+        raise OutputError(f"{out}: cannot write the scene ({err}); check the folder is writable") from err
+    finally:
+        for tmp in tmps:
+            tmp.unlink(missing_ok=True)
+    return truth
+
