@@ -41,13 +41,14 @@ class BlockJob:
     device: str
     batch_size: int
     class_ids: tuple[int, ...]
+    want_probs: bool = False  # probabilities travel back to the client only when they are written
 
 
 @dataclass
 class BlockResult:
     block: Block
     classes: np.ndarray             # uint8 (h, w), CLASS_NODATA where invalid
-    probs: np.ndarray               # float32 (k, h, w), PROB_NODATA where invalid
+    probs: np.ndarray | None        # float32 (k, h, w), PROB_NODATA where invalid (if asked for)
     pieces: dict[int, Pieces]
     tiles_run: int
     valid_px: int
@@ -80,7 +81,7 @@ def run_block(job: BlockJob) -> BlockResult:
     pieces = polygonize_block(classes, probs, own, int(win.row_off), int(win.col_off),
                               (job.scene.height, job.scene.width), job.class_ids)
     t4 = clock()
-    return BlockResult(job.block, classes, probs, pieces, int(ran.sum()), int(own.sum()),
+    return BlockResult(job.block, classes, probs if job.want_probs else None, pieces, int(ran.sum()), int(own.sum()),
                        {"load": t0 - t_load, "read": t1 - t0, "predict": t2 - t1, "stitch": t3 - t2, "vectorize": t4 - t3})
 
 
@@ -148,7 +149,8 @@ def infer(scene_path: str | Path, out: str | Path | None, config: InferConfig, *
     workers = config.workers or cpu_count()
     block_size = config.block_size or auto_block_size(scene.height, scene.width, spec, workers)
     blocks = make_blocks(scene.height, scene.width, spec, block_size)
-    jobs = (BlockJob(scene, b, spec, bundle_path, config.device, config.batch_size, class_ids) for b in blocks)
+    jobs = (BlockJob(scene, b, spec, bundle_path, config.device, config.batch_size, class_ids, bool(prob_out))
+            for b in blocks)
     layers = {k: meta.classes[k].layer or f"{meta.classes[k].name}s" for k in class_ids}
     sinks: list[RasterSink | VectorSink] = []
     try:
@@ -187,7 +189,7 @@ def infer(scene_path: str | Path, out: str | Path | None, config: InferConfig, *
                 win = res.block.window
                 if cls_sink:
                     cls_sink.write(win, res.classes)
-                if prob_sink:
+                if prob_sink and res.probs is not None:
                     prob_sink.write(win, res.probs)
                 for k, pieces in res.pieces.items():
                     open_pieces[k].append(pieces.select(pieces.open))
