@@ -1,5 +1,5 @@
 """Open geoseg outputs the way an analyst does: in QGIS (headless). Run with the system python3 that has
-python3-qgis, not the project venv:  QT_QPA_PLATFORM=offscreen python3 .ci/qgis_check.py OUT.gpkg [RASTER.tif]
+python3-qgis, not the project venv:  QT_QPA_PLATFORM=offscreen /usr/bin/python3 .ci/qgis_check.py OUT.gpkg [RASTER.tif]
 Prints one JSON line per layer; exits 1 if any layer is invalid, empty of CRS, or unreadable."""
 
 import json

@@ -106,8 +106,12 @@ class VectorSink:
             return
         frame = gpd.GeoDataFrame(
             __import__("pandas").concat(frames, ignore_index=True) if frames else _empty(self.crs), crs=self.crs)
-        frame.to_file(self.tmp, layer=layer, driver="GPKG", engine="pyogrio", append=self.tmp.exists(),
-                      geometry_type="Polygon", promote_to_multi=False)
+        exists = self.tmp.exists()
+        # GeoPackage 1.2: our bundled GDAL would write 1.4, which QGIS 3.22 (GDAL 3.6) flags as "partially supported"
+        options = {} if exists else {"dataset_options": {"VERSION": "1.2"}}
+        frame.to_file(self.tmp, layer=layer, driver="GPKG", engine="pyogrio", append=exists,
+                      geometry_type="Polygon", promote_to_multi=False, layer_options={"SPATIAL_INDEX": "YES"},
+                      **options)
         self.written[layer] += len(frame)
         self.pending[layer] = []
 

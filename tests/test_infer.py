@@ -176,3 +176,19 @@ def test_outputs_are_valid_cogs_and_gpkg(make_scene, tiny_bundle, tmp_path):
     assert {"class", "area_m2", "score"} <= set(frame.columns)
     assert frame.is_valid.all() and frame.crs == crs
     assert not list(tmp_path.glob(".*tmp*"))
+
+
+def test_object_cut_by_block_edges_is_one_polygon(make_scene, tmp_path):
+    data = np.full((3, 200, 200), 10, np.uint8)
+    data[0, 40:150, 30:170] = 250            # spans 3x3 blocks of 64 px, crossing four block corners
+    data[0, 60:80, 60:140] = 10              # a hole inside it
+    scene = make_scene(data=data, width=200, height=200)
+    out = tmp_path / "one.gpkg"
+    infer(scene, out, InferConfig(model=str(linear_bundle(tmp_path / "l.safetensors")), block_size=64,
+                                  workers=2))
+    found = gpd.read_file(out, layer="buildings")
+    assert len(found) == 1
+    geom = found.geometry.iloc[0]
+    assert geom.geom_type == "Polygon" and len(geom.interiors) == 1
+    assert found["area_m2"].iloc[0] == pytest.approx((110 * 140 - 20 * 80) * 0.25)
+    assert len(shapely.get_coordinates(geom)) == 10  # 5 + 5 ring vertices: no seam vertices left behind
