@@ -87,3 +87,16 @@ def test_bad_pipeline_fails_in_one_line(tmp_path, text, needle):
     with pytest.raises(ConfigError, match=None) as err:
         load_train_config(bad) if "train" in text else load_pipeline(bad)
     assert needle in str(err.value) and str(bad) in str(err.value) and "\n" not in str(err.value)
+
+
+def test_bench_infer_prints_json(tiny_bundle, tmp_path):
+    import json
+
+    res = CliRunner().invoke(main, ["bench", "infer", "--size", "300", "--model", str(tiny_bundle),
+                                    "--workdir", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    report = json.loads(res.output.strip().splitlines()[-1])
+    assert report["tiles"] > 0 and report["wall_s"] > 0 and report["model_only_s"] > 0
+    assert report["efficiency"] == pytest.approx(report["model_only_s"] / report["wall_s"], abs=0.05)
+    assert {"read", "predict", "stitch", "vectorize", "write", "finalize"} <= set(report["stage_s"])
+    assert report["peak_rss_mb"] > 0

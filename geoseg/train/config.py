@@ -46,6 +46,7 @@ class TrainConfig:
     seed: int = 0
     half: bool = True
     log_every: int = 50
+    recipe: str = ""  # the pipeline file this came from (set by the loader; recorded in the bundle)
     save_every: int = 100  # a bundle is written (atomically) this often, so a long run can be used early
 
 
@@ -60,6 +61,7 @@ def load_train_config(path: str | Path) -> TrainConfig:
     for key in ("classes", "augment", "mean", "std"):
         if key in raw:
             raw[key] = tuple(raw[key])
+    raw.setdefault("recipe", str(path))
     try:
         return TrainConfig(**raw)
     except TypeError as err:

@@ -39,6 +39,14 @@ def synth_scenes(cfg: TrainConfig) -> list[LabelledScene]:
     return scenes
 
 
+def data_fingerprint(scenes: list[LabelledScene]) -> str:
+    """SHA-256 over the training scenes' image files, so a bundle names the pixels it learnt from."""
+    digest = hashlib.sha256()
+    for scene in scenes:
+        digest.update(scene.image.read_bytes())
+    return digest.hexdigest()[:16]
+
+
 def bundle_meta(cfg: TrainConfig, provenance: dict) -> BundleMeta:
     """The metadata the trained bundle carries, so inference needs nothing but the file."""
     classes = tuple(ClassInfo(**c) for c in cfg.classes)
@@ -77,12 +85,13 @@ def train(cfg: TrainConfig, *, log: Callable[[dict], None] | None = None) -> Pat
         sched.step()
         running.append(loss.item())
         if cfg.save_every and step % cfg.save_every == 0 and step < cfg.steps:
-            save_bundle(cfg.out, model, bundle_meta(cfg, {"recipe": cfg.out, "steps": step}), half=cfg.half)
+            save_bundle(cfg.out, model, bundle_meta(cfg, {"recipe": cfg.recipe, "steps": step}), half=cfg.half)
         if log and (step % cfg.log_every == 0 or step == cfg.steps):
             log({"step": step, "loss": float(np.mean(running)), "lr": sched.get_last_lr()[0],
                  "samples_per_s": step * cfg.batch_size / (time.perf_counter() - start)})
             running = []
     model.eval()
-    provenance = {"recipe": cfg.out, "steps": cfg.steps, "synth": json.dumps(cfg.synth.__dict__ if cfg.synth else None),
-                  "seconds": round(time.perf_counter() - start, 1)}
+    provenance = {"recipe": cfg.recipe, "steps": cfg.steps, "seconds": round(time.perf_counter() - start, 1),
+                  "synth": json.dumps(cfg.synth.__dict__ if cfg.synth else None),
+                  "data_fingerprint": data_fingerprint(scenes)}
     return save_bundle(cfg.out, model, bundle_meta(cfg, provenance), half=cfg.half)
