@@ -20,7 +20,7 @@ import numpy as np
 from geoseg.infer import infer
 from geoseg.models.bundle import read_meta, resolve_bundle
 from geoseg.pipeline import InferConfig
-from geoseg.predict import cpu_count, get_predictor
+from geoseg.predict import cpu_count, default_batch_size, get_predictor
 
 
 def peak_rss_mb() -> dict[str, float]:
@@ -43,14 +43,15 @@ def model_only_seconds(config: InferConfig, n_tiles: int, workers: int) -> float
     bundle = str(resolve_bundle(config.model).resolve())
     meta = read_meta(bundle)
     tile = config.tile or meta.tile
-    pred = get_predictor(bundle, config.device, config.batch_size)
+    pred = get_predictor(bundle, config.device)
+    batch_size = config.batch_size or default_batch_size(pred.device)
     rng = np.random.default_rng(0)
-    batch = rng.standard_normal((config.batch_size, meta.n_bands, tile, tile)).astype(np.float32)
-    n_batches = -(-n_tiles // config.batch_size)
-    pred.predict(batch[:1])  # warm-up, as infer's first block also pays it
+    batch = rng.standard_normal((batch_size, meta.n_bands, tile, tile)).astype(np.float32)
+    n_batches = -(-n_tiles // batch_size)
+    pred.predict(batch[:1], batch_size)  # warm-up, as infer's first block also pays it
     start = time.perf_counter()
     with ThreadPoolExecutor(workers) as pool:
-        list(pool.map(lambda _: pred.predict(batch), range(n_batches)))
+        list(pool.map(lambda _: pred.predict(batch, batch_size), range(n_batches)))
     return time.perf_counter() - start
 
 
@@ -69,7 +70,7 @@ def bench_infer(size: int, config: InferConfig, folder: Path | None = None, vect
     return {
         "bench": "infer", "size": size, "megapixels": round(summary.megapixels, 2),
         "scheduler": config.scheduler, "workers": workers, "block_size": config.block_size,
-        "batch_size": config.batch_size, "device": config.device, "tiles": summary.tiles_run,
+        "batch_size": config.batch_size or "auto", "device": config.device, "tiles": summary.tiles_run,
         "wall_s": round(summary.seconds, 2), "mpx_per_s": round(summary.mpx_per_s, 3),
         "model_only_s": round(model_s, 2), "efficiency": round(model_s / summary.seconds, 3),
         "peak_rss_mb": round(rss["self"], 1), "peak_rss_children_mb": round(rss["children"], 1),

@@ -64,7 +64,7 @@ def auto_block_size(height: int, width: int, spec: TileSpec, workers: int, cap: 
     Small scenes then still keep all workers busy; outputs do not depend on the choice (invariant 1).
     """
     side = block_side(cap, spec)
-    while side > spec.core and math.ceil(height / side) * math.ceil(width / side) < 4 * workers:
+    while side > spec.core and math.ceil(height / side) * math.ceil(width / side) < 8 * workers:
         side -= spec.core
     return side
 

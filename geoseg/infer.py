@@ -21,7 +21,7 @@ from geoseg.export import RasterSink, VectorSink, check_output
 from geoseg.grid import Block, TileSpec, auto_block_size, block_input_span, make_blocks
 from geoseg.models.bundle import BundleMeta, read_meta, resolve_bundle
 from geoseg.pipeline import InferConfig
-from geoseg.predict import cpu_count, get_predictor, resolve_device
+from geoseg.predict import cpu_count, default_batch_size, get_predictor, resolve_device
 from geoseg.scene import SceneInfo, metres_per_unit, normalise, open_scene, read_block
 from geoseg.stitch import cut_tiles, stitch_block, tile_cores_valid
 from geoseg.vectorize import Pieces, merge_open, polygonize_block, to_frame
@@ -59,7 +59,7 @@ def run_block(job: BlockJob) -> BlockResult:
     """Read a block with its halo, predict its tiles in batches, stitch the cores, polygonise."""
     clock = time.perf_counter
     t_load = clock()
-    pred = get_predictor(job.bundle, job.device, job.batch_size)
+    pred = get_predictor(job.bundle, job.device)
     t0 = clock()
     meta = pred.bundle.meta
     r0, r1, c0, c1 = block_input_span(job.block, job.spec)
@@ -68,7 +68,7 @@ def run_block(job: BlockJob) -> BlockResult:
     t1 = clock()
     ran = tile_cores_valid(valid, job.block, job.spec)
     tiles = cut_tiles(x, job.block, job.spec)[ran]
-    probs_t = pred.predict(tiles) if len(tiles) else np.empty((0, len(meta.classes), 1, 1), np.float32)
+    probs_t = pred.predict(tiles, job.batch_size) if len(tiles) else np.empty((0, len(meta.classes), 1, 1), np.float32)
     t2 = clock()
     probs = stitch_block(probs_t, ran, job.block, job.spec)
     h, w = probs.shape[1:]
@@ -85,10 +85,10 @@ def run_block(job: BlockJob) -> BlockResult:
                        {"load": t0 - t_load, "read": t1 - t0, "predict": t2 - t1, "stitch": t3 - t2, "vectorize": t4 - t3})
 
 
-def _preload(bundle: str, device: str, batch_size: int) -> None:
+def _preload(bundle: str, device: str) -> None:
     """Warm the predictor cache while Dask starts; an error here is raised again by the first block."""
     try:
-        get_predictor(bundle, device, batch_size)
+        get_predictor(bundle, device)
     except Exception:  # noqa: BLE001 - the block task reports it as a proper error
         pass
 
@@ -131,7 +131,7 @@ def infer(scene_path: str | Path, out: str | Path | None, config: InferConfig, *
     bundle_path = str(resolve_bundle(config.model).resolve())
     meta = read_meta(bundle_path)
     check_bundle_fits(scene, meta, config.model or "default")
-    resolve_device(config.device)  # a bad --device fails here, before any compute
+    batch_size = config.batch_size or default_batch_size(resolve_device(config.device))  # bad --device fails here
     spec = TileSpec(config.tile or meta.tile, meta.halo if config.halo is None else config.halo, meta.stride)
     names = [c.name for c in meta.classes]
     wanted = config.classes or tuple(names[1:])
@@ -149,7 +149,7 @@ def infer(scene_path: str | Path, out: str | Path | None, config: InferConfig, *
     workers = config.workers or cpu_count()
     block_size = config.block_size or auto_block_size(scene.height, scene.width, spec, workers)
     blocks = make_blocks(scene.height, scene.width, spec, block_size)
-    jobs = (BlockJob(scene, b, spec, bundle_path, config.device, config.batch_size, class_ids, bool(prob_out))
+    jobs = (BlockJob(scene, b, spec, bundle_path, config.device, batch_size, class_ids, bool(prob_out))
             for b in blocks)
     layers = {k: meta.classes[k].layer or f"{meta.classes[k].name}s" for k in class_ids}
     sinks: list[RasterSink | VectorSink] = []
@@ -180,7 +180,7 @@ def infer(scene_path: str | Path, out: str | Path | None, config: InferConfig, *
 
         stage["setup"] = time.perf_counter() - start
         if config.scheduler == "threads":  # the workers share this process: load the model while Dask starts
-            threading.Thread(target=_preload, args=(bundle_path, config.device, config.batch_size),
+            threading.Thread(target=_preload, args=(bundle_path, config.device),
                              daemon=True).start()
         with dask_client(config.scheduler, workers, verbose) as client:
             stage["cluster_start"] = time.perf_counter() - start - stage["setup"]

@@ -29,7 +29,7 @@ class InferConfig:
     tile: int | None = None          # default: the bundle's
     halo: int | None = None          # default: the bundle's recommended halo
     block_size: int | None = None    # default: auto, up to 1536 px, several blocks per worker
-    batch_size: int = 4
+    batch_size: int | None = None    # default: 1 on CPU, 16 on CUDA
     device: str = "auto"
     workers: int | None = None       # default: one per core
     scheduler: str = "threads"

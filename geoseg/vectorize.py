@@ -7,6 +7,7 @@ sheared transform is honoured in full (DESIGN invariants 1 and 4).
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 
 import geopandas as gpd
@@ -15,7 +16,16 @@ import rasterio.features
 import shapely
 from affine import Affine
 from rasterio.crs import CRS
+from rasterio.errors import NotGeoreferencedWarning
 from scipy import ndimage
+
+
+# rasterio 1.4 creates the in-memory dataset for ``shapes`` before giving it its transform, and warns that it
+# is "not georeferenced" (also for the identity shift of the block at the scene origin) from whichever Dask
+# thread runs it. Scenes without georeferencing are refused with a clear error in geoseg.scene, so these
+# warnings never carry information here. Process-wide, because per-call catch_warnings is not thread-safe.
+for _message in ("Dataset has no geotransform", "The given matrix is equal to Affine.identity"):
+    warnings.filterwarnings("ignore", message=_message, category=NotGeoreferencedWarning)
 
 
 @dataclass
@@ -47,9 +57,7 @@ def polygonize_block(classes: np.ndarray, probs: np.ndarray, valid: np.ndarray, 
     """4-connected objects of each class in a block; objects touching an inner block edge are marked open."""
     h, w = classes.shape
     inner = (row0 > 0, row0 + h < scene_shape[0], col0 > 0, col0 + w < scene_shape[1])
-    # y is flipped so that the block at the scene origin does not get an identity transform, for which
-    # GDAL warns "not georeferenced" (a process-wide warning filter would not be thread-safe).
-    shift = Affine(1.0, 0.0, col0, 0.0, -1.0, -row0)
+    shift = Affine.translation(col0, row0)
     out: dict[int, Pieces] = {}
     for k in class_ids:
         labels, n = ndimage.label((classes == k) & valid)
@@ -60,12 +68,10 @@ def polygonize_block(classes: np.ndarray, probs: np.ndarray, valid: np.ndarray, 
         n_px = np.bincount(flat, minlength=n + 1)[1:]
         prob_sum = np.bincount(flat, weights=np.nan_to_num(probs[k]).ravel(), minlength=n + 1)[1:]
         geoms = np.empty(n, object)
-        # no ``mask=``: rasterio builds the mask dataset without a transform, and GDAL then warns "not
-        # georeferenced" from a worker thread; background polygons (value 0) are skipped instead
+        # no ``mask=`` (one less in-memory dataset); background polygons (value 0) are skipped instead
         for geom, value in rasterio.features.shapes(labels.astype(np.int32), connectivity=4, transform=shift):
             if value:
                 geoms[int(value) - 1] = shapely.geometry.shape(geom)
-        geoms = shapely.transform(geoms, lambda xy: xy * (1.0, -1.0))  # undo the y flip, exact on integers
         edges = [labels[0], labels[-1], labels[:, 0], labels[:, -1]]
         is_open = np.zeros(n + 1, bool)
         for edge, interior in zip(edges, inner):

@@ -38,7 +38,7 @@ def geometry_set(frame: gpd.GeoDataFrame) -> list[bytes]:
 def test_partition_invariance(make_scene, tiny_bundle, tmp_path):
     scene = make_scene(width=420, height=330)
     base = run(scene, tmp_path, "a", tiny_bundle, block_size=64, workers=1)
-    for tag, cfg in {"b": dict(block_size=200, workers=2, batch_size=3),
+    for tag, cfg in {"b": dict(block_size=200, workers=2),
                      "c": dict(block_size=4096, workers=2),
                      "d": dict(block_size=128, workers=2, scheduler="processes")}.items():
         other = run(scene, tmp_path, tag, tiny_bundle, **cfg)

@@ -19,7 +19,7 @@ def bench() -> None:
 @click.option("--size", type=int, default=4096, show_default=True, help="Side of the synthetic scene in pixels.")
 @click.option("--model", help="Bundle path or registered name (default: the bundled model).")
 @click.option("--block-size", type=int, help="Default: auto (as infer).")
-@click.option("--batch-size", type=int, default=4, show_default=True)
+@click.option("--batch-size", type=int, help="Default: 1 on CPU, 16 on CUDA.")
 @click.option("--workers", type=int)
 @click.option("--scheduler", default="threads", show_default=True)
 @click.option("--device", default="auto", show_default=True)
@@ -27,7 +27,7 @@ def bench() -> None:
 @click.option("--no-vectors", is_flag=True, help="Only the class raster (isolates vectorising cost).")
 @verbose_opt
 @user_errors
-def bench_infer_cmd(size: int, model: str | None, block_size: int | None, batch_size: int, workers: int | None,
+def bench_infer_cmd(size: int, model: str | None, block_size: int | None, batch_size: int | None, workers: int | None,
                     scheduler: str, device: str, workdir: str | None, no_vectors: bool, verbose: int) -> None:
     """End-to-end inference vs the model-only bound on the same tiles, peak RSS, time per stage."""
     from geoseg.bench import bench_infer
