@@ -55,7 +55,8 @@ def model_only_seconds(config: InferConfig, n_tiles: int, workers: int) -> float
     return time.perf_counter() - start
 
 
-def bench_infer(size: int, config: InferConfig, folder: Path | None = None, vectors: bool = True) -> dict[str, Any]:
+def bench_infer(size: int, config: InferConfig, folder: Path | None = None, vectors: bool = True,
+                model_only: bool = True) -> dict[str, Any]:
     """End-to-end ``infer`` on a synthetic ``size``² scene, then the model-only bound for the same tiles."""
     with tempfile.TemporaryDirectory() as tmp:
         folder = folder or Path(tmp)
@@ -66,13 +67,14 @@ def bench_infer(size: int, config: InferConfig, folder: Path | None = None, vect
         summary = infer(scene, out if vectors else None, config, raster_out=Path(tmp) / "classes.tif",
                         overwrite=True)
         rss = peak_rss_mb()
-        model_s = model_only_seconds(config, summary.tiles_run, workers)
+        model_s = model_only_seconds(config, summary.tiles_run, workers) if model_only else None
     return {
         "bench": "infer", "size": size, "megapixels": round(summary.megapixels, 2),
         "scheduler": config.scheduler, "workers": workers, "block_size": config.block_size,
         "batch_size": config.batch_size or "auto", "device": config.device, "tiles": summary.tiles_run,
         "wall_s": round(summary.seconds, 2), "mpx_per_s": round(summary.mpx_per_s, 3),
-        "model_only_s": round(model_s, 2), "efficiency": round(model_s / summary.seconds, 3),
+        "model_only_s": round(model_s, 2) if model_s else None,
+        "efficiency": round(model_s / summary.seconds, 3) if model_s else None,
         "peak_rss_mb": round(rss["self"], 1), "peak_rss_children_mb": round(rss["children"], 1),
         "stage_s": {k: round(v, 2) for k, v in summary.stage_seconds.items()},
         "objects": summary.objects,

@@ -56,7 +56,7 @@ class RasterSink:
         self.dataset = rasterio.open(
             self.stage, "w", driver="GTiff", width=scene.width, height=scene.height, count=count, dtype=dtype,
             crs=scene.crs, transform=scene.transform, nodata=nodata, tiled=True, blockxsize=COG_BLOCK,
-            blockysize=COG_BLOCK, compress="DEFLATE", BIGTIFF="IF_SAFER")
+            blockysize=COG_BLOCK, compress="ZSTD", ZSTD_LEVEL=1, BIGTIFF="IF_SAFER")  # staging: fast codec
         for i, desc in enumerate(descriptions, start=1):
             self.dataset.set_band_description(i, desc)
 
@@ -69,7 +69,7 @@ class RasterSink:
         try:
             rasterio.shutil.copy(self.stage, self.final_tmp, driver="COG", COMPRESS="DEFLATE",
                                  BLOCKSIZE=COG_BLOCK, OVERVIEWS="AUTO", RESAMPLING=self.resampling,
-                                 BIGTIFF="IF_SAFER")
+                                 BIGTIFF="IF_SAFER", NUM_THREADS="ALL_CPUS")
             os.replace(self.final_tmp, self.path)
         finally:
             self.abort()

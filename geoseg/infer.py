@@ -70,12 +70,13 @@ def run_block(job: BlockJob) -> BlockResult:
     tiles = cut_tiles(x, job.block, job.spec)[ran]
     probs_t = pred.predict(tiles, job.batch_size) if len(tiles) else np.empty((0, len(meta.classes), 1, 1), np.float32)
     t2 = clock()
-    probs = stitch_block(probs_t, ran, job.block, job.spec)
+    probs = stitch_block(probs_t, ran, job.block, job.spec, fill=PROB_NODATA)
     h, w = probs.shape[1:]
-    own = valid[job.spec.halo:job.spec.halo + h, job.spec.halo:job.spec.halo + w]
-    own &= np.isfinite(probs[0])
-    classes = np.where(own, np.argmax(np.nan_to_num(probs, nan=-1.0), axis=0), CLASS_NODATA).astype(np.uint8)
-    probs[:, ~own] = PROB_NODATA
+    own = valid[job.spec.halo:job.spec.halo + h, job.spec.halo:job.spec.halo + w] & (probs[0] >= 0)
+    classes = np.argmax(probs, axis=0).astype(np.uint8)
+    if not own.all():
+        classes[~own] = CLASS_NODATA
+        probs[:, ~own] = PROB_NODATA
     t3 = clock()
     win = job.block.window
     pieces = polygonize_block(classes, probs, own, int(win.row_off), int(win.col_off),
@@ -148,8 +149,9 @@ def infer(scene_path: str | Path, out: str | Path | None, config: InferConfig, *
 
     workers = config.workers or cpu_count()
     block_size = config.block_size or auto_block_size(scene.height, scene.width, spec, workers)
-    blocks = make_blocks(scene.height, scene.width, spec, block_size)
-    jobs = (BlockJob(scene, b, spec, bundle_path, config.device, batch_size, class_ids, bool(prob_out))
+    # the largest blocks first, so the last tasks are small and workers finish together
+    blocks = sorted(make_blocks(scene.height, scene.width, spec, block_size), key=lambda b: -b.n_tiles)
+    jobs = (BlockJob(scene, b, spec, bundle_path, config.device, batch_size, class_ids if out else (), bool(prob_out))
             for b in blocks)
     layers = {k: meta.classes[k].layer or f"{meta.classes[k].name}s" for k in class_ids}
     sinks: list[RasterSink | VectorSink] = []

@@ -51,6 +51,11 @@ class Predictor:
         On CPU the last batch is padded to the full batch size: with one intra-op thread, oneDNN then gives
         every tile bit-identical results whatever block or batch position it falls in (partition invariance).
         """
+        if not self.cuda:
+            # OpenMP's thread count is per calling thread (torch.get_num_threads does not tell which): every
+            # thread sets its own, so torch threads x Dask threads never exceed the cores, and every tile sees
+            # the same kernels (bit-identical output whatever the worker count)
+            torch.set_num_threads(1)
         n, bs = tiles.shape[0], batch_size
         out = np.empty((n, len(self.bundle.meta.classes)) + tiles.shape[2:], np.float32)
         with torch.inference_mode():
@@ -83,8 +88,8 @@ def default_batch_size(device: torch.device) -> int:
 def get_predictor(bundle: str | Path | None, device: str) -> Predictor:
     """The worker's predictor for this bundle and device, loaded on first use and then reused.
 
-    On CPU, parallelism comes from Dask threads/processes and torch runs one intra-op thread each, so
-    torch threads x Dask threads never exceed the cores and results do not depend on the worker count.
+    On CPU, parallelism comes from Dask threads/processes and torch runs one intra-op thread in each
+    (see :meth:`Predictor.predict`), so results do not depend on the worker count.
     """
     key = (str(bundle), device)
     with _LOCK:
@@ -92,8 +97,6 @@ def get_predictor(bundle: str | Path | None, device: str) -> Predictor:
         if pred is None:
             pred = Predictor(load_bundle(bundle), resolve_device(device))
             _CACHE[key] = pred
-        if not pred.cuda and torch.get_num_threads() != 1:
-            torch.set_num_threads(1)
     return pred
 
 

@@ -114,9 +114,12 @@ def read_block(info: SceneInfo, bands: tuple[int, ...], rows: tuple[int, int], c
         raise SceneReadError(f"{info.path}: read failed at rows {win.row_off}-{win.row_off + win.height}, "
                              f"cols {win.col_off}-{win.col_off + win.width} ({reason}); "
                              "the file is corrupt or truncated: re-download or re-export it")
-    take = np.ix_(ri - r0, ci - c0)
-    data = data[(slice(None),) + take]
-    valid = mask[take] > 0
+    if ri[0] == r0 and ci[0] == c0 and len(ri) == win.height and len(ci) == win.width:
+        valid = mask > 0  # inside the scene: the window is the span, no reflected copy needed
+    else:
+        take = np.ix_(ri - r0, ci - c0)
+        data = data[(slice(None),) + take]
+        valid = mask[take] > 0
     if data.dtype.kind == "f":
         valid &= np.isfinite(data).all(axis=0)
     return data, valid
@@ -124,12 +127,16 @@ def read_block(info: SceneInfo, bands: tuple[int, ...], rows: tuple[int, int], c
 
 def normalise(data: np.ndarray, valid: np.ndarray, scale: float, mean: tuple[float, ...],
               std: tuple[float, ...]) -> np.ndarray:
-    """Scale to 0..1 as the bundle says, then standardise; invalid pixels become 0 (the mean)."""
-    out = data.astype(np.float32, copy=True)
-    out /= np.float32(scale)
-    out -= np.asarray(mean, np.float32)[:, None, None]
-    out /= np.asarray(std, np.float32)[:, None, None]
-    out[:, ~valid] = 0.0
+    """Scale to 0..1 as the bundle says, then standardise; invalid pixels become 0 (the mean).
+
+    Folded into one multiply-add per pixel: ``x / (scale * std) - mean / std``.
+    """
+    gain = (1.0 / (scale * np.asarray(std, np.float64))).astype(np.float32)[:, None, None]
+    offset = (-np.asarray(mean, np.float64) / np.asarray(std, np.float64)).astype(np.float32)[:, None, None]
+    out = np.multiply(data, gain, dtype=np.float32)
+    out += offset
+    if not valid.all():
+        out[:, ~valid] = 0.0
     return out
 
 

@@ -25,7 +25,7 @@ def tile_cores_valid(valid: np.ndarray, block: Block, spec: TileSpec) -> np.ndar
 
 
 def stitch_block(tile_probs: np.ndarray, ran: np.ndarray, block: Block, spec: TileSpec,
-                 fill: float = np.nan) -> np.ndarray:
+                 fill: float) -> np.ndarray:
     """Assemble the cores of ``tile_probs`` (only for tiles where ``ran``) into the block's owned window."""
     h, c = spec.halo, spec.core
     n_r = block.tile_rows[1] - block.tile_rows[0]

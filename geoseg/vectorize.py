@@ -68,10 +68,10 @@ def polygonize_block(classes: np.ndarray, probs: np.ndarray, valid: np.ndarray, 
         n_px = np.bincount(flat, minlength=n + 1)[1:]
         prob_sum = np.bincount(flat, weights=np.nan_to_num(probs[k]).ravel(), minlength=n + 1)[1:]
         geoms = np.empty(n, object)
-        # no ``mask=`` (one less in-memory dataset); background polygons (value 0) are skipped instead
-        for geom, value in rasterio.features.shapes(labels.astype(np.int32), connectivity=4, transform=shift):
-            if value:
-                geoms[int(value) - 1] = shapely.geometry.shape(geom)
+        # the mask keeps GDAL from tracing the background, a huge polygon with a hole per object
+        for geom, value in rasterio.features.shapes(labels.astype(np.int32), mask=labels > 0, connectivity=4,
+                                                    transform=shift):
+            geoms[int(value) - 1] = shapely.geometry.shape(geom)
         edges = [labels[0], labels[-1], labels[:, 0], labels[:, -1]]
         is_open = np.zeros(n + 1, bool)
         for edge, interior in zip(edges, inner):

@@ -25,15 +25,17 @@ def bench() -> None:
 @click.option("--device", default="auto", show_default=True)
 @click.option("--workdir", type=click.Path(file_okay=False), help="Keep the synthetic scene here for reuse.")
 @click.option("--no-vectors", is_flag=True, help="Only the class raster (isolates vectorising cost).")
+@click.option("--no-model-only", is_flag=True, help="Skip the model-only bound (e.g. for memory-only runs).")
 @verbose_opt
 @user_errors
 def bench_infer_cmd(size: int, model: str | None, block_size: int | None, batch_size: int | None, workers: int | None,
-                    scheduler: str, device: str, workdir: str | None, no_vectors: bool, verbose: int) -> None:
+                    scheduler: str, device: str, workdir: str | None, no_vectors: bool, no_model_only: bool, verbose: int) -> None:
     """End-to-end inference vs the model-only bound on the same tiles, peak RSS, time per stage."""
     from geoseg.bench import bench_infer
     from geoseg.pipeline import InferConfig
 
     config = InferConfig(model=model, block_size=block_size, batch_size=batch_size, workers=workers,
                          scheduler=scheduler, device=device)
-    result = bench_infer(size, config, Path(workdir) if workdir else None, vectors=not no_vectors)
+    result = bench_infer(size, config, Path(workdir) if workdir else None, vectors=not no_vectors,
+                         model_only=not no_model_only)
     click.echo(json.dumps(result))
