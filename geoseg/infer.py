@@ -83,7 +83,8 @@ def run_block(job: BlockJob) -> BlockResult:
                               (job.scene.height, job.scene.width), job.class_ids)
     t4 = clock()
     return BlockResult(job.block, classes, probs if job.want_probs else None, pieces, int(ran.sum()), int(own.sum()),
-                       {"load": t0 - t_load, "read": t1 - t0, "predict": t2 - t1, "stitch": t3 - t2, "vectorize": t4 - t3})
+                       {"load": t0 - t_load, "read": t1 - t0, "predict": t2 - t1, "stitch": t3 - t2,
+                        "vectorize": t4 - t3})
 
 
 def _preload(bundle: str, device: str) -> None:
@@ -151,7 +152,8 @@ def infer(scene_path: str | Path, out: str | Path | None, config: InferConfig, *
     block_size = config.block_size or auto_block_size(scene.height, scene.width, spec, workers)
     # the largest blocks first, so the last tasks are small and workers finish together
     blocks = sorted(make_blocks(scene.height, scene.width, spec, block_size), key=lambda b: -b.n_tiles)
-    jobs = (BlockJob(scene, b, spec, bundle_path, config.device, batch_size, class_ids if out else (), bool(prob_out))
+    vector_ids = class_ids if out else ()  # nothing to polygonise without a vector output
+    jobs = (BlockJob(scene, b, spec, bundle_path, config.device, batch_size, vector_ids, bool(prob_out))
             for b in blocks)
     layers = {k: meta.classes[k].layer or f"{meta.classes[k].name}s" for k in class_ids}
     sinks: list[RasterSink | VectorSink] = []

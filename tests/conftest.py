@@ -13,7 +13,8 @@ from affine import Affine
 
 from geoseg.models import BundleMeta, ClassInfo, build_model, save_bundle
 
-CLASSES = (ClassInfo("background"), ClassInfo("building", "buildings", "#e31a1c"), ClassInfo("road", "roads", "#636363"))
+CLASSES = (ClassInfo("background"), ClassInfo("building", "buildings", "#e31a1c"),
+           ClassInfo("road", "roads", "#636363"))
 TINY_ARGS = dict(encoder_name="tu-mobilenetv2_035", encoder_depth=3, decoder_channels=(16, 8, 8), classes=3,
                  in_channels=3)
 

@@ -6,6 +6,7 @@ import click
 
 from geoseg import __version__
 from geoseg.cli.bench_cmd import bench
+from geoseg.cli.eval_cmd import eval_cmd
 from geoseg.cli.infer_cmd import infer
 from geoseg.cli.train_cmd import train
 
@@ -19,6 +20,7 @@ def main() -> None:
 main.add_command(infer)
 main.add_command(bench)
 main.add_command(train)
+main.add_command(eval_cmd)
 try:  # written alongside; registered when present
     from geoseg.cli.synth_cmd import synth
 

@@ -29,7 +29,8 @@ def bench() -> None:
 @verbose_opt
 @user_errors
 def bench_infer_cmd(size: int, model: str | None, block_size: int | None, batch_size: int | None, workers: int | None,
-                    scheduler: str, device: str, workdir: str | None, no_vectors: bool, no_model_only: bool, verbose: int) -> None:
+                    scheduler: str, device: str, workdir: str | None, no_vectors: bool, no_model_only: bool,
+                    verbose: int) -> None:
     """End-to-end inference vs the model-only bound on the same tiles, peak RSS, time per stage."""
     from geoseg.bench import bench_infer
     from geoseg.pipeline import InferConfig

@@ -138,7 +138,8 @@ def load_bundle(name_or_path: str | Path | None = None) -> Bundle:
     try:
         model.load_state_dict(state)
     except RuntimeError as err:
-        raise BundleError(f"{path}: weights do not match architecture {meta.arch}: {str(err).splitlines()[0]}") from None
+        reason = str(err).splitlines()[0]
+        raise BundleError(f"{path}: weights do not match architecture {meta.arch}: {reason}") from None
     model.eval()
     return Bundle(meta=meta, model=model, path=path)
 

@@ -1,0 +1,56 @@
+"""``--scheduler tcp://`` against real ``dask scheduler`` / ``dask worker`` processes on loopback."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+
+from geoseg.infer import infer
+from geoseg.pipeline import InferConfig
+
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    port = free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    log = open(tmp_path / "dask.log", "w")
+    procs = [subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
+                               "--port", str(port), "--dashboard-address", "127.0.0.1:0"], stdout=log, stderr=log)]
+    time.sleep(1.0)
+    procs.append(subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_worker", address, "--nworkers", "2",
+                                   "--nthreads", "1", "--host", "127.0.0.1", "--no-dashboard"],
+                                  stdout=log, stderr=log, cwd=Path(__file__).resolve().parent.parent))
+    try:
+        yield address
+    finally:
+        for p in reversed(procs):
+            p.terminate()
+        for p in procs:
+            p.wait(timeout=30)
+        log.close()
+
+
+def test_remote_cluster_gives_the_same_outputs(make_scene, tiny_bundle, tmp_path, cluster):
+    scene = make_scene(width=300, height=260)
+    outs = {}
+    for name, scheduler in (("local", "threads"), ("remote", cluster)):
+        prob = tmp_path / f"{name}.tif"
+        infer(scene, tmp_path / f"{name}.gpkg", InferConfig(model=str(tiny_bundle), scheduler=scheduler,
+                                                             block_size=128, workers=2), prob_out=prob)
+        with rasterio.open(prob) as src:
+            outs[name] = src.read()
+    np.testing.assert_array_equal(outs["remote"], outs["local"])
