@@ -8,6 +8,8 @@ complete with at most ``inflight`` blocks outstanding, so memory depends on bloc
 from __future__ import annotations
 
 import logging
+import signal
+import threading
 from contextlib import contextmanager
 from typing import Any, Callable, Iterable, Iterator
 
@@ -43,6 +45,27 @@ def dask_client(scheduler: str, workers: int, verbose: bool = False) -> Iterator
         client.close()
         if cluster is not None:
             cluster.close()
+
+
+@contextmanager
+def catch_interrupts() -> Iterator[threading.Event]:
+    """Remember Ctrl-C even when Python swallows the KeyboardInterrupt (it does when the signal lands in a
+    garbage-collector callback, e.g. distributed's GC diagnostics); callers check the event between steps."""
+    event = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield event
+        return
+    previous = signal.getsignal(signal.SIGINT)
+
+    def handler(signum: int, frame: object) -> None:
+        event.set()
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, handler)
+    try:
+        yield event
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def worker_threads() -> int:

@@ -15,7 +15,7 @@ from typing import Callable
 
 import numpy as np
 
-from geoseg.engine import dask_client, stream
+from geoseg.engine import catch_interrupts, dask_client, stream
 from geoseg.errors import BundleError, ConfigError, SceneError
 from geoseg.export import RasterSink, VectorSink, check_output
 from geoseg.grid import Block, TileSpec, auto_block_size, block_input_span, make_blocks
@@ -156,64 +156,99 @@ def infer(scene_path: str | Path, out: str | Path | None, config: InferConfig, *
     jobs = (BlockJob(scene, b, spec, bundle_path, config.device, batch_size, vector_ids, bool(prob_out))
             for b in blocks)
     layers = {k: meta.classes[k].layer or f"{meta.classes[k].name}s" for k in class_ids}
-    sinks: list[RasterSink | VectorSink] = []
-    try:
-        cls_sink = prob_sink = vec_sink = None
-        if raster_out:
-            cls_sink = RasterSink(raster_out, scene, 1, "uint8", CLASS_NODATA, "NEAREST", ("class",))
-            sinks.append(cls_sink)
-        if prob_out:
-            prob_sink = RasterSink(prob_out, scene, len(names), "float32", PROB_NODATA, "AVERAGE", tuple(names))
-            sinks.append(prob_sink)
-        if out:
-            vec_sink = VectorSink(out, tuple(layers.values()), scene.crs)
-            sinks.append(vec_sink)
-        open_pieces: dict[int, list[Pieces]] = defaultdict(list)
-        stage: dict[str, float] = defaultdict(float)
-        counts = {name: 0 for name in layers.values()}
-        tiles_run = valid_px = done_px = 0
-        m_per_px = metres_per_unit(scene.crs, scene.transform) * math.sqrt(scene.pixel_area)
-
-        def emit(k: int, pieces: Pieces) -> None:
-            post = config.post_for(names[k])
-            frame = to_frame(pieces, names[k], scene.transform, scene.crs,
-                             min_area_px=post.min_area_m2 / m_per_px**2, simplify_px=post.simplify_m / m_per_px)
-            counts[layers[k]] += len(frame)
-            if vec_sink is not None:
-                vec_sink.add(layers[k], frame)
-
+    stage: dict[str, float] = defaultdict(float)
+    tiles_run = valid_px = done_px = 0
+    with catch_interrupts() as interrupted, Outputs(scene, names, layers, config, out, raster_out, prob_out) as sink:
         stage["setup"] = time.perf_counter() - start
         if config.scheduler == "threads":  # the workers share this process: load the model while Dask starts
-            threading.Thread(target=_preload, args=(bundle_path, config.device),
-                             daemon=True).start()
+            threading.Thread(target=_preload, args=(bundle_path, config.device), daemon=True).start()
         with dask_client(config.scheduler, workers, verbose) as client:
             stage["cluster_start"] = time.perf_counter() - start - stage["setup"]
             for res in stream(client, run_block, jobs, inflight=2 * workers):
+                if interrupted.is_set():  # a Ctrl-C that Python swallowed still stops the run here
+                    raise KeyboardInterrupt
                 t_write = time.perf_counter()
-                win = res.block.window
-                if cls_sink:
-                    cls_sink.write(win, res.classes)
-                if prob_sink and res.probs is not None:
-                    prob_sink.write(win, res.probs)
-                for k, pieces in res.pieces.items():
-                    open_pieces[k].append(pieces.select(pieces.open))
-                    emit(k, pieces.select(~pieces.open))
+                sink.add(res)
                 for name, sec in res.seconds.items():
                     stage[name] += sec
                 tiles_run += res.tiles_run
                 valid_px += res.valid_px
-                done_px += int(win.width * win.height)
+                done_px += int(res.block.window.width * res.block.window.height)
                 stage["write"] += time.perf_counter() - t_write
                 if progress:
                     progress(done_px, scene.width * scene.height)
         t_final = time.perf_counter()
-        for k in class_ids:
-            emit(k, merge_open(Pieces.concat(open_pieces[k])))
-        written = [str(s.commit()) for s in sinks]
+        sink.merge_open()
+        if interrupted.is_set():
+            raise KeyboardInterrupt
+        written = sink.commit()
         stage["finalize"] = time.perf_counter() - t_final
-    except BaseException:
-        for s in sinks:
+    km2 = valid_px * sink.m_per_px**2 / 1e6
+    return InferSummary(sink.counts, written, scene.width * scene.height / 1e6, km2, time.perf_counter() - start,
+                        dict(stage), tiles_run)
+
+
+class Outputs:
+    """The output files of one run: rasters written per block, polygons emitted per block, objects cut by
+    block edges merged at the end. On any error (or Ctrl-C) every temporary file is removed."""
+
+    def __init__(self, scene: SceneInfo, names: list[str], layers: dict[int, str], config: InferConfig,
+                 out: str | Path | None, raster_out: str | Path | None, prob_out: str | Path | None) -> None:
+        self.scene, self.names, self.layers, self.config = scene, names, layers, config
+        self.paths = (out, raster_out, prob_out)
+        self.counts = {name: 0 for name in layers.values()}
+        self.open_pieces: dict[int, list[Pieces]] = defaultdict(list)
+        self.m_per_px = metres_per_unit(scene.crs, scene.transform) * math.sqrt(scene.pixel_area)
+        self.sinks: list[RasterSink | VectorSink] = []
+        self.classes = self.probs = self.vectors = None
+
+    def __enter__(self) -> "Outputs":
+        out, raster_out, prob_out = self.paths
+        try:
+            if raster_out:
+                self.classes = RasterSink(raster_out, self.scene, 1, "uint8", CLASS_NODATA, "NEAREST", ("class",))
+                self.sinks.append(self.classes)
+            if prob_out:
+                self.probs = RasterSink(prob_out, self.scene, len(self.names), "float32", PROB_NODATA, "AVERAGE",
+                                        tuple(self.names))
+                self.sinks.append(self.probs)
+            if out:
+                self.vectors = VectorSink(out, tuple(self.layers.values()), self.scene.crs)
+                self.sinks.append(self.vectors)
+        except BaseException:
+            self.abort()
+            raise
+        return self
+
+    def __exit__(self, kind: type | None, *exc: object) -> None:
+        if kind is not None:
+            self.abort()
+
+    def add(self, res: BlockResult) -> None:
+        """Write a block's rasters and its whole objects; keep the pieces cut by block edges for later."""
+        if self.classes:
+            self.classes.write(res.block.window, res.classes)
+        if self.probs and res.probs is not None:
+            self.probs.write(res.block.window, res.probs)
+        for k, pieces in res.pieces.items():
+            self.open_pieces[k].append(pieces.select(pieces.open))
+            self.emit(k, pieces.select(~pieces.open))
+
+    def emit(self, k: int, pieces: Pieces) -> None:
+        post = self.config.post_for(self.names[k])
+        frame = to_frame(pieces, self.names[k], self.scene.transform, self.scene.crs,
+                         min_area_px=post.min_area_m2 / self.m_per_px**2, simplify_px=post.simplify_m / self.m_per_px)
+        self.counts[self.layers[k]] += len(frame)
+        if self.vectors is not None:
+            self.vectors.add(self.layers[k], frame)
+
+    def merge_open(self) -> None:
+        for k in self.layers:
+            self.emit(k, merge_open(Pieces.concat(self.open_pieces.pop(k, []))))
+
+    def commit(self) -> list[str]:
+        return [str(s.commit()) for s in self.sinks]
+
+    def abort(self) -> None:
+        for s in self.sinks:
             s.abort()
-        raise
-    return InferSummary(counts, written, scene.width * scene.height / 1e6,
-                        valid_px * m_per_px**2 / 1e6, time.perf_counter() - start, dict(stage), tiles_run)
