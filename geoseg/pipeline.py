@@ -21,6 +21,10 @@ class ClassPost:
     simplify_m: float = 0.25
 
 
+DEFAULT_POST = {"building": ClassPost(min_area_m2=8.0, simplify_m=0.25),
+                "road": ClassPost(min_area_m2=20.0, simplify_m=0.5)}
+
+
 @dataclass(frozen=True)
 class InferConfig:
     """Everything ``geoseg infer`` needs besides the scene and the output paths."""
@@ -34,7 +38,7 @@ class InferConfig:
     workers: int | None = None       # default: one per core
     scheduler: str = "threads"
     classes: tuple[str, ...] | None = None   # default: every non-background class
-    post: dict[str, ClassPost] = field(default_factory=dict)
+    post: dict[str, ClassPost] = field(default_factory=lambda: dict(DEFAULT_POST))
 
     def post_for(self, name: str) -> ClassPost:
         return self.post.get(name, ClassPost())
@@ -86,7 +90,7 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
 def load_pipeline(path: str | Path) -> InferConfig:
     """Read a pipeline YAML (only its ``infer`` section matters here) into an :class:`InferConfig`."""
     section = check_keys(InferConfig, read_yaml(path).get("infer") or {}, f"{path}: infer")
-    post = {}
+    post = dict(DEFAULT_POST)
     for name, values in (section.pop("post", None) or {}).items():
         post[name] = ClassPost(**check_keys(ClassPost, values, f"{path}: infer.post.{name}"))
     if "classes" in section and section["classes"] is not None:
