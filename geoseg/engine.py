@@ -24,6 +24,9 @@ def dask_client(scheduler: str, workers: int, verbose: bool = False) -> Iterator
     quiet = logging.WARNING if verbose else logging.ERROR
     for name in ("distributed", "distributed.worker", "distributed.scheduler", "distributed.nanny"):
         logging.getLogger(name).setLevel(quiet)
+    # distributed's shutdown under load can leave a timed-out internal future whose "never retrieved" report
+    # (logged by asyncio at ERROR) would otherwise reach the terminal after a successful run
+    logging.getLogger("asyncio").setLevel(logging.WARNING if verbose else logging.CRITICAL)
     cluster = None
     if scheduler == "threads":
         cluster = LocalCluster(n_workers=1, threads_per_worker=workers, processes=False,
