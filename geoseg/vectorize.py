@@ -17,7 +17,8 @@ import shapely
 from affine import Affine
 from rasterio.crs import CRS
 from rasterio.errors import NotGeoreferencedWarning
-from scipy import ndimage
+from scipy import ndimage, sparse
+from scipy.sparse import csgraph
 
 
 # rasterio 1.4 creates the in-memory dataset for ``shapes`` before giving it its transform, and warns that it
@@ -85,7 +86,14 @@ def merge_open(pieces: Pieces) -> Pieces:
     """Union open pieces that share block edges into whole objects, summing their statistics."""
     if not len(pieces):
         return pieces
-    merged = shapely.get_parts(shapely.union_all(pieces.geoms))
+    # union per group of touching pieces (connected components), not all at once: smaller peak memory
+    left, right = shapely.STRtree(pieces.geoms).query(pieces.geoms, predicate="intersects")
+    graph = sparse.coo_matrix((np.ones(len(left)), (left, right)), shape=(len(pieces),) * 2)
+    n_groups, group = csgraph.connected_components(graph, directed=False)
+    order = np.argsort(group, kind="stable")
+    bounds = np.searchsorted(group[order], np.arange(n_groups + 1))
+    merged = shapely.get_parts(np.array([shapely.union_all(pieces.geoms[order[a:b]])
+                                         for a, b in zip(bounds[:-1], bounds[1:])], dtype=object))
     tree = shapely.STRtree(merged)
     anchor = shapely.point_on_surface(pieces.geoms)
     src, dst = tree.query(anchor, predicate="within")
