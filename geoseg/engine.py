@@ -71,16 +71,6 @@ def catch_interrupts() -> Iterator[threading.Event]:
         signal.signal(signal.SIGINT, previous)
 
 
-def worker_threads() -> int:
-    """Threads of the Dask worker running the current task (1 outside a worker)."""
-    try:
-        from distributed import get_worker
-
-        return int(get_worker().state.nthreads)
-    except (ImportError, ValueError):
-        return 1
-
-
 def stream(client: Any, fn: Callable[[Any], Any], jobs: Iterable[Any], inflight: int) -> Iterator[Any]:
     """Run ``fn(job)`` for each job on the cluster and yield results as they complete.
 

@@ -32,7 +32,3 @@ class ConfigError(GeosegError, ValueError):
 
 class OutputError(GeosegError, OSError):
     """An output cannot be written (exists without --overwrite, folder not writable...)."""
-
-
-class Interrupted(GeosegError, KeyboardInterrupt):
-    """The run was stopped by the user; partial outputs were removed."""

@@ -11,7 +11,6 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from affine import Affine
 from rasterio.windows import Window
 
 
@@ -112,8 +111,3 @@ def tile_offsets(block: Block, spec: TileSpec) -> list[tuple[int, int]]:
     c = spec.core
     return [((i - block.tile_rows[0]) * c, (j - block.tile_cols[0]) * c)
             for i in range(*block.tile_rows) for j in range(*block.tile_cols)]
-
-
-def window_transform(transform: Affine, row0: int, col0: int) -> Affine:
-    """The affine of a region whose top-left pixel is ``(row0, col0)`` of the scene."""
-    return transform @ Affine.translation(col0, row0)
