@@ -12,6 +12,7 @@ from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
+import pandas as pd
 import rasterio
 import rasterio.shutil
 from rasterio.windows import Window
@@ -104,8 +105,7 @@ class VectorSink:
         frames = self.pending[layer]
         if not frames and self.written[layer]:
             return
-        frame = gpd.GeoDataFrame(
-            __import__("pandas").concat(frames, ignore_index=True) if frames else _empty(self.crs), crs=self.crs)
+        frame = gpd.GeoDataFrame(pd.concat(frames, ignore_index=True) if frames else _empty(self.crs), crs=self.crs)
         exists = self.tmp.exists()
         # GeoPackage 1.2: our bundled GDAL would write 1.4, which QGIS 3.22 (GDAL 3.6) flags as "partially supported"
         options = {} if exists else {"dataset_options": {"VERSION": "1.2"}}
