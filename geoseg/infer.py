@@ -68,15 +68,19 @@ def run_block(job: BlockJob) -> BlockResult:
     t1 = clock()
     ran = tile_cores_valid(valid, job.block, job.spec)
     tiles = cut_tiles(x, job.block, job.spec)[ran]
-    probs_t = pred.predict(tiles, job.batch_size) if len(tiles) else np.empty((0, len(meta.classes), 1, 1), np.float32)
+    probs_t = pred.predict(tiles, job.batch_size) if len(tiles) else np.empty((0, meta.n_outputs, 1, 1), np.float32)
     t2 = clock()
     probs = stitch_block(probs_t, ran, job.block, job.spec, fill=PROB_NODATA)
+    # extra heads (boundary, distance...) stay in the worker: block-sized arrays for the vectoriser
+    heads = {name: probs[sl] for name, sl in meta.head_slices().items()}
+    probs = probs[:len(meta.classes)]
     h, w = probs.shape[1:]
     own = valid[job.spec.halo:job.spec.halo + h, job.spec.halo:job.spec.halo + w] & (probs[0] >= 0)
     classes = np.argmax(probs, axis=0).astype(np.uint8)
     if not own.all():
         classes[~own] = CLASS_NODATA
         probs[:, ~own] = PROB_NODATA
+    del heads  # not used yet: the vectoriser's instance split will take them
     t3 = clock()
     win = job.block.window
     pieces = polygonize_block(classes, probs, own, int(win.row_off), int(win.col_off),

@@ -44,9 +44,11 @@ class Predictor:
             self.model = self.model.to(memory_format=torch.channels_last)
             self.amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         self.softmax = self.bundle.meta.activation == "softmax"
+        self.n_classes = len(self.bundle.meta.classes)
 
     def predict(self, tiles: np.ndarray, batch_size: int) -> np.ndarray:
-        """Probabilities ``(n, classes, t, t)`` float32 for normalised tiles ``(n, bands, t, t)``.
+        """Probabilities ``(n, outputs, t, t)`` float32 for normalised tiles ``(n, bands, t, t)``: the class
+        channels first, then any extra heads (``BundleMeta.heads``).
 
         On CPU the last batch is padded to the full batch size: with one intra-op thread, oneDNN then gives
         every tile bit-identical results whatever block or batch position it falls in (partition invariance).
@@ -57,7 +59,7 @@ class Predictor:
             # the same kernels (bit-identical output whatever the worker count)
             torch.set_num_threads(1)
         n, bs = tiles.shape[0], batch_size
-        out = np.empty((n, len(self.bundle.meta.classes)) + tiles.shape[2:], np.float32)
+        out = np.empty((n, self.bundle.meta.n_outputs) + tiles.shape[2:], np.float32)
         with torch.inference_mode():
             for i in range(0, n, bs):
                 batch = tiles[i:i + bs]
@@ -75,7 +77,9 @@ class Predictor:
             logits = logits.float()
         else:
             logits = self.model(x)
-        probs = torch.softmax(logits, dim=1) if self.softmax else torch.sigmoid(logits)
+        k = self.n_classes
+        seg = torch.softmax(logits[:, :k], dim=1) if self.softmax else torch.sigmoid(logits[:, :k])
+        probs = torch.cat([seg, torch.sigmoid(logits[:, k:])], dim=1) if logits.shape[1] > k else seg
         return probs.cpu().numpy()
 
 

@@ -51,12 +51,29 @@ class BundleMeta:
     halo: int = 64
     stride: int = 32
     activation: str = "softmax"
+    # Extra output heads after the class channels, in channel order: ((name, channels), ...), e.g.
+    # (("boundary", 1), ("distance", 1)). Every model returns ONE tensor (n, len(classes) + extra, h, w); the
+    # class channels get ``activation``, extra heads a sigmoid.
+    heads: tuple[tuple[str, int], ...] = ()
     provenance: dict[str, Any] = field(default_factory=dict)
     version: str = __version__
 
     @property
     def n_bands(self) -> int:
         return len(self.band_indexes)
+
+    @property
+    def n_outputs(self) -> int:
+        """Channels the model returns: the classes, then every extra head."""
+        return len(self.classes) + sum(c for _, c in self.heads)
+
+    def head_slices(self) -> dict[str, slice]:
+        """Channel range of each extra head in the model output."""
+        out, start = {}, len(self.classes)
+        for name, channels in self.heads:
+            out[name] = slice(start, start + channels)
+            start += channels
+        return out
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -67,6 +84,7 @@ class BundleMeta:
         raw["classes"] = tuple(ClassInfo(**c) for c in raw["classes"])
         for key in ("band_names", "band_indexes", "mean", "std"):
             raw[key] = tuple(raw[key])
+        raw["heads"] = tuple((str(n), int(c)) for n, c in raw.get("heads", ()))
         known = set(cls.__dataclass_fields__)
         return cls(**{k: v for k, v in raw.items() if k in known})
 
