@@ -29,6 +29,12 @@ def peak_rss_mb() -> dict[str, float]:
             "children": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}
 
 
+def cpu_seconds() -> tuple[float, float]:
+    """User and system CPU seconds of this process so far (all threads)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime, usage.ru_stime
+
+
 def bench_scene(size: int, folder: Path) -> Path:
     """A synthetic scene of ``size``², made once in a child process so its memory is not counted here."""
     path = folder / f"bench_{size}.tif"
@@ -64,10 +70,16 @@ def bench_infer(size: int, config: InferConfig, folder: Path | None = None, vect
         scene = bench_scene(size, folder)
         workers = config.workers or cpu_count()
         out = Path(tmp) / "out.gpkg"
+        cpu0 = cpu_seconds()
         summary = infer(scene, out if vectors else None, config, raster_out=Path(tmp) / "classes.tif",
                         overwrite=True)
+        cpu1 = cpu_seconds()
         rss = peak_rss_mb()
         model_s = model_only_seconds(config, summary.tiles_run, workers) if model_only else None
+        cpu2 = cpu_seconds()
+    # CPU seconds do not depend on what else the (shared) machine runs: their ratio shows the pipeline's own
+    # overhead over the model even when wall times are noisy
+    e2e_cpu, model_cpu = sum(cpu1) - sum(cpu0), sum(cpu2) - sum(cpu1)
     return {
         "bench": "infer", "size": size, "megapixels": round(summary.megapixels, 2),
         "scheduler": config.scheduler, "workers": workers, "block_size": config.block_size,
@@ -75,6 +87,9 @@ def bench_infer(size: int, config: InferConfig, folder: Path | None = None, vect
         "wall_s": round(summary.seconds, 2), "mpx_per_s": round(summary.mpx_per_s, 3),
         "model_only_s": round(model_s, 2) if model_s else None,
         "efficiency": round(model_s / summary.seconds, 3) if model_s else None,
+        "cpu_s": round(e2e_cpu, 1), "sys_s": round(cpu1[1] - cpu0[1], 1),
+        "model_only_cpu_s": round(model_cpu, 1) if model_s else None,
+        "cpu_efficiency": round(model_cpu / e2e_cpu, 3) if model_s else None,
         "peak_rss_mb": round(rss["self"], 1), "peak_rss_children_mb": round(rss["children"], 1),
         "stage_s": {k: round(v, 2) for k, v in summary.stage_seconds.items()},
         "objects": summary.objects,
