@@ -53,3 +53,7 @@ def build_model(arch: str, **kwargs: Any) -> torch.nn.Module:
 def pixel_linear(in_channels: int = 3, classes: int = 3) -> torch.nn.Module:
     """Per-pixel linear classifier (a 1x1 convolution): a spectral baseline, and exact georeferencing tests."""
     return torch.nn.Conv2d(in_channels, classes, kernel_size=1)
+
+
+# geoseg's own architectures register themselves on import (they need ``register`` defined above)
+from geoseg.models import deepglobe, resunet_a  # noqa: E402,F401
