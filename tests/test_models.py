@@ -140,3 +140,21 @@ def test_measure_halo_finds_the_receptive_field() -> None:
 def test_measure_halo_flags_a_tile_too_small() -> None:
     report = measure_halo(Stack(), 1, tile=8, stride=4)
     assert report.reached_edge
+
+
+def test_bench_model_prints_json() -> None:
+    from click.testing import CliRunner
+
+    from geoseg.cli import main
+
+    result = CliRunner().invoke(main, ["bench", "model", "--model", "pixel-linear", "--tile", "32", "--bands", "4",
+                                       "--repeat", "1", "--threads", "1"])
+    assert result.exit_code == 0, result.output
+    import json
+
+    report = json.loads(result.stdout)
+    assert report["bench"] == "model" and report["tile"] == 32 and report["device"] == "cpu"
+    (row,) = report["models"]
+    assert row["model"] == "pixel-linear" and row["params_m"] == round((4 * 3 + 3) / 1e6, 2)
+    assert row["cpu_tiles_per_s_1_thread"] > 0 and row["cpu_tiles_per_s_all_threads"] > 0
+    assert "cuda_bf16_tiles_per_s" not in row  # no GPU here: the CUDA path is not taken
