@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
+from click.testing import CliRunner
 from segmentation_models_pytorch.decoders.deeplabv3.decoder import ASPP
 from segmentation_models_pytorch.decoders.unet.decoder import UnetDecoder
 from segmentation_models_pytorch.encoders import get_encoder
 
+from geoseg.cli import main
 from geoseg.errors import BundleError
 from geoseg.models import build_model, list_architectures
 from geoseg.models.cost import count_params, gflop_per_tile, model_heads, model_stride
@@ -31,6 +35,8 @@ def test_registry_lists_every_architecture() -> None:
     assert {f"smp:{a}" for a in SMP_ARCHITECTURES} <= set(names)
     with pytest.raises(BundleError, match="unknown architecture 'resunet-b'.*resunet-a.*smp:Segformer"):
         build_model("resunet-b")
+    with pytest.raises(BundleError, match="architecture resunet-a: .*'depth'.*--arch-args"):
+        build_model("resunet-a", depth=4)
 
 
 @pytest.mark.parametrize("arch", SMP_ARCHITECTURES)
@@ -143,15 +149,9 @@ def test_measure_halo_flags_a_tile_too_small() -> None:
 
 
 def test_bench_model_prints_json() -> None:
-    from click.testing import CliRunner
-
-    from geoseg.cli import main
-
     result = CliRunner().invoke(main, ["bench", "model", "--model", "pixel-linear", "--tile", "32", "--bands", "4",
                                        "--repeat", "1", "--threads", "1"])
     assert result.exit_code == 0, result.output
-    import json
-
     report = json.loads(result.stdout)
     assert report["bench"] == "model" and report["tile"] == 32 and report["device"] == "cpu"
     (row,) = report["models"]

@@ -198,6 +198,15 @@ def test_gsd_warning_is_one_line_on_the_cli(make_scene: Any, tiny_bundle: Path, 
     assert (tmp_path / "c.tif").exists()
 
 
+def test_dtype_without_input_range_fails_before_compute(make_scene: Any, tmp_path: Path) -> None:
+    meta = BundleMeta(arch="pixel-linear", arch_args={}, classes=CLASSES, input_range={"uint8": 255.0})
+    path = save_bundle(tmp_path / "u8.safetensors", build_model("pixel-linear"), meta)
+    scene = make_scene(dtype="uint16")
+    result = invoke(["infer", scene, "--model", path, "--raster-out", tmp_path / "c.tif"])
+    user_error(result, "scene.tif", "no input range for uint16", "uint8")
+    assert not (tmp_path / "c.tif").exists()
+
+
 def test_bundle_without_geoseg_metadata(tmp_path: Path) -> None:
     path = tmp_path / "plain.safetensors"
     save_file({"weight": torch.zeros(3, 3, 1, 1)}, str(path))

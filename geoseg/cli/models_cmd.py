@@ -35,7 +35,8 @@ def list_cmd(verbose: int) -> None:
 
 @models.command("show")
 @click.argument("bundle")
-@click.option("--measure-halo", "measure", is_flag=True, help="Also measure the halo the model needs (slower).")
+@click.option("--measure-halo/--no-measure-halo", "measure", default=True, show_default=True,
+              help="Measure the halo the model needs (one forward of 3 tiles).")
 @verbose_opt
 @user_errors
 def show_cmd(bundle: str, measure: bool, verbose: int) -> None:
