@@ -19,21 +19,21 @@ from geoseg.models.registry import register
 class UnetASPP(torch.nn.Module):
     """Encoder → ASPP (3 atrous rates + image pooling) on the deepest features → U-Net decoder → heads.
 
-    Returns ONE tensor ``(n, classes + extra, h, w)``: the class logits, then each extra head's logits in the
+    The ASPP works at ``aspp_channels`` (256, DeepLabV3's width; at the encoder's 2048 it alone would add 113 M
+    parameters). Returns ONE tensor ``(n, classes + extra, h, w)``: the class logits, then each extra head's logits in the
     order of ``heads`` (the bundle's ``BundleMeta.heads`` describes them). Inputs of any size work: they are
     padded to the encoder's output stride and the output is cropped back.
     """
 
     def __init__(self, encoder_name: str = "se_resnext50_32x4d", in_channels: int = 3, classes: int = 2,
                  encoder_depth: int = 5, decoder_channels: Sequence[int] = (256, 128, 64, 32, 16),
-                 atrous_rates: Sequence[int] = (12, 24, 36), aspp_channels: int | None = None,
+                 atrous_rates: Sequence[int] = (12, 24, 36), aspp_channels: int = 256,
                  aspp_dropout: float = 0.0, heads: int | Sequence[Any] | None = None) -> None:
         super().__init__()
         if len(atrous_rates) != 3:
             raise ValueError(f"atrous_rates needs 3 rates (smp's ASPP), got {list(atrous_rates)}")
         self.encoder = get_encoder(encoder_name, in_channels=in_channels, depth=encoder_depth, weights=None)
         deepest = self.encoder.out_channels[-1]
-        aspp_channels = aspp_channels or deepest
         # smp's ASPP: 1x1 conv, three atrous 3x3 convs, image pooling, then a 1x1 projection
         self.bridge = ASPP(deepest, aspp_channels, atrous_rates, separable=False, dropout=aspp_dropout)
         channels = list(self.encoder.out_channels[:-1]) + [aspp_channels]
