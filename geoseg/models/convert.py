@@ -92,6 +92,6 @@ def import_checkpoint(checkpoint: str | Path, out: str | Path, arch: str, arch_a
                           f"{list(heads)} make {meta.n_outputs}; fix --classes or --heads")
     if halo is None:
         report = measure_halo(model, bands, tile, stride=stride, n_classes=len(classes))
-        meta = BundleMeta(**{**meta.__dict__, "halo": min(report.halo, (tile // 2 - 1) // stride * stride),
+        meta = BundleMeta(**{**meta.__dict__, "halo": report.halo,
                              "provenance": {**meta.provenance, "halo_measured": report.to_dict()}})
     return save_bundle(out, model, meta), meta

@@ -20,9 +20,9 @@ class UnetASPP(torch.nn.Module):
     """Encoder → ASPP (3 atrous rates + image pooling) on the deepest features → U-Net decoder → heads.
 
     The ASPP works at ``aspp_channels`` (256, DeepLabV3's width; at the encoder's 2048 it alone would add 113 M
-    parameters). Returns ONE tensor ``(n, classes + extra, h, w)``: the class logits, then each extra head's logits in the
-    order of ``heads`` (the bundle's ``BundleMeta.heads`` describes them). Inputs of any size work: they are
-    padded to the encoder's output stride and the output is cropped back.
+    parameters). Returns ONE tensor ``(n, classes + extra, h, w)``: the class logits, then each extra head's
+    logits in the order of ``heads`` (the bundle's ``BundleMeta.heads`` describes them). Inputs of any size
+    work: they are padded to the encoder's output stride and the output is cropped back.
     """
 
     def __init__(self, encoder_name: str = "se_resnext50_32x4d", in_channels: int = 3, classes: int = 2,
