@@ -88,8 +88,7 @@ def test_encoder_parameter_counts_match_smp_reference() -> None:
     assert count_params(wide.encoder) - count_params(resnet34.encoder) == 5 * 64 * 7 * 7
 
 
-@pytest.mark.parametrize("variant, stride", [("d6", 32), ("d7", 64)])
-@pytest.mark.parametrize("bands", [4, 8])
+@pytest.mark.parametrize("variant, stride, bands", [("d6", 32, 4), ("d7", 64, 8)])
 def test_resunet_a_shapes(variant: str, stride: int, bands: int) -> None:
     model = build_model("resunet-a", variant=variant, in_channels=bands, classes=3, width=4)
     h, w = 2 * stride + 3, stride - 5
