@@ -56,6 +56,8 @@ class BundleMeta:
     # (("boundary", 1), ("distance", 1)). Every model returns ONE tensor (n, len(classes) + extra, h, w); the
     # class channels get ``activation``, extra heads a sigmoid.
     heads: tuple[tuple[str, int], ...] = ()
+    # Free-form JSON about where the weights come from; geoseg writes e.g. "data" (fingerprint of the training
+    # data), "recipe" (pipeline), "metrics", "imported_from", "halo_measured" (geoseg.models.receptive).
     provenance: dict[str, Any] = field(default_factory=dict)
     version: str = __version__
 
