@@ -167,11 +167,12 @@ def test_onnx_export_parity_and_deepness_metadata(tmp_path: Path) -> None:
     assert props["standardization_std"] == [0.2, 0.25, 0.3] and props["geoseg"]["arch"] == "smp:Unet"
     session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     assert [o.name for o in session.get_outputs()] == ["classes", "heads"]
-    x = np.random.default_rng(0).normal(size=(1, 3, 128, 128)).astype(np.float32)
+    assert session.get_inputs()[0].shape == ["batch", 3, 128, 128]
+    x = np.random.default_rng(0).normal(size=(2, 3, 128, 128)).astype(np.float32)
     classes, heads = session.run(None, {session.get_inputs()[0].name: x})
     from geoseg.predict import Predictor
 
-    expected = Predictor(load_bundle(path), torch.device("cpu")).predict(x, 1)
+    expected = Predictor(load_bundle(path), torch.device("cpu")).predict(x, 2)
     np.testing.assert_allclose(classes, expected[:, :3], atol=1e-4, rtol=0)
     np.testing.assert_allclose(heads, expected[:, 3:], atol=1e-4, rtol=0)
     user_error(invoke(["models", "export", path, "--onnx", out]), "exists", "--overwrite")

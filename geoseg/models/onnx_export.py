@@ -55,18 +55,24 @@ def deepness_metadata(bundle: Bundle) -> dict[str, str]:
 
 
 def export_onnx(bundle: Bundle, out: str | Path, *, opset: int = 18) -> Path:
-    """Export at the bundle's tile size (batch 1), attach Deepness metadata, write atomically."""
+    """Export at the bundle's tile size with a dynamic batch, attach Deepness metadata, write atomically."""
     try:
         import onnx
     except ImportError:
         raise BundleError("ONNX export needs the onnx extra: pip install 'geoseg[onnx]'") from None
     out = Path(out)
     meta = bundle.meta
-    x = torch.zeros(1, meta.n_bands, meta.tile, meta.tile)
+    x = torch.zeros(2, meta.n_bands, meta.tile, meta.tile)
     names = ["classes", "heads"] if meta.n_outputs > len(meta.classes) else ["classes"]
+    module = Probabilities(bundle).eval()
+    batch = ({0: torch.export.Dim("batch", min=1, max=1024)},)
     try:
-        program = torch.onnx.export(Probabilities(bundle).eval(), (x,), dynamo=True, opset_version=opset,
-                                    input_names=["image"], output_names=names, verbose=False)
+        try:  # a dynamic batch dimension first (Deepness batches tiles), a fixed batch of 1 if that fails
+            program = torch.onnx.export(module, (x,), dynamo=True, opset_version=opset, input_names=["image"],
+                                        output_names=names, dynamic_shapes=batch, verbose=False)
+        except Exception:  # noqa: BLE001 - retried below with static shapes; that error is the one reported
+            program = torch.onnx.export(module, (x[:1],), dynamo=True, opset_version=opset, input_names=["image"],
+                                        output_names=names, verbose=False)
     except Exception as err:  # torch.export raises many types; report them as one line
         raise BundleError(f"{bundle.path}: ONNX export of {meta.arch} failed: {str(err).splitlines()[0]}") from None
     model = program.model_proto
