@@ -126,6 +126,14 @@ def test_import_state_dict(tmp_path: Path) -> None:
                   "--out", tmp_path / "bad.safetensors"])
     user_error(bad, "trained.pth", "do not match smp:Unet", "--arch-args")
     assert not (tmp_path / "bad.safetensors").exists()
+    # ResUNet-a's global max pooling (PSP) leaves an error floor: the import says so in one line
+    torch.manual_seed(5)
+    torch.save(build_model("resunet-a", classes=3, width=4).state_dict(), tmp_path / "r.pth")
+    floor = invoke(["models", "import", tmp_path / "r.pth", "--arch", "resunet-a", "--arch-args", '{"width": 4}',
+                    "--classes", "bg,b,r", "--tile", "64", "--out", tmp_path / "r.safetensors"])
+    assert floor.exit_code == 0, floor.output
+    assert floor.stderr.splitlines()[0].startswith("geoseg: warning: ") and "no halo under tile/2" in floor.stderr
+    assert load_bundle(tmp_path / "r.safetensors").meta.heads == (("boundary", 1), ("distance", 1), ("colour", 3))
     exists = invoke(["models", "import", ckpt, "--arch", "smp:Unet", "--classes", "bg,b,r", "--out", out])
     user_error(exists, "exists", "--overwrite")
 

@@ -6,6 +6,7 @@ containers only); a file that needs anything else is refused, never loaded the u
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -94,4 +95,9 @@ def import_checkpoint(checkpoint: str | Path, out: str | Path, arch: str, arch_a
         report = measure_halo(model, bands, tile, stride=stride, n_classes=len(classes))
         meta = BundleMeta(**{**meta.__dict__, "halo": report.halo,
                              "provenance": {**meta.provenance, "halo_measured": report.to_dict()}})
+        if not report.exact:
+            logging.getLogger("geoseg").warning(
+                f"{checkpoint}: no halo under tile/2 keeps the stitch within {report.tol:g} (error "
+                f"{report.errors[report.halo]:.2g} at halo {report.halo}); the bundle uses {report.halo}: give a "
+                "larger --tile, or --halo to choose")
     return save_bundle(out, model, meta), meta
