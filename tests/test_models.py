@@ -13,7 +13,7 @@ from segmentation_models_pytorch.encoders import get_encoder
 
 from geoseg.cli import main
 from geoseg.errors import BundleError
-from geoseg.models import build_model, list_architectures
+from geoseg.models import build_model, list_architectures, load_bundle
 from geoseg.models.cost import count_params, gflop_per_tile, model_heads, model_stride
 from geoseg.models.receptive import measure_halo
 from geoseg.models.registry import SMP_ARCHITECTURES
@@ -153,3 +153,12 @@ def test_bench_model_prints_json() -> None:
     assert row["model"] == "pixel-linear" and row["params_m"] == round((4 * 3 + 3) / 1e6, 2)
     assert row["cpu_tiles_per_s_1_thread"] > 0 and row["cpu_tiles_per_s_all_threads"] > 0
     assert "cuda_bf16_tiles_per_s" not in row  # no GPU here: the CUDA path is not taken
+
+
+def test_bundled_model_halo_is_enough_by_measure() -> None:
+    """The shipped bundle's halo is at least what measure_halo recommends for it (measured here at 512 px)."""
+    bundle = load_bundle("default")
+    report = measure_halo(bundle.model, bundle.meta.n_bands, 512, stride=bundle.meta.stride,
+                          n_classes=len(bundle.meta.classes))
+    assert report.exact and report.halo <= bundle.meta.halo
+    assert report.errors[report.halo - bundle.meta.stride] > 1e-3  # the halo found is the smallest that works
