@@ -5,6 +5,7 @@ This page wires the data-flow modules together; each step lives in its own modul
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 import time
@@ -19,7 +20,7 @@ from geoseg.engine import catch_interrupts, dask_client, stream
 from geoseg.errors import BundleError, ConfigError, SceneError
 from geoseg.export import RasterSink, VectorSink, check_output
 from geoseg.grid import Block, TileSpec, auto_block_size, block_input_span, make_blocks
-from geoseg.models.bundle import BundleMeta, read_meta, resolve_bundle
+from geoseg.models.bundle import BundleMeta, gsd_mismatch, read_meta, resolve_bundle
 from geoseg.pipeline import InferConfig
 from geoseg.predict import cpu_count, default_batch_size, get_predictor, resolve_device
 from geoseg.scene import SceneInfo, metres_per_unit, normalise, open_scene, read_block
@@ -100,7 +101,7 @@ def _preload(bundle: str, device: str) -> None:
 
 
 def check_bundle_fits(scene: SceneInfo, meta: BundleMeta, bundle_name: str) -> None:
-    """Band count and dtype are checked before any compute."""
+    """Band count and dtype are checked before any compute (errors); the pixel size too (a warning)."""
     if scene.data_bands != meta.n_bands:
         raise SceneError(f"{scene.path}: has {scene.data_bands} band(s) but model {bundle_name} expects "
                          f"{meta.n_bands} ({', '.join(meta.band_names)}); pick a matching model or select bands "
@@ -109,6 +110,10 @@ def check_bundle_fits(scene: SceneInfo, meta: BundleMeta, bundle_name: str) -> N
         meta.scale_for(np.dtype(scene.dtype))
     except BundleError as err:
         raise SceneError(f"{scene.path}: {err}") from None
+    scene_gsd = metres_per_unit(scene.crs, scene.transform) * math.sqrt(scene.pixel_area)
+    message = gsd_mismatch(scene_gsd, meta, str(scene.path))
+    if message:
+        logging.getLogger("geoseg").warning(message)
 
 
 @dataclass

@@ -8,6 +8,8 @@ from geoseg import __version__
 from geoseg.cli.bench_cmd import bench
 from geoseg.cli.eval_cmd import eval_cmd
 from geoseg.cli.infer_cmd import infer
+from geoseg.cli.models_cmd import models
+from geoseg.cli.options import one_line_warnings
 from geoseg.cli.train_cmd import train
 
 
@@ -15,12 +17,14 @@ from geoseg.cli.train_cmd import train
 @click.version_option(__version__, prog_name="geoseg")
 def main() -> None:
     """Large GeoTIFFs in, GIS-ready building and road vectors out."""
+    one_line_warnings()
 
 
 main.add_command(infer)
 main.add_command(bench)
 main.add_command(train)
 main.add_command(eval_cmd)
+main.add_command(models)
 try:  # written alongside; registered when present
     from geoseg.cli.synth_cmd import synth
 

@@ -40,3 +40,21 @@ def bench_infer_cmd(size: int, model: str | None, block_size: int | None, batch_
     result = bench_infer(size, config, Path(workdir) if workdir else None, vectors=not no_vectors,
                          model_only=not no_model_only)
     click.echo(json.dumps(result))
+
+
+@bench.command("model")
+@click.option("--model", "names", multiple=True, help="Model to time (repeatable): a name of "
+              "geoseg.models.bench.DEFAULT_MODELS or an architecture; default: all of DEFAULT_MODELS.")
+@click.option("--tile", type=int, default=512, show_default=True)
+@click.option("--bands", type=int, default=3, show_default=True)
+@click.option("--repeat", type=int, default=3, show_default=True, help="Timed forwards per setting (median).")
+@click.option("--threads", type=int, help="Threads for the all-threads CPU figure (default: all cores).")
+@verbose_opt
+@user_errors
+def bench_model_cmd(names: tuple[str, ...], tile: int, bands: int, repeat: int, threads: int | None,
+                    verbose: int) -> None:
+    """Tiles/s (CPU, 1 and all threads; CUDA bf16 when present), parameters and GFLOP per tile, per model."""
+    from geoseg.models.bench import bench_model
+
+    click.echo(json.dumps(bench_model(list(names) or None, tile=tile, bands=bands, repeat=repeat,
+                                      all_threads=threads)))

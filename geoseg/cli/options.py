@@ -50,3 +50,25 @@ def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             worker_log.removeFilter(_WORKER_FAILURES)
 
     return wrapper
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at the time (click's test runner swaps it)."""
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _: Any) -> None:
+        pass
+
+
+def one_line_warnings() -> None:
+    """geoseg's logged warnings (e.g. a scene GSD far from the model's) print as one line on stderr."""
+    log = logging.getLogger("geoseg")
+    if not any(isinstance(h, _StderrHandler) for h in log.handlers):
+        handler = _StderrHandler()
+        handler.setFormatter(logging.Formatter("geoseg: warning: %(message)s"))
+        handler.setLevel(logging.WARNING)
+        log.addHandler(handler)

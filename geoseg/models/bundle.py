@@ -19,6 +19,7 @@ from geoseg.errors import BundleError
 from geoseg.models.registry import build_model
 
 META_KEY = "geoseg"
+GSD_TOLERANCE = 0.25  # a scene pixel size further than this (relative) from the bundle's GSD gets a warning
 PICKLE_SUFFIXES = (".pt", ".pth", ".ckpt", ".pkl", ".bin")
 BUNDLED_DIR = Path(__file__).resolve().parent.parent / "bundled"
 DEFAULT_BUNDLE = "default"
@@ -55,6 +56,8 @@ class BundleMeta:
     # (("boundary", 1), ("distance", 1)). Every model returns ONE tensor (n, len(classes) + extra, h, w); the
     # class channels get ``activation``, extra heads a sigmoid.
     heads: tuple[tuple[str, int], ...] = ()
+    # Free-form JSON about where the weights come from; geoseg writes e.g. "data" (fingerprint of the training
+    # data), "recipe" (pipeline), "metrics", "imported_from", "halo_measured" (geoseg.models.receptive).
     provenance: dict[str, Any] = field(default_factory=dict)
     version: str = __version__
 
@@ -95,6 +98,15 @@ class BundleMeta:
             raise BundleError(f"bundle has no input range for {np.dtype(dtype).name} imagery; "
                               f"it accepts {', '.join(self.input_range)}")
         return float(self.input_range[kind])
+
+
+def gsd_mismatch(scene_gsd: float, meta: BundleMeta, scene_name: str) -> str | None:
+    """A one-line warning when the scene's pixel size (metres) is more than 25% off the model's GSD, else None."""
+    if meta.gsd <= 0 or scene_gsd <= 0 or abs(scene_gsd / meta.gsd - 1) <= GSD_TOLERANCE:
+        return None
+    return (f"{scene_name}: pixel size {scene_gsd:.3g} m is {scene_gsd / meta.gsd:.2f}x the model's GSD "
+            f"({meta.gsd:g} m); results may be poor: resample the scene (gdalwarp -tr {meta.gsd:g} {meta.gsd:g}) "
+            "or use a model trained at this resolution")
 
 
 @dataclass

@@ -43,13 +43,22 @@ def build_model(arch: str, **kwargs: Any) -> torch.nn.Module:
         if name not in SMP_ARCHITECTURES:
             raise BundleError(f"unknown architecture {arch!r}; valid: {', '.join(list_architectures())}")
         kwargs = {**kwargs, "encoder_weights": None}
-        return getattr(smp, name)(**kwargs)
-    if arch not in _REGISTRY:
+        builder: Builder = getattr(smp, name)
+    elif arch in _REGISTRY:
+        builder = _REGISTRY[arch]
+    else:
         raise BundleError(f"unknown architecture {arch!r}; valid: {', '.join(list_architectures())}")
-    return _REGISTRY[arch](**kwargs)
+    try:
+        return builder(**kwargs)
+    except TypeError as err:  # an argument the builder does not take
+        raise BundleError(f"architecture {arch}: {err}; check its arguments (--arch-args)") from None
 
 
 @register("pixel-linear")
 def pixel_linear(in_channels: int = 3, classes: int = 3) -> torch.nn.Module:
     """Per-pixel linear classifier (a 1x1 convolution): a spectral baseline, and exact georeferencing tests."""
     return torch.nn.Conv2d(in_channels, classes, kernel_size=1)
+
+
+# geoseg's own architectures register themselves on import (they need ``register`` defined above)
+from geoseg.models import deepglobe, resunet_a  # noqa: E402,F401
