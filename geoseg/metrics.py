@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import shapely
 
@@ -50,7 +52,7 @@ def object_scores(pred: np.ndarray, truth: np.ndarray, threshold: float = 0.5) -
             "predicted": len(pred), "truth": len(truth)}
 
 
-def skeleton_graph(mask: np.ndarray) -> tuple[np.ndarray, "scipy.sparse.csr_matrix"]:
+def skeleton_graph(mask: np.ndarray) -> tuple[np.ndarray, Any]:
     """Centreline graph of a road mask: skeleton pixels (rows, cols) and their 8-connected adjacency with
     edge lengths 1 or sqrt(2) pixels (scikit-image skeletonize, a scipy sparse graph)."""
     from scipy import sparse

@@ -59,6 +59,10 @@ class HeadConfig:
     loss: str = "bce"
     weight: float = 1.0
 
+    def __post_init__(self) -> None:
+        if not self.kind:
+            object.__setattr__(self, "kind", self.name)
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -86,7 +90,7 @@ class TrainConfig:
     positive_fraction: float = 0.6
     min_valid: float = 0.5   # windows with less valid (non-nodata) area are redrawn
     augment: dict[str, dict[str, Any]] = field(default_factory=lambda: {"flip": {}, "rot90": {}, "colour": {}})
-    loss: dict[str, float] = field(default_factory=lambda: {"ce": 1.0, "dice": 1.0})
+    loss: dict[str, Any] = field(default_factory=lambda: {"ce": 1.0, "dice": 1.0})
     heads: tuple[HeadConfig, ...] = ()
     boundary_px: int = 2     # half-width of the boundary band
     label_margin: int = 64   # labels are rasterised this far around a window so cut objects keep their shape
