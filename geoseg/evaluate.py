@@ -48,15 +48,22 @@ def grid_of(pred: str | Path, truth: str | Path, resolution: float | None) -> Gr
             with rasterio.open(path) as src:
                 return Grid(src.transform, src.width, src.height, src.crs)
     import pyogrio
+    from rasterio.warp import transform_bounds
 
-    infos = [pyogrio.read_info(truth, layer=name) for name in pyogrio.list_layers(truth)[:, 0]]
-    bounds = np.array([i["total_bounds"] for i in infos if i["features"]], float)
-    if not len(bounds):
+    def bounds(path: str | Path) -> tuple[np.ndarray, object]:
+        infos = [pyogrio.read_info(path, layer=name) for name in pyogrio.list_layers(path)[:, 0]]
+        return np.array([i["total_bounds"] for i in infos if i["features"]], float).reshape(-1, 4), infos[0]["crs"]
+
+    boxes, crs = bounds(truth)
+    if not len(boxes):
         raise ConfigError(f"{truth}: no features in any layer; nothing to score against")
-    x0, y0, x1, y1 = bounds[:, 0].min(), bounds[:, 1].min(), bounds[:, 2].max(), bounds[:, 3].max()
+    if Path(pred).exists():  # false positives outside the truth's extent count too
+        pred_boxes, pred_crs = bounds(pred)
+        boxes = np.vstack([boxes] + [transform_bounds(pred_crs, crs, *b) for b in pred_boxes])
+    x0, y0, x1, y1 = boxes[:, 0].min(), boxes[:, 1].min(), boxes[:, 2].max(), boxes[:, 3].max()
     res = resolution or 0.5
     return Grid(Affine(res, 0, x0, 0, -res, y1), max(1, int(np.ceil((x1 - x0) / res))),
-                max(1, int(np.ceil((y1 - y0) / res))), infos[0]["crs"])
+                max(1, int(np.ceil((y1 - y0) / res))), crs)
 
 
 def label_source(path: str | Path, grid: Grid, classes: tuple[dict, ...], what: str) -> LabelSource:
