@@ -59,7 +59,7 @@ def scores(bundle: Path, scene: Path, truth: Path, folder: Path) -> dict:
 
 
 def test_tiny_training_beats_the_untrained_model(tmp_path, scenes):
-    path = recipe(tmp_path, scenes, steps=40, epoch_steps=20, log_every=10, lr=0.01,
+    path = recipe(tmp_path, scenes, steps=24, epoch_steps=12, log_every=6, lr=0.01,
                   augment={"flip": {}, "rot90": {}, "colour": {}, "scale_rotate": {"p": 0.3}})
     res = CliRunner().invoke(main, ["train", str(path)])
     assert res.exit_code == 0, res.output
@@ -71,16 +71,16 @@ def test_tiny_training_beats_the_untrained_model(tmp_path, scenes):
     image, truth = scenes[2]  # the held-out validation scene
     before = scores(untrained, image, truth, tmp_path)
     after = scores(Path(cfg.out), image, truth, tmp_path)
-    for name in ("building", "road"):
+    for name in ("building", "road"):  # measured: building 0.12 -> 0.38, road 0.00 -> 0.68
         assert after[name]["pixel_iou"] > before[name]["pixel_iou"] + 0.1, (before, after)
     # each epoch validated through the tiled infer path on the held-out scene, logged and plotted
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     val = [r for r in records if r["kind"] == "val"]
-    assert [r["step"] for r in val] == [20, 40] and 0 <= val[-1]["building_iou"] <= 1
+    assert [r["step"] for r in val] == [12, 24] and 0 <= val[-1]["building_iou"] <= 1
     assert val[-1]["building_iou"] == pytest.approx(after["building"]["pixel_iou"], abs=0.02)
     assert (tmp_path / "run" / "curves.png").read_bytes()[:4] == b"\x89PNG"
     meta = read_meta(cfg.out)
-    assert meta.provenance["steps"] == 40 and json.loads(meta.provenance["validation"])["building_iou"] > 0
+    assert meta.provenance["steps"] == 24 and json.loads(meta.provenance["validation"])["building_iou"] > 0
 
 
 def test_interrupted_then_resumed_run_gives_identical_weights(tmp_path, scenes):
@@ -138,3 +138,12 @@ def test_resume_without_a_checkpoint_fails_in_one_line(tmp_path, scenes):
     res = CliRunner().invoke(main, ["train", str(recipe(tmp_path, scenes)), "--resume", "-q"])
     assert res.exit_code == 1 and "no checkpoint to resume from" in res.stderr
     assert len(res.stderr.strip().splitlines()) == 1
+
+
+def test_bench_train_prints_json(tmp_path, scenes):
+    res = CliRunner().invoke(main, ["bench", "train", "--pipeline", str(recipe(tmp_path, scenes)), "--steps", "2",
+                                    "--batch-size", "2", "--window", "64", "--size", "128", "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    report = json.loads(res.output.strip().splitlines()[-1])
+    assert report["device"] == "cpu" and report["threads"] == 1 and report["steps"] == 2
+    assert report["loop_samples_per_s"] > 0 and report["sampler_samples_per_s"] > 0 and report["model_samples_per_s"] > 0

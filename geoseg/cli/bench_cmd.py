@@ -40,3 +40,22 @@ def bench_infer_cmd(size: int, model: str | None, block_size: int | None, batch_
     result = bench_infer(size, config, Path(workdir) if workdir else None, vectors=not no_vectors,
                          model_only=not no_model_only)
     click.echo(json.dumps(result))
+
+
+@bench.command("train")
+@click.option("--pipeline", "recipe", default="pipelines/default.yaml", show_default=True,
+              type=click.Path(dir_okay=False), help="Training recipe whose model, window and batch are measured.")
+@click.option("--steps", type=int, default=10, show_default=True)
+@click.option("--batch-size", type=int, help="Default: the recipe's.")
+@click.option("--window", type=int, help="Default: the recipe's.")
+@click.option("--threads", type=int, help="Torch threads on CPU (default: the recipe's, 0 = every core).")
+@click.option("--size", type=int, default=512, show_default=True, help="Side of the synthetic scene sampled from.")
+@click.option("--device", default="auto", show_default=True)
+@verbose_opt
+@user_errors
+def bench_train_cmd(recipe: str, steps: int, batch_size: int | None, window: int | None, threads: int | None,
+                    size: int, device: str, verbose: int) -> None:
+    """Training samples/s: the whole loop, the window sampler alone and the model step alone (bf16 on CUDA)."""
+    from geoseg.train.bench import bench_train
+
+    click.echo(json.dumps(bench_train(recipe, steps, batch_size, window, device, threads, size)))

@@ -54,7 +54,7 @@ def plot_curves(records: list[dict], out: Path) -> Path:
         ax.grid(alpha=0.3)
         if ax.lines:
             ax.legend(fontsize=8)
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.07, right=0.98, bottom=0.13, top=0.9, wspace=0.25)
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}.png")
     try:
         fig.savefig(tmp)
