@@ -168,3 +168,34 @@ def test_tanimoto_with_complement_by_hand():
     empty = torch.zeros(1, 1, 2, 2)
     assert float(tanimoto_complement_loss(torch.full_like(empty, 0.1), empty)) < \
         float(tanimoto_complement_loss(torch.full_like(empty, 0.9), empty))
+
+
+@pytest.mark.parametrize("activation", ["softmax", "sigmoid"])
+def test_every_named_loss_runs_and_ignores_unlabelled_pixels(activation):
+    from geoseg.train.config import LOSSES
+    from geoseg.train.losses import class_loss
+
+    torch.manual_seed(0)
+    y = torch.randint(0, 3, (2, 16, 16))
+    y[:, :4] = IGNORE
+    for name in LOSSES:
+        logits = torch.randn(2, 3, 16, 16, requires_grad=True)
+        loss = class_loss(name, 3, activation)(logits, y)
+        loss.backward()
+        assert torch.isfinite(loss) and logits.grad is not None, name
+        # pixels without a label get no gradient (they may not teach the model anything)
+        assert float(logits.grad[:, :, :4].abs().max()) == 0.0, name
+        assert float(logits.grad[:, :, 4:].abs().max()) > 0.0, name
+
+
+def test_validation_crops_hold_only_the_region(synth, tmp_path):
+    from geoseg.train.validate import crop
+
+    image, truth, _ = synth
+    scene = load_scene(image, config(), labels=str(truth))
+    region = Region(0, 96, 128, 96, 160)
+    out = crop(scene, region, tmp_path)
+    with rasterio.open(image) as src, rasterio.open(out) as got:
+        assert got.transform == src.window_transform(region.window) and got.crs == src.crs
+        assert np.array_equal(got.read(), src.read(window=region.window))
+    assert crop(scene, Region(0, 0, 0, scene.height, scene.width), tmp_path) == image  # whole scenes as they are

@@ -58,6 +58,14 @@ def class_loss(name: str, n_classes: int, activation: str) -> Loss:
             t, valid = _one_hot(y, n_classes)
             return tanimoto_complement_loss(probs(x), t, valid)
         return tani
+    if name == "focal" and mode == "multilabel":  # smp's multilabel focal loss fails with ignore_index (0.6)
+        from torchvision.ops import sigmoid_focal_loss
+
+        def focal(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            t, valid = _one_hot(y, n_classes)
+            per = sigmoid_focal_loss(x, t, reduction="none").mean(1)
+            return (per * valid).sum() / valid.sum().clamp(min=1)
+        return focal
     made = {"dice": lambda: smp.losses.DiceLoss(mode, ignore_index=IGNORE),
             "jaccard": lambda: smp.losses.JaccardLoss(mode, ignore_index=IGNORE),
             "lovasz": lambda: smp.losses.LovaszLoss(mode, ignore_index=IGNORE),

@@ -43,7 +43,7 @@ def plot_curves(records: list[dict], out: Path) -> Path:
     fig = Figure(figsize=(10, 4), dpi=100)
     ax_loss, ax_val = fig.subplots(1, 2)
     train = [r for r in records if r.get("kind") == "train"]
-    ax_loss.plot([r["step"] for r in train], [r["loss"] for r in train], label="loss")
+    ax_loss.plot([r["step"] for r in train], [r["loss"] for r in train], marker=".", label="loss")
     ax_loss.set(xlabel="step", ylabel="training loss", yscale="log" if train else "linear", title="training")
     val = [r for r in records if r.get("kind") == "val"]
     keys = sorted({k for r in val for k in r if k.endswith(("_iou", "_object_f1"))})
