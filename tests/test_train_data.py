@@ -33,7 +33,7 @@ def synth(tmp_path_factory) -> tuple[Path, Path, dict]:
 
 
 def config(**kw) -> TrainConfig:
-    return TrainConfig(out="x.safetensors", classes=CLASSES, window=64, augment={}, **kw)
+    return TrainConfig(**{"out": "x.safetensors", "classes": CLASSES, "window": 64, "augment": {}, **kw})
 
 
 def test_vector_labels_match_the_painter_in_any_label_crs(synth, tmp_path):
@@ -87,8 +87,8 @@ def test_block_split_never_leaks_pixels(synth, block):
     for r in val:
         val_px[r.row:r.row + r.height, r.col:r.col + r.width] = True
     sampler = WindowSampler(scenes, train, cfg, seed=0)
-    for _ in range(300):
-        _, win = sampler.draw_window()
+    for k in range(300):
+        _, win = sampler.draw_window(np.random.default_rng(k))
         r0, c0 = int(win.row_off), int(win.col_off)
         assert not val_px[r0:r0 + 64, c0:c0 + 64].any()  # no validation pixel in any training window
         assert any(r.row <= r0 and r0 + 64 <= r.row + r.height and r.col <= c0 and c0 + 64 <= r.col + r.width
@@ -102,7 +102,7 @@ def test_scene_split_holds_out_whole_scenes(synth):
     train, val = split_regions(scenes, cfg.data, ("", "val", ""))
     assert [r.scene for r in val] == [1] and sorted(r.scene for r in train) == [0, 2]
     sampler = WindowSampler(scenes, train, cfg, seed=0)
-    assert {sampler.draw_window()[0] for _ in range(100)} == {0, 2}
+    assert {sampler.draw_window(np.random.default_rng(k))[0] for k in range(100)} == {0, 2}
 
 
 def test_augmentation_moves_image_and_every_target_together(synth):
@@ -113,9 +113,9 @@ def test_augmentation_moves_image_and_every_target_together(synth):
     cfg = config(heads=tuple(HeadConfig(n) for n, _ in heads), positive_fraction=1.0)
     scenes = [load_scene(image, cfg, labels=str(truth))]
     regions = [Region(0, 0, 0, scenes[0].height, scenes[0].width)]
-    plain = WindowSampler(scenes, regions, cfg, seed=5).sample()
+    plain = WindowSampler(scenes, regions, cfg, seed=5).sample(np.random.default_rng(5))
     flipped_cfg = dataclasses.replace(cfg, augment={"flip": {"p": 1.0}})
-    flipped = WindowSampler(scenes, regions, flipped_cfg, seed=5).sample()  # same window (same draws)
+    flipped = WindowSampler(scenes, regions, flipped_cfg, seed=5).sample(np.random.default_rng(5))  # same window
     for key in ("image", "mask", "boundary", "distance"):
         assert np.array_equal(flipped[key], plain[key][::-1, ::-1]), key  # horizontal + vertical flip
     assert plain["mask"].max() >= 1 and plain["boundary"].max() == 1.0 and plain["distance"].max() == 1.0
@@ -130,11 +130,9 @@ def test_nodata_pixels_carry_no_label(tmp_path):
     with rasterio.open(image) as src:
         valid = src.dataset_mask() > 0
     seen_ignore = False
-    for _ in range(10):
-        state = sampler.rng.bit_generator.state
-        _, win = sampler.draw_window()  # the window sample() will draw next (min_valid 0: never redrawn)
-        sampler.rng.bit_generator.state = state
-        s = sampler.sample()
+    for k in range(10):
+        _, win = sampler.draw_window(np.random.default_rng(k))  # the window sample() draws (min_valid 0: no redraw)
+        s = sampler.sample(np.random.default_rng(k))
         r0, c0 = int(win.row_off), int(win.col_off)
         expect = ~valid[r0:r0 + 64, c0:c0 + 64]
         assert np.array_equal(s["mask"] == IGNORE, expect)
@@ -199,3 +197,13 @@ def test_validation_crops_hold_only_the_region(synth, tmp_path):
         assert got.transform == src.window_transform(region.window) and got.crs == src.crs
         assert np.array_equal(got.read(), src.read(window=region.window))
     assert crop(scene, Region(0, 0, 0, scene.height, scene.width), tmp_path) == image  # whole scenes as they are
+
+
+def test_batches_depend_on_the_step_only_not_on_loader_threads(synth):
+    image, truth, _ = synth
+    cfg = config(augment={"flip": {}, "rot90": {}, "colour": {}, "scale_rotate": {}})
+    scenes = [load_scene(image, cfg, labels=str(truth))]
+    sampler = WindowSampler(scenes, [Region(0, 0, 0, scenes[0].height, scenes[0].width)], cfg, seed=2)
+    one, four = sampler.batch(7, 6), sampler.batch(7, 6, threads=4)
+    assert all(np.array_equal(one[k], four[k]) for k in one)
+    assert not np.array_equal(one["image"], sampler.batch(8, 6)["image"])  # another step, other windows

@@ -37,7 +37,7 @@ def bench_train(recipe: str | Path, steps: int = 10, batch_size: int | None = No
         scenes, regions, _ = synth_scenes(cfg)
         sampler = WindowSampler(scenes, regions or [Region(0, 0, 0, size, size)], cfg, seed=0)
         t0 = time.perf_counter()
-        batches = [sampler.batch(cfg.batch_size) for _ in range(3)]
+        batches = [sampler.batch(k, cfg.batch_size) for k in range(3)]
         sampler_rate = 3 * cfg.batch_size / (time.perf_counter() - t0)
         model_rate = _model_rate(cfg, dev, batches, steps, n_threads)
         records: list[dict] = []

@@ -1,7 +1,7 @@
 """Training state for ``--resume``, without pickle: every tensor in a safetensors file, everything else JSON.
 
-Holds the fp32 weights, the optimiser's moments, the scheduler, torch's and the sampler's RNG states and
-the step, so a resumed run continues bit for bit where the last checkpoint left it.
+Holds the fp32 weights, the optimiser's moments, the scheduler, torch's RNG state and the step (the window
+sampler seeds every batch from the step), so a resumed run continues bit for bit where the checkpoint left it.
 """
 
 from __future__ import annotations

@@ -87,6 +87,7 @@ class TrainConfig:
     amp: bool = True         # bf16 autocast on CUDA (ignored on CPU)
     device: str = "auto"
     threads: int = 0         # torch threads on CPU (0: every core; 1 is faster on a machine shared with others)
+    loader_threads: int = 0  # threads drawing windows (0: 1 on CPU, where the cores train; up to 8 on CUDA)
     positive_fraction: float = 0.6
     min_valid: float = 0.5   # windows with less valid (non-nodata) area are redrawn
     augment: dict[str, dict[str, Any]] = field(default_factory=lambda: {"flip": {}, "rot90": {}, "colour": {}})

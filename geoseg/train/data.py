@@ -6,6 +6,8 @@ and every training window lies inside one training region.
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -70,12 +72,13 @@ def load_scene(image: str | Path, cfg: TrainConfig, labels: str = "", label_rast
         geoms = np.concatenate([source.geometries(k) for k in range(1, len(cfg.classes))])
         xy = shapely.get_coordinates(shapely.point_on_surface(geoms)) if len(geoms) else np.zeros((0, 2))
         colrow = apply_affine(~info.transform, xy)
-    else:  # a label raster: positive pixels of a coarse read
+    else:  # a label raster: positive pixels of a coarse copy on the scene's grid (any label grid is warped)
         step = max(1, max(info.width, info.height) // 512)
-        with rasterio.open(label_raster) as src:
-            small = src.read(1, out_shape=(max(1, info.height // step), max(1, info.width // step)))
+        shape = (max(1, info.height // step), max(1, info.width // step))
+        small = source.window(info.transform @ Affine.scale(info.width / shape[1], info.height / shape[0]), shape)
         rr, cc = np.nonzero((small > 0) & (small < len(cfg.classes)))
-        colrow = np.column_stack([cc, rr]).astype(float) * step if len(rr) else np.zeros((0, 2))
+        colrow = (np.column_stack([cc, rr]).astype(float) + 0.5) * [info.width / shape[1], info.height / shape[0]] \
+            if len(rr) else np.zeros((0, 2))
     inside = (colrow[:, 0] >= 0) & (colrow[:, 0] < info.width) & (colrow[:, 1] >= 0) & (colrow[:, 1] < info.height)
     return LabelledScene(Path(image), source, info.width, info.height, info.transform, info.dtype,
                          colrow[inside][:, ::-1].astype(np.int64).copy())
@@ -137,9 +140,8 @@ class WindowSampler:
         if not self.regions:
             raise ConfigError(f"train: no training region holds a {n}px window; lower train.window or raise "
                               "train.data.block, or add scenes")
-        self.scenes, self.cfg = scenes, cfg
-        self.rng = np.random.default_rng(seed)
-        self.augment = augmenter(cfg.augment)
+        self.scenes, self.cfg, self.seed = scenes, cfg, seed
+        self.local = threading.local()  # one albumentations pipeline per loader thread (they hold RNG state)
         area = np.array([r.height * r.width for r in self.regions], float)
         self.weights = area / area.sum()
         self.positives = []
@@ -149,31 +151,25 @@ class WindowSampler:
             self.positives.append(p[keep])
         self.kinds = tuple(h.kind for h in cfg.heads)
 
-    def state(self) -> dict:
-        return self.rng.bit_generator.state
-
-    def set_state(self, state: dict) -> None:
-        self.rng.bit_generator.state = state
-
-    def draw_window(self) -> tuple[int, Window]:
+    def draw_window(self, rng: np.random.Generator) -> tuple[int, Window]:
         """A window wholly inside one training region (positive-centred with probability positive_fraction)."""
-        k = int(self.rng.choice(len(self.regions), p=self.weights))
+        k = int(rng.choice(len(self.regions), p=self.weights))
         reg, pos, n = self.regions[k], self.positives[k], self.cfg.window
-        if len(pos) and self.rng.random() < self.cfg.positive_fraction:
-            r, c = pos[self.rng.integers(len(pos))] + self.rng.integers(-n // 3, n // 3, 2)
+        if len(pos) and rng.random() < self.cfg.positive_fraction:
+            r, c = pos[rng.integers(len(pos))] + rng.integers(-n // 3, n // 3, 2)
             r0, c0 = int(r) - n // 2, int(c) - n // 2
         else:
-            r0 = reg.row + int(self.rng.integers(0, reg.height - n + 1))
-            c0 = reg.col + int(self.rng.integers(0, reg.width - n + 1))
+            r0 = reg.row + int(rng.integers(0, reg.height - n + 1))
+            c0 = reg.col + int(rng.integers(0, reg.width - n + 1))
         r0 = int(np.clip(r0, reg.row, reg.row + reg.height - n))
         c0 = int(np.clip(c0, reg.col, reg.col + reg.width - n))
         return reg.scene, Window(c0, r0, n, n)
 
-    def sample(self) -> dict[str, np.ndarray]:
+    def sample(self, rng: np.random.Generator) -> dict[str, np.ndarray]:
         """One augmented window: ``image`` (h, w, bands) float 0..1, ``mask`` (class ids, IGNORE = no label)
         and one float target per head kind."""
         for _ in range(10):  # nodata-aware: redraw windows that are mostly nodata
-            i, win = self.draw_window()
+            i, win = self.draw_window(rng)
             s = self.scenes[i]
             with rasterio.open(s.image) as src:
                 img = src.read(list(self.cfg.band_indexes), window=win)
@@ -185,8 +181,11 @@ class WindowSampler:
         image = np.moveaxis(np.nan_to_num(img.astype(np.float32) / RANGES.get(img.dtype.str[1:], 1.0)), 0, -1)
         mask, extra = self.targets(s, win)
         mask[~valid] = IGNORE
-        self.augment.set_random_seed(int(self.rng.integers(2**31)))
-        out = self.augment(image=np.clip(image, 0, 1), masks=[mask] + extra)
+        augment = getattr(self.local, "augment", None)
+        if augment is None:
+            augment = self.local.augment = augmenter(self.cfg.augment)
+        augment.set_random_seed(int(rng.integers(2**31)))
+        out = augment(image=np.clip(image, 0, 1), masks=[mask] + extra)
         masks = out["masks"]
         result = {"image": out["image"], "mask": masks[0]}
         for kind, target in zip([k for k in self.kinds if k != "colour"], masks[1:]):
@@ -219,6 +218,13 @@ class WindowSampler:
             out.append(full[m:m + n, m:m + n])
         return mask, out
 
-    def batch(self, size: int) -> dict[str, np.ndarray]:
-        samples = [self.sample() for _ in range(size)]
+    def batch(self, step: int, size: int, threads: int = 1) -> dict[str, np.ndarray]:
+        """The batch of optimiser step ``step``: sample ``i`` draws from a generator seeded by (seed, step, i),
+        so batches are the same whatever the number of loader threads, and a resumed run needs only the step."""
+        rngs = [np.random.default_rng([self.seed, step, i]) for i in range(size)]
+        if threads > 1:  # reading (GDAL), rasterising and most augmentations release the GIL
+            with ThreadPoolExecutor(threads) as pool:
+                samples = list(pool.map(self.sample, rngs))
+        else:
+            samples = [self.sample(r) for r in rngs]
         return {k: np.stack([s[k] for s in samples]) for k in samples[0]}

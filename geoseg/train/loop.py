@@ -114,6 +114,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, log: Callable[[dict], None]
     cfg = type(cfg)(**{**cfg.__dict__, "arch_args": args})
     model = build_model(cfg.arch, **args).to(device)
     cuda = device.type == "cuda"
+    loader_threads = cfg.loader_threads or (min(8, cpu_count()) if cuda else 1)
     if cuda:
         model = model.to(memory_format=torch.channels_last)
     loss_fn = MultitaskLoss(cfg)
@@ -122,7 +123,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, log: Callable[[dict], None]
     run_dir = cfg.resolved_run_dir
     start_step = 0
     if resume:
-        start_step = _restore(load_state(run_dir), cfg, model, opt, sched, sampler)
+        start_step = _restore(load_state(run_dir), cfg, model, opt, sched)
     runlog = RunLog(run_dir, start_step if resume else None)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda and cfg.amp else nullcontext()
     fingerprint = data_fingerprint(scenes)
@@ -130,7 +131,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, log: Callable[[dict], None]
     start, running = time.perf_counter(), []
     with step_progress(cfg.steps, start_step, progress) as bar:
         for step in range(start_step + 1, cfg.steps + 1):
-            x, targets = to_tensors(sampler.batch(cfg.batch_size), cfg, device)
+            x, targets = to_tensors(sampler.batch(step, cfg.batch_size, loader_threads), cfg, device)
             if cuda:
                 x = x.contiguous(memory_format=torch.channels_last)
             with autocast:
@@ -157,7 +158,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, log: Callable[[dict], None]
                 if log:
                     log(rec)
             if step % cfg.epoch_steps == 0 or step == cfg.steps:
-                _end_epoch(cfg, step, model, opt, sched, sampler, scenes, val_regions, device, runlog,
+                _end_epoch(cfg, step, model, opt, sched, scenes, val_regions, device, runlog,
                                       fingerprint, time.perf_counter() - start, log)
                 torch.set_num_threads(threads)  # inference set its own thread count in this thread
                 model.train()
@@ -165,7 +166,7 @@ def train(cfg: TrainConfig, *, resume: bool = False, log: Callable[[dict], None]
 
 
 def _end_epoch(cfg: TrainConfig, step: int, model: torch.nn.Module, opt: torch.optim.Optimizer,
-               sched: torch.optim.lr_scheduler.LRScheduler, sampler: WindowSampler, scenes: list[LabelledScene],
+               sched: torch.optim.lr_scheduler.LRScheduler, scenes: list[LabelledScene],
                val_regions: list[Region], device: torch.device, runlog: RunLog, fingerprint: str, seconds: float,
                log: Callable[[dict], None] | None) -> dict:
     """Validate with the tiled infer path, write the bundle and the checkpoint (both atomic), redraw the plot."""
@@ -185,19 +186,19 @@ def _end_epoch(cfg: TrainConfig, step: int, model: torch.nn.Module, opt: torch.o
     save_bundle(cfg.out, model, bundle_meta(cfg, provenance), half=cfg.half)
     save_state(cfg.resolved_run_dir, {
         "step": step, "model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-        "torch_rng": torch.get_rng_state(), "sampler": json.dumps(sampler.state()), "recipe": _recipe_key(cfg)})
+        "torch_rng": torch.get_rng_state(), "recipe": _recipe_key(cfg)})
     plot_curves(runlog.records(), cfg.resolved_run_dir / PLOT_FILE)
     return scores
 
 
 def _recipe_key(cfg: TrainConfig) -> str:
     """What must not change between a run and its resume (everything but the recipe path itself)."""
-    return json.dumps({k: v for k, v in cfg.__dict__.items() if k not in ("recipe", "log_every")}, sort_keys=True,
-                      default=str)
+    free = ("recipe", "log_every", "loader_threads")  # batches do not depend on the loader threads
+    return json.dumps({k: v for k, v in cfg.__dict__.items() if k not in free}, sort_keys=True, default=str)
 
 
 def _restore(state: dict, cfg: TrainConfig, model: torch.nn.Module, opt: torch.optim.Optimizer,
-             sched: torch.optim.lr_scheduler.LRScheduler, sampler: WindowSampler) -> int:
+             sched: torch.optim.lr_scheduler.LRScheduler) -> int:
     if state["recipe"] != _recipe_key(cfg):
         raise ConfigError(f"{cfg.resolved_run_dir}: the checkpoint was written by a different recipe; resume with "
                           "the same pipeline (and options), or start again without --resume")
@@ -205,5 +206,4 @@ def _restore(state: dict, cfg: TrainConfig, model: torch.nn.Module, opt: torch.o
     opt.load_state_dict(state["optimizer"])
     sched.load_state_dict(state["scheduler"])
     torch.set_rng_state(state["torch_rng"])
-    sampler.set_state(json.loads(state["sampler"]))
     return int(state["step"])
