@@ -71,7 +71,7 @@ def test_tiny_training_beats_the_untrained_model(tmp_path, scenes):
     image, truth = scenes[2]  # the held-out validation scene
     before = scores(untrained, image, truth, tmp_path)
     after = scores(Path(cfg.out), image, truth, tmp_path)
-    for name in ("building", "road"):  # measured: building 0.12 -> 0.38, road 0.00 -> 0.68
+    for name in ("building", "road"):  # measured: building 0.12 -> 0.37, road 0.00 -> 0.73
         assert after[name]["pixel_iou"] > before[name]["pixel_iou"] + 0.1, (before, after)
     # each epoch validated through the tiled infer path on the held-out scene, logged and plotted
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
