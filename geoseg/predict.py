@@ -104,6 +104,13 @@ def get_predictor(bundle: str | Path | None, device: str) -> Predictor:
     return pred
 
 
+def forget_predictor(bundle: str | Path | None) -> None:
+    """Drop the cached predictors of a bundle path (training validates a new bundle every epoch)."""
+    with _LOCK:
+        for key in [k for k in _CACHE if k[0] == str(bundle)]:
+            del _CACHE[key]
+
+
 def cpu_count() -> int:
     """Cores this process may use (respects affinity masks and cgroups where Python can see them)."""
     try:

@@ -58,3 +58,22 @@ def bench_model_cmd(names: tuple[str, ...], tile: int, bands: int, repeat: int, 
 
     click.echo(json.dumps(bench_model(list(names) or None, tile=tile, bands=bands, repeat=repeat,
                                       all_threads=threads)))
+
+
+@bench.command("train")
+@click.option("--pipeline", "recipe", default="pipelines/default.yaml", show_default=True,
+              type=click.Path(dir_okay=False), help="Training recipe whose model, window and batch are measured.")
+@click.option("--steps", type=int, default=10, show_default=True)
+@click.option("--batch-size", type=int, help="Default: the recipe's.")
+@click.option("--window", type=int, help="Default: the recipe's.")
+@click.option("--threads", type=int, help="Torch threads on CPU (default: the recipe's, 0 = every core).")
+@click.option("--size", type=int, default=512, show_default=True, help="Side of the synthetic scene sampled from.")
+@click.option("--device", default="auto", show_default=True)
+@verbose_opt
+@user_errors
+def bench_train_cmd(recipe: str, steps: int, batch_size: int | None, window: int | None, threads: int | None,
+                    size: int, device: str, verbose: int) -> None:
+    """Training samples/s: the whole loop, the window sampler alone and the model step alone (bf16 on CUDA)."""
+    from geoseg.train.bench import bench_train
+
+    click.echo(json.dumps(bench_train(recipe, steps, batch_size, window, device, threads, size)))

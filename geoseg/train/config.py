@@ -9,6 +9,12 @@ from typing import Any
 from geoseg.errors import ConfigError
 from geoseg.pipeline import check_keys, read_yaml
 
+LOSSES = ("ce", "bce", "dice", "jaccard", "lovasz", "focal", "tversky", "tanimoto")
+HEAD_LOSSES = ("bce", "mse", "l1", "tanimoto", "dice")
+HEAD_KINDS = ("boundary", "distance", "colour")
+AUGMENTS = ("flip", "rot90", "scale_rotate", "colour", "blur", "noise")
+SCHEDULES = ("onecycle", "cosine")
+
 
 @dataclass(frozen=True)
 class SynthData:
@@ -18,51 +24,173 @@ class SynthData:
     size: int = 1024
     seed: int = 1000
     density: float = 1.0
+    val_count: int = 0  # further scenes (seeds after the training ones) held out for validation
+
+
+@dataclass(frozen=True)
+class SceneSource:
+    """One labelled scene: a GeoTIFF plus vector labels (any OGR source) or a label raster."""
+
+    image: str
+    labels: str = ""        # vector source: one layer per class (ClassInfo.layer) or one layer + class_field
+    label_raster: str = ""  # or a raster of class ids (any grid/CRS: warped to the scene's, nearest)
+    split: str = ""         # "", "train" or "val": pins the scene when the split is by scene
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """The user's own data and how it is split into training and validation regions."""
+
+    scenes: tuple[SceneSource, ...] = ()
+    layer: str = ""          # with class_field: the one layer holding every class
+    class_field: str = ""    # attribute naming the class (values = class names); "" = one layer per class
+    split: str = "scene"     # "scene" or "blocks"
+    val_fraction: float = 0.2
+    block: int = 1024        # split block side in pixels (split: blocks); windows never cross a block
+    split_seed: int = 0
+
+
+@dataclass(frozen=True)
+class HeadConfig:
+    """An extra output head trained on a target generated from the labels."""
+
+    name: str
+    kind: str = ""            # boundary, distance or colour (default: the name)
+    loss: str = "bce"
+    weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not self.kind:
+            object.__setattr__(self, "kind", self.name)
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """A training recipe: model, data, sampling, schedule and the bundle it writes."""
+    """A training recipe: model, data, sampling, augmentation, losses, schedule and the bundle it writes."""
 
     out: str
     arch: str = "smp:Unet"
     arch_args: dict[str, Any] = field(default_factory=dict)
     classes: tuple[dict[str, str], ...] = ()
     synth: SynthData | None = None
+    data: DataConfig | None = None
     data_dir: str = "runs/data"
+    run_dir: str = ""        # checkpoint, metrics log and plot (default: runs/<bundle stem>)
     window: int = 256
     batch_size: int = 8
     steps: int = 1000
+    epoch_steps: int = 100   # a bundle + checkpoint is written (and validation runs) every this many steps
     lr: float = 2e-3
     weight_decay: float = 1e-4
+    schedule: str = "onecycle"
+    clip: float = 5.0        # gradient norm clip (0: off)
+    amp: bool = True         # bf16 autocast on CUDA (ignored on CPU)
+    device: str = "auto"
+    threads: int = 0         # torch threads on CPU (0: every core; 1 is faster on a machine shared with others)
+    loader_threads: int = 0  # threads drawing windows (0: 1 on CPU, where the cores train; up to 8 on CUDA)
     positive_fraction: float = 0.6
-    augment: tuple[str, ...] = ("flip", "rot90", "colour")
+    min_valid: float = 0.5   # windows with less valid (non-nodata) area are redrawn
+    augment: dict[str, dict[str, Any]] = field(default_factory=lambda: {"flip": {}, "rot90": {}, "colour": {}})
+    loss: dict[str, Any] = field(default_factory=lambda: {"ce": 1.0, "dice": 1.0})
+    heads: tuple[HeadConfig, ...] = ()
+    boundary_px: int = 2     # half-width of the boundary band
+    label_margin: int = 64   # labels are rasterised this far around a window so cut objects keep their shape
+    activation: str = "softmax"
     tile: int = 512
     halo: int = 64
     stride: int = 32
     mean: tuple[float, ...] = (0.5, 0.5, 0.5)
     std: tuple[float, ...] = (0.25, 0.25, 0.25)
+    band_indexes: tuple[int, ...] = (1, 2, 3)
     gsd: float = 0.5
     seed: int = 0
     half: bool = True
     log_every: int = 50
     recipe: str = ""  # the pipeline file this came from (set by the loader; recorded in the bundle)
-    save_every: int = 100  # a bundle is written (atomically) this often, so a long run can be used early
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return tuple(c["name"] for c in self.classes)
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.classes)
+
+    def head_channels(self) -> tuple[tuple[str, int], ...]:
+        """``BundleMeta.heads`` for this recipe: colour heads reconstruct every band."""
+        return tuple((h.name, len(self.band_indexes) if h.kind == "colour" else 1) for h in self.heads)
+
+    @property
+    def resolved_run_dir(self) -> Path:
+        return Path(self.run_dir or f"runs/{Path(self.out).stem}")
+
+
+def _names(value: Any, valid: tuple[str, ...], where: str, *, weights: bool) -> dict[str, Any]:
+    """A list of names, an ``a+b`` string or a mapping name -> value; unknown names fail with the valid ones."""
+    if isinstance(value, str):
+        value = [v.strip() for v in value.split("+") if v.strip()]
+    if isinstance(value, (list, tuple)):
+        value = {v: (1.0 if weights else {}) for v in value}
+    if not isinstance(value, dict) or not value:
+        raise ConfigError(f"{where}: expected a list or mapping of {', '.join(valid)}")
+    unknown = sorted(set(value) - set(valid))
+    if unknown:
+        raise ConfigError(f"{where}: unknown {', '.join(unknown)}; valid: {', '.join(valid)}")
+    for name, v in value.items():
+        if weights and not isinstance(v, (int, float)):
+            raise ConfigError(f"{where}.{name}: weight must be a number, got {v!r}")
+        if not weights and not isinstance(v, dict | None):
+            raise ConfigError(f"{where}.{name}: expected a mapping of albumentations arguments, got {v!r}")
+    return {k: (float(v) if weights else dict(v or {})) for k, v in value.items()}
 
 
 def load_train_config(path: str | Path) -> TrainConfig:
-    """Load and validate the ``train`` section of a pipeline; unknown keys fail with the valid ones."""
+    """Load and validate the ``train`` section of a pipeline; unknown keys or names fail with the valid ones."""
     raw = read_yaml(path).get("train")
     if not raw:
         raise ConfigError(f"{path}: has no 'train' section; see pipelines/default.yaml")
     raw = check_keys(TrainConfig, raw, f"{path}: train")
     if raw.get("synth") is not None:
         raw["synth"] = SynthData(**check_keys(SynthData, raw["synth"], f"{path}: train.synth"))
-    for key in ("classes", "augment", "mean", "std"):
+    if raw.get("data") is not None:
+        data = check_keys(DataConfig, raw["data"], f"{path}: train.data")
+        scenes = data.get("scenes") or []
+        if not isinstance(scenes, list):
+            raise ConfigError(f"{path}: train.data.scenes must be a list of {{image, labels | label_raster}}")
+        data["scenes"] = tuple(SceneSource(**check_keys(SceneSource, s, f"{path}: train.data.scenes[{i}]"))
+                               for i, s in enumerate(scenes))
+        raw["data"] = DataConfig(**data)
+    if raw.get("synth") is None and raw.get("data") is None:
+        raise ConfigError(f"{path}: train needs 'data' (your scenes and labels) or 'synth'; "
+                          "see pipelines/user-data.yaml")
+    if "loss" in raw:
+        raw["loss"] = _names(raw["loss"], LOSSES, f"{path}: train.loss", weights=True)
+    if "augment" in raw:
+        raw["augment"] = _names(raw["augment"] or {}, AUGMENTS, f"{path}: train.augment", weights=False) \
+            if raw["augment"] else {}
+    if "heads" in raw:
+        heads = []
+        for i, h in enumerate(raw["heads"] or []):
+            h = check_keys(HeadConfig, h, f"{path}: train.heads[{i}]")
+            h.setdefault("kind", h.get("name", ""))
+            if h["kind"] not in HEAD_KINDS or h.get("loss", "bce") not in HEAD_LOSSES:
+                raise ConfigError(f"{path}: train.heads[{i}]: kind must be one of {', '.join(HEAD_KINDS)} and loss "
+                                  f"one of {', '.join(HEAD_LOSSES)}, got {h['kind']!r} / {h.get('loss')!r}")
+            heads.append(HeadConfig(**h))
+        raw["heads"] = tuple(heads)
+    for key, valid in (("schedule", SCHEDULES), ("activation", ("softmax", "sigmoid"))):
+        if key in raw and raw[key] not in valid:
+            raise ConfigError(f"{path}: train.{key}: unknown {raw[key]!r}; valid: {', '.join(valid)}")
+    for key in ("classes", "mean", "std", "band_indexes"):
         if key in raw:
             raw[key] = tuple(raw[key])
     raw.setdefault("recipe", str(path))
     try:
-        return TrainConfig(**raw)
+        cfg = TrainConfig(**raw)
     except TypeError as err:
         raise ConfigError(f"{path}: train: {err}") from None
+    if len(cfg.classes) < 2 or any("name" not in c for c in cfg.classes):
+        raise ConfigError(f"{path}: train.classes needs background plus at least one class, each with a name")
+    if cfg.epoch_steps < 1 or cfg.steps < 1 or cfg.window < 32:
+        raise ConfigError(f"{path}: train: steps and epoch_steps must be >= 1 and window >= 32")
+    return cfg

@@ -1,89 +1,230 @@
-"""Random training windows read from scenes, labels rasterised per window from vectors on the fly."""
+"""Labelled scenes, their train/validation split, and random training windows with augmentation.
+
+Splits never leak pixels: a region (a whole scene, or one block of a scene) is either training or validation,
+and every training window lies inside one training region.
+"""
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import albumentations as A
-import geopandas as gpd
 import numpy as np
-import pyogrio
 import rasterio
 import shapely
+from affine import Affine
 from rasterio.windows import Window
 from rasterio.windows import transform as window_transform
+from scipy import ndimage
 
-from geoseg.synth import label_window
+from geoseg.errors import ConfigError
+from geoseg.scene import open_scene
+from geoseg.train.config import DataConfig, TrainConfig
+from geoseg.train.labels import IGNORE, LabelSource, load_labels
+from geoseg.train.targets import boundary_target, distance_target
 from geoseg.vectorize import apply_affine
-from geoseg.train.config import TrainConfig
+
+RANGES = {"u1": 255.0, "u2": 65535.0, "f4": 1.0, "f8": 1.0}  # pixel value that maps to 1.0, per dtype
 
 
 @dataclass
 class LabelledScene:
-    """A scene path and its vector labels (per class layer), with an index of building centroids."""
+    """A scene, its labels, and pixel positions of labelled objects (to centre positive windows on)."""
 
     image: Path
-    truth: dict[str, gpd.GeoDataFrame]
+    labels: LabelSource
     width: int
     height: int
-    transform: object
-    positives: np.ndarray  # (n, 2) pixel rows/cols of building centroids, to sample positive windows
+    transform: Affine
+    dtype: str
+    positives: np.ndarray  # (n, 2) rows/cols
 
 
-def load_scene(image: Path, truth_path: Path) -> LabelledScene:
-    """Open a scene's metadata and its labels (reprojected to the scene CRS)."""
-    with rasterio.open(image) as src:
-        width, height, transform, crs = src.width, src.height, src.transform, src.crs
-    truth = {}
-    for layer in ("buildings", "roads"):
-        frame = pyogrio.read_dataframe(truth_path, layer=layer)
-        truth[layer] = frame.to_crs(crs) if frame.crs != crs else frame
-    xy = shapely.get_coordinates(shapely.centroid(truth["buildings"].geometry.values))
-    colrow = apply_affine(~transform, xy)
-    return LabelledScene(image, truth, width, height, transform, colrow[:, ::-1].copy())
+@dataclass(frozen=True)
+class Region:
+    """A rectangle of one scene (row, col, height, width) that belongs wholly to training or to validation."""
+
+    scene: int
+    row: int
+    col: int
+    height: int
+    width: int
+
+    @property
+    def window(self) -> Window:
+        return Window(self.col, self.row, self.width, self.height)
 
 
-def augmenter(names: tuple[str, ...]) -> A.Compose:
-    """Albumentations pipeline applied jointly to the image and its mask."""
-    steps: list[A.BasicTransform] = []
-    if "flip" in names:
-        steps += [A.HorizontalFlip(), A.VerticalFlip()]
-    if "rot90" in names:
-        steps.append(A.RandomRotate90())
-    if "colour" in names:
-        steps.append(A.ColorJitter(brightness=0.2, contrast=0.2, saturation=0.2, hue=0.02, p=0.5))
-    if "blur" in names:
-        steps.append(A.GaussianBlur(blur_limit=(3, 5), p=0.2))
-    if "noise" in names:
-        steps.append(A.GaussNoise(p=0.2))
-    return A.Compose(steps)
+def load_scene(image: str | Path, cfg: TrainConfig, labels: str = "", label_raster: str = "") -> LabelledScene:
+    """Open a scene's metadata and its labels (reprojected to the scene's CRS, checked to overlap it)."""
+    info = open_scene(image)
+    if info.count < max(cfg.band_indexes):
+        raise ConfigError(f"{image}: has {info.count} band(s) but train.band_indexes asks for "
+                          f"{list(cfg.band_indexes)}; set band_indexes to bands the scene has")
+    data = cfg.data or DataConfig()
+    source = load_labels(str(image), info.crs, info.transform, (info.width, info.height), cfg.classes, labels,
+                         label_raster, data.layer, data.class_field)
+    if source.is_vector:
+        geoms = np.concatenate([source.geometries(k) for k in range(1, len(cfg.classes))])
+        xy = shapely.get_coordinates(shapely.point_on_surface(geoms)) if len(geoms) else np.zeros((0, 2))
+        colrow = apply_affine(~info.transform, xy)
+    else:  # a label raster: positive pixels of a coarse copy on the scene's grid (any label grid is warped)
+        step = max(1, max(info.width, info.height) // 512)
+        shape = (max(1, info.height // step), max(1, info.width // step))
+        small = source.window(info.transform @ Affine.scale(info.width / shape[1], info.height / shape[0]), shape)
+        rr, cc = np.nonzero((small > 0) & (small < len(cfg.classes)))
+        colrow = (np.column_stack([cc, rr]).astype(float) + 0.5) * [info.width / shape[1], info.height / shape[0]] \
+            if len(rr) else np.zeros((0, 2))
+    inside = (colrow[:, 0] >= 0) & (colrow[:, 0] < info.width) & (colrow[:, 1] >= 0) & (colrow[:, 1] < info.height)
+    return LabelledScene(Path(image), source, info.width, info.height, info.transform, info.dtype,
+                         colrow[inside][:, ::-1].astype(np.int64).copy())
+
+
+def split_regions(scenes: list[LabelledScene], data: DataConfig, pinned: tuple[str, ...] = ()
+                  ) -> tuple[list[Region], list[Region]]:
+    """Training and validation regions: whole scenes (``split: scene``) or square blocks (``split: blocks``)."""
+    rng = np.random.default_rng(data.split_seed)
+    whole = [Region(i, 0, 0, s.height, s.width) for i, s in enumerate(scenes)]
+    if data.split == "scene":
+        pinned = pinned or ("",) * len(scenes)
+        free = [i for i, p in enumerate(pinned) if not p]
+        n_val = int(round(data.val_fraction * len(scenes))) - sum(p == "val" for p in pinned)
+        n_val = min(max(n_val, 0), len(free) - 1 if len(free) == len(scenes) else len(free))
+        val = {i for i, p in enumerate(pinned) if p == "val"} | set(rng.permutation(free)[:n_val].tolist())
+        return [r for r in whole if r.scene not in val], [r for r in whole if r.scene in val]
+    if data.split != "blocks":
+        raise ConfigError(f"train.data.split: unknown {data.split!r}; valid: scene, blocks")
+    train, val = [], []
+    for i, s in enumerate(scenes):
+        blocks = [Region(i, r, c, min(data.block, s.height - r), min(data.block, s.width - c))
+                  for r in range(0, s.height, data.block) for c in range(0, s.width, data.block)]
+        n_val = min(len(blocks) - 1, int(round(data.val_fraction * len(blocks)))) if len(blocks) > 1 else 0
+        chosen = set(rng.permutation(len(blocks))[:n_val].tolist())
+        for k, b in enumerate(blocks):
+            (val if k in chosen else train).append(b)
+    return train, val
+
+
+def augmenter(steps: dict[str, dict[str, Any]]) -> A.Compose:
+    """Albumentations pipeline applied jointly to the image and every target mask; arguments from the YAML."""
+    made: list[A.BasicTransform] = []
+    for name, args in steps.items():
+        if name == "flip":
+            made += [A.HorizontalFlip(**args), A.VerticalFlip(**args)]
+        elif name == "rot90":
+            made.append(A.RandomRotate90(**args))
+        elif name == "scale_rotate":
+            made.append(A.Affine(**{"scale": (0.8, 1.25), "rotate": (-30, 30), "p": 0.5, "fill_mask": IGNORE,
+                                    **args}))
+        elif name == "colour":
+            made.append(A.ColorJitter(**{"brightness": 0.2, "contrast": 0.2, "saturation": 0.2, "hue": 0.02,
+                                         "p": 0.5, **args}))
+        elif name == "blur":
+            made.append(A.GaussianBlur(**{"blur_limit": (3, 5), "p": 0.2, **args}))
+        elif name == "noise":
+            made.append(A.GaussNoise(**{"std_range": (0.01, 0.05), "p": 0.2, **args}))
+    return A.Compose(made)
 
 
 class WindowSampler:
-    """Random windows, a fraction centred on buildings so positives appear in most batches."""
+    """Random windows inside training regions, a fraction centred on labelled objects so positives appear,
+    redrawn when mostly nodata; each window's labels (and multitask targets) rasterised on the fly."""
 
-    def __init__(self, scenes: list[LabelledScene], cfg: TrainConfig, rng: np.random.Generator) -> None:
-        self.scenes, self.cfg, self.rng = scenes, cfg, rng
-        self.augment = augmenter(cfg.augment)
+    def __init__(self, scenes: list[LabelledScene], regions: list[Region], cfg: TrainConfig, seed: int) -> None:
+        n = cfg.window
+        self.regions = [r for r in regions if r.height >= n and r.width >= n]
+        if not self.regions:
+            raise ConfigError(f"train: no training region holds a {n}px window; lower train.window or raise "
+                              "train.data.block, or add scenes")
+        self.scenes, self.cfg, self.seed = scenes, cfg, seed
+        self.local = threading.local()  # one albumentations pipeline per loader thread (they hold RNG state)
+        area = np.array([r.height * r.width for r in self.regions], float)
+        self.weights = area / area.sum()
+        self.positives = []
+        for r in self.regions:
+            p = scenes[r.scene].positives
+            keep = (p[:, 0] >= r.row) & (p[:, 0] < r.row + r.height) & (p[:, 1] >= r.col) & (p[:, 1] < r.col + r.width)
+            self.positives.append(p[keep])
+        self.kinds = tuple(h.kind for h in cfg.heads)
 
-    def sample(self) -> tuple[np.ndarray, np.ndarray]:
-        """One ``(image uint8 HWC, mask HW)`` pair, augmented."""
-        s = self.scenes[self.rng.integers(len(self.scenes))]
-        n = self.cfg.window
-        if len(s.positives) and self.rng.random() < self.cfg.positive_fraction:
-            r, c = s.positives[self.rng.integers(len(s.positives))] + self.rng.integers(-n // 3, n // 3, 2)
+    def draw_window(self, rng: np.random.Generator) -> tuple[int, Window]:
+        """A window wholly inside one training region (positive-centred with probability positive_fraction)."""
+        k = int(rng.choice(len(self.regions), p=self.weights))
+        reg, pos, n = self.regions[k], self.positives[k], self.cfg.window
+        if len(pos) and rng.random() < self.cfg.positive_fraction:
+            r, c = pos[rng.integers(len(pos))] + rng.integers(-n // 3, n // 3, 2)
             r0, c0 = int(r) - n // 2, int(c) - n // 2
         else:
-            r0, c0 = self.rng.integers(0, s.height - n + 1), self.rng.integers(0, s.width - n + 1)
-        r0, c0 = int(np.clip(r0, 0, s.height - n)), int(np.clip(c0, 0, s.width - n))
-        win = Window(c0, r0, n, n)
-        with rasterio.open(s.image) as src:
-            img = src.read(window=win)
-        mask = label_window(s.truth, window_transform(win, s.transform), (n, n))
-        out = self.augment(image=np.moveaxis(img, 0, -1), mask=mask)
-        return out["image"], out["mask"]
+            r0 = reg.row + int(rng.integers(0, reg.height - n + 1))
+            c0 = reg.col + int(rng.integers(0, reg.width - n + 1))
+        r0 = int(np.clip(r0, reg.row, reg.row + reg.height - n))
+        c0 = int(np.clip(c0, reg.col, reg.col + reg.width - n))
+        return reg.scene, Window(c0, r0, n, n)
 
-    def batch(self, size: int) -> tuple[np.ndarray, np.ndarray]:
-        pairs = [self.sample() for _ in range(size)]
-        return np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
+    def sample(self, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        """One augmented window: ``image`` (h, w, bands) float 0..1, ``mask`` (class ids, IGNORE = no label)
+        and one float target per head kind."""
+        for _ in range(10):  # nodata-aware: redraw windows that are mostly nodata
+            i, win = self.draw_window(rng)
+            s = self.scenes[i]
+            with rasterio.open(s.image) as src:
+                img = src.read(list(self.cfg.band_indexes), window=win)
+                valid = src.dataset_mask(window=win) > 0
+            if img.dtype.kind == "f":
+                valid &= np.isfinite(img).all(axis=0)
+            if valid.mean() >= self.cfg.min_valid:
+                break
+        image = np.moveaxis(np.nan_to_num(img.astype(np.float32) / RANGES.get(img.dtype.str[1:], 1.0)), 0, -1)
+        mask, extra = self.targets(s, win)
+        mask[~valid] = IGNORE
+        augment = getattr(self.local, "augment", None)
+        if augment is None:
+            augment = self.local.augment = augmenter(self.cfg.augment)
+        augment.set_random_seed(int(rng.integers(2**31)))
+        out = augment(image=np.clip(image, 0, 1), masks=[mask] + extra)
+        masks = out["masks"]
+        result = {"image": out["image"], "mask": masks[0]}
+        for kind, target in zip([k for k in self.kinds if k != "colour"], masks[1:]):
+            result[kind] = target
+        return result
+
+    def targets(self, s: LabelledScene, win: Window) -> tuple[np.ndarray, list[np.ndarray]]:
+        """Class mask of the window, plus boundary/distance targets computed with a margin around it (so an
+        object cut by the window edge keeps its true edge and centre)."""
+        n = self.cfg.window
+        mask = s.labels.window(window_transform(win, s.transform), (n, n))
+        wanted = [k for k in self.kinds if k != "colour"]
+        if not wanted:
+            return mask, []
+        m = self.cfg.label_margin
+        big = Window(win.col_off - m, win.row_off - m, n + 2 * m, n + 2 * m)
+        tf, shape = window_transform(big, s.transform), (n + 2 * m, n + 2 * m)
+        if s.labels.is_vector:
+            inst = s.labels.instances(tf, shape, tuple(range(1, len(self.cfg.classes))))
+        else:
+            lab = s.labels.window(tf, shape)
+            inst, start = np.zeros(shape, np.int32), 0
+            for k in range(1, len(self.cfg.classes)):
+                comp, count = ndimage.label(lab == k)
+                inst[comp > 0] = comp[comp > 0] + start
+                start += count
+        out = []
+        for kind in wanted:
+            full = boundary_target(inst, self.cfg.boundary_px) if kind == "boundary" else distance_target(inst)
+            out.append(full[m:m + n, m:m + n])
+        return mask, out
+
+    def batch(self, step: int, size: int, threads: int = 1) -> dict[str, np.ndarray]:
+        """The batch of optimiser step ``step``: sample ``i`` draws from a generator seeded by (seed, step, i),
+        so batches are the same whatever the number of loader threads, and a resumed run needs only the step."""
+        rngs = [np.random.default_rng([self.seed, step, i]) for i in range(size)]
+        if threads > 1:  # reading (GDAL), rasterising and most augmentations release the GIL
+            with ThreadPoolExecutor(threads) as pool:
+                samples = list(pool.map(self.sample, rngs))
+        else:
+            samples = [self.sample(r) for r in rngs]
+        return {k: np.stack([s[k] for s in samples]) for k in samples[0]}

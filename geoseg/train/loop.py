@@ -1,97 +1,209 @@
-"""The training loop: sampled windows → model → CE + Dice → AdamW with one-cycle → a bundle."""
+"""The training loop: sampled windows → model → losses → AdamW (clipped; one-cycle or cosine) → every epoch a
+bundle, validation through the tiled ``infer`` path, a checkpoint for ``--resume``, the metrics log and plot."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import time
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
 
+from geoseg import synth as synth_module
+from geoseg.errors import ConfigError
 from geoseg.models.bundle import BundleMeta, ClassInfo, save_bundle
 from geoseg.models.registry import build_model
-from geoseg.predict import cpu_count
-from geoseg import synth as synth_module
+from geoseg.predict import cpu_count, resolve_device
 from geoseg.synth import SynthSpec, write_scene
+from geoseg.train.checkpoint import load_state, save_state
 from geoseg.train.config import TrainConfig
-from geoseg.train.data import LabelledScene, WindowSampler, load_scene
+from geoseg.train.data import LabelledScene, Region, WindowSampler, load_scene, split_regions
+from geoseg.train.losses import MultitaskLoss
+from geoseg.train.runlog import PLOT_FILE, RunLog, plot_curves, step_progress
+from geoseg.train.validate import validate
 
 
-def synth_scenes(cfg: TrainConfig) -> list[LabelledScene]:
-    """Make (once) and load the synthetic training scenes the config asks for."""
+def synth_scenes(cfg: TrainConfig) -> tuple[list[LabelledScene], list[Region], list[Region]]:
+    """Make (once, cached by generator source) and load the synthetic scenes; the last ``val_count`` validate."""
     assert cfg.synth is not None
     folder = Path(cfg.data_dir)
     folder.mkdir(parents=True, exist_ok=True)
-    scenes = []
     # the generator's source is part of the cache key, so a changed look never reuses stale scenes
     sources = sorted(Path(synth_module.__file__).parent.glob("*.py"))  # every module of the geoseg.synth package
     code = hashlib.sha256(b"".join(f.read_bytes() for f in sources)).hexdigest()[:8]
-    for seed in range(cfg.synth.seed, cfg.synth.seed + cfg.synth.count):
-        image = folder / f"synth_{seed}_{cfg.synth.size}_{code}.tif"
-        truth = folder / f"synth_{seed}_{cfg.synth.size}_{code}_truth.gpkg"
+    scenes = []
+    s = cfg.synth
+    for seed in range(s.seed, s.seed + s.count + s.val_count):
+        image = folder / f"synth_{seed}_{s.size}_{code}.tif"
+        truth = folder / f"synth_{seed}_{s.size}_{code}_truth.gpkg"
         if not (image.exists() and truth.exists()):
-            spec = SynthSpec(cfg.synth.size, cfg.synth.size, seed=seed, density=cfg.synth.density, gsd=cfg.gsd)
+            spec = SynthSpec(s.size, s.size, seed=seed, density=s.density, gsd=cfg.gsd)
             write_scene(spec, image, truth, overwrite=True)
-        scenes.append(load_scene(image, truth))
-    return scenes
+        scenes.append(load_scene(image, cfg, labels=str(truth)))
+    regions = [Region(i, 0, 0, sc.height, sc.width) for i, sc in enumerate(scenes)]
+    return scenes, regions[:s.count], regions[s.count:]
+
+
+def user_scenes(cfg: TrainConfig) -> tuple[list[LabelledScene], list[Region], list[Region]]:
+    """The user's scenes and labels, split into training and validation regions."""
+    assert cfg.data is not None
+    if not cfg.data.scenes:
+        raise ConfigError(f"{cfg.recipe}: train.data.scenes is empty; list your GeoTIFFs and their labels")
+    scenes = [load_scene(s.image, cfg, s.labels, s.label_raster) for s in cfg.data.scenes]
+    return (scenes, *split_regions(scenes, cfg.data, tuple(s.split for s in cfg.data.scenes)))
 
 
 def data_fingerprint(scenes: list[LabelledScene]) -> str:
     """SHA-256 over the training scenes' image files, so a bundle names the pixels it learnt from."""
     digest = hashlib.sha256()
     for scene in scenes:
-        digest.update(scene.image.read_bytes())
+        with open(scene.image, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
     return digest.hexdigest()[:16]
 
 
 def bundle_meta(cfg: TrainConfig, provenance: dict) -> BundleMeta:
     """The metadata the trained bundle carries, so inference needs nothing but the file."""
     classes = tuple(ClassInfo(**c) for c in cfg.classes)
-    return BundleMeta(arch=cfg.arch, arch_args=dict(cfg.arch_args), classes=classes, mean=cfg.mean, std=cfg.std,
-                      gsd=cfg.gsd, tile=cfg.tile, halo=cfg.halo, stride=cfg.stride, provenance=provenance)
+    n = len(cfg.band_indexes)
+    names = ("red", "green", "blue") if n == 3 else tuple(f"b{i}" for i in cfg.band_indexes)
+    return BundleMeta(arch=cfg.arch, arch_args=dict(cfg.arch_args), classes=classes, band_names=names,
+                      band_indexes=cfg.band_indexes, mean=cfg.mean, std=cfg.std, gsd=cfg.gsd, tile=cfg.tile,
+                      halo=cfg.halo, stride=cfg.stride, activation=cfg.activation, heads=cfg.head_channels(),
+                      provenance=provenance)
 
 
-def train(cfg: TrainConfig, *, log: Callable[[dict], None] | None = None) -> Path:
-    """Train from scratch (no downloaded weights) and write the bundle to ``cfg.out``."""
+def make_schedule(cfg: TrainConfig, opt: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LRScheduler:
+    if cfg.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.steps, eta_min=cfg.lr * 1e-2)
+    return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.steps, pct_start=0.15)
+
+
+def to_tensors(batch: dict[str, np.ndarray], cfg: TrainConfig, device: torch.device
+               ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Normalised inputs (as the bundle's predictor normalises) and the targets, on the device."""
+    img = torch.from_numpy(batch["image"]).permute(0, 3, 1, 2).to(device)
+    mean = torch.tensor(cfg.mean, device=device).view(1, -1, 1, 1)
+    std = torch.tensor(cfg.std, device=device).view(1, -1, 1, 1)
+    targets = {"mask": torch.from_numpy(batch["mask"]).long().to(device), "colour": img}
+    for key in ("boundary", "distance"):
+        if key in batch:
+            targets[key] = torch.from_numpy(batch[key]).float().to(device)
+    return (img - mean) / std, targets
+
+
+def train(cfg: TrainConfig, *, resume: bool = False, log: Callable[[dict], None] | None = None,
+          progress: bool = False) -> Path:
+    """Train from scratch (no downloaded weights) or resume exactly; writes the bundle to ``cfg.out``."""
     torch.manual_seed(cfg.seed)
-    torch.set_num_threads(cpu_count())
-    rng = np.random.default_rng(cfg.seed)
-    scenes = synth_scenes(cfg)
-    sampler = WindowSampler(scenes, cfg, rng)
-    model = build_model(cfg.arch, **cfg.arch_args)
-    import segmentation_models_pytorch as smp
-
-    dice = smp.losses.DiceLoss("multiclass")
-    ce = torch.nn.CrossEntropyLoss()
+    threads = cfg.threads or cpu_count()
+    torch.set_num_threads(threads)
+    device = resolve_device(cfg.device)
+    scenes, train_regions, val_regions = synth_scenes(cfg) if cfg.synth else user_scenes(cfg)
+    sampler = WindowSampler(scenes, train_regions, cfg, seed=cfg.seed)
+    expected = cfg.n_classes + sum(c for _, c in cfg.head_channels())
+    args = dict(cfg.arch_args)
+    if cfg.arch.startswith("smp:") and args.setdefault("classes", expected) != expected:
+        raise ConfigError(f"{cfg.recipe}: train.arch_args.classes is {args['classes']} but {cfg.n_classes} classes "
+                          f"+ heads {list(cfg.head_channels())} need {expected} output channels")
+    cfg = type(cfg)(**{**cfg.__dict__, "arch_args": args})
+    model = build_model(cfg.arch, **args).to(device)
+    cuda = device.type == "cuda"
+    loader_threads = cfg.loader_threads or (min(8, cpu_count()) if cuda else 1)
+    if cuda:
+        model = model.to(memory_format=torch.channels_last)
+    loss_fn = MultitaskLoss(cfg)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.steps, pct_start=0.15)
-    mean = torch.tensor(cfg.mean).view(1, -1, 1, 1)
-    std = torch.tensor(cfg.std).view(1, -1, 1, 1)
+    sched = make_schedule(cfg, opt)
+    run_dir = cfg.resolved_run_dir
+    start_step = 0
+    if resume:
+        start_step = _restore(load_state(run_dir), cfg, model, opt, sched)
+    runlog = RunLog(run_dir, start_step if resume else None)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda and cfg.amp else nullcontext()
+    fingerprint = data_fingerprint(scenes)
     model.train()
     start, running = time.perf_counter(), []
-    for step in range(1, cfg.steps + 1):
-        img, mask = sampler.batch(cfg.batch_size)
-        x = (torch.from_numpy(img).permute(0, 3, 1, 2).float() / 255.0 - mean) / std
-        y = torch.from_numpy(mask).long()
-        logits = model(x)
-        loss = ce(logits, y) + dice(logits, y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-        opt.step()
-        sched.step()
-        running.append(loss.item())
-        if cfg.save_every and step % cfg.save_every == 0 and step < cfg.steps:
-            save_bundle(cfg.out, model, bundle_meta(cfg, {"recipe": cfg.recipe, "steps": step}), half=cfg.half)
-        if log and (step % cfg.log_every == 0 or step == cfg.steps):
-            log({"step": step, "loss": float(np.mean(running)), "lr": sched.get_last_lr()[0],
-                 "samples_per_s": step * cfg.batch_size / (time.perf_counter() - start)})
-            running = []
+    with step_progress(cfg.steps, start_step, progress) as bar:
+        for step in range(start_step + 1, cfg.steps + 1):
+            x, targets = to_tensors(sampler.batch(step, cfg.batch_size, loader_threads), cfg, device)
+            if cuda:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with autocast:
+                out = model(x)
+            if out.shape[1] != expected:
+                raise ConfigError(f"{cfg.recipe}: model {cfg.arch} returns {out.shape[1]} channels; classes + heads "
+                                  f"need {expected}; fix train.arch_args")
+            loss, parts = loss_fn(out, targets)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
+            opt.step()
+            sched.step()
+            running.append(parts)
+            bar(step, f"loss {loss.item():.3f}")
+            if step % cfg.log_every == 0 or step == cfg.steps:
+                rec = {"kind": "train", "step": step, "loss": float(np.mean([sum(p.values()) for p in running])),
+                       **{k: float(np.mean([p[k] for p in running])) for k in running[0]},
+                       "lr": sched.get_last_lr()[0],
+                       "samples_per_s": (step - start_step) * cfg.batch_size / (time.perf_counter() - start)}
+                runlog.write(rec)
+                running = []
+                if log:
+                    log(rec)
+            if step % cfg.epoch_steps == 0 or step == cfg.steps:
+                _end_epoch(cfg, step, model, opt, sched, scenes, val_regions, device, runlog,
+                                      fingerprint, time.perf_counter() - start, log)
+                torch.set_num_threads(threads)  # inference set its own thread count in this thread
+                model.train()
+    return Path(cfg.out)
+
+
+def _end_epoch(cfg: TrainConfig, step: int, model: torch.nn.Module, opt: torch.optim.Optimizer,
+               sched: torch.optim.lr_scheduler.LRScheduler, scenes: list[LabelledScene],
+               val_regions: list[Region], device: torch.device, runlog: RunLog, fingerprint: str, seconds: float,
+               log: Callable[[dict], None] | None) -> dict:
+    """Validate with the tiled infer path, write the bundle and the checkpoint (both atomic), redraw the plot."""
     model.eval()
-    provenance = {"recipe": cfg.recipe, "steps": cfg.steps, "seconds": round(time.perf_counter() - start, 1),
+    scores: dict = {}
+    if val_regions:
+        meta = bundle_meta(cfg, {"recipe": cfg.recipe, "steps": step})
+        scores = validate(model, meta, scenes, val_regions, device.type, cfg.resolved_run_dir)
+        rec = {"kind": "val", "step": step, **scores}
+        runlog.write(rec)
+        if log:
+            log(rec)
+    provenance = {"recipe": cfg.recipe, "steps": step, "seconds": round(seconds, 1),
                   "synth": json.dumps(cfg.synth.__dict__ if cfg.synth else None),
-                  "data_fingerprint": data_fingerprint(scenes)}
-    return save_bundle(cfg.out, model, bundle_meta(cfg, provenance), half=cfg.half)
+                  "data": json.dumps([s.__dict__ for s in cfg.data.scenes] if cfg.data else None),
+                  "data_fingerprint": fingerprint, "validation": json.dumps(scores)}
+    save_bundle(cfg.out, model, bundle_meta(cfg, provenance), half=cfg.half)
+    save_state(cfg.resolved_run_dir, {
+        "step": step, "model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+        "torch_rng": torch.get_rng_state(), "recipe": _recipe_key(cfg)})
+    plot_curves(runlog.records(), cfg.resolved_run_dir / PLOT_FILE)
+    return scores
+
+
+def _recipe_key(cfg: TrainConfig) -> str:
+    """What must not change between a run and its resume (everything but the recipe path itself)."""
+    free = ("recipe", "log_every", "loader_threads")  # batches do not depend on the loader threads
+    return json.dumps({k: v for k, v in cfg.__dict__.items() if k not in free}, sort_keys=True, default=str)
+
+
+def _restore(state: dict, cfg: TrainConfig, model: torch.nn.Module, opt: torch.optim.Optimizer,
+             sched: torch.optim.lr_scheduler.LRScheduler) -> int:
+    if state["recipe"] != _recipe_key(cfg):
+        raise ConfigError(f"{cfg.resolved_run_dir}: the checkpoint was written by a different recipe; resume with "
+                          "the same pipeline (and options), or start again without --resume")
+    model.load_state_dict(state["model"])
+    opt.load_state_dict(state["optimizer"])
+    sched.load_state_dict(state["scheduler"])
+    torch.set_rng_state(state["torch_rng"])
+    return int(state["step"])
