@@ -103,6 +103,12 @@ def vector_paths(path: str | os.PathLike[str], layers: Iterable[str]) -> list[Pa
                           f"{', '.join(VECTOR_FORMATS)}")
     if ext == ".gpkg":
         return [path]
+    if ext == ".parquet":
+        try:
+            import pyarrow  # noqa: F401
+        except ImportError:
+            raise OutputError(f"{path}: GeoParquet output needs pyarrow; pip install 'geoseg[parquet]' or use .gpkg") \
+                from None
     return [path.with_name(f"{path.stem}_{layer}{path.suffix}") for layer in layers]
 
 
@@ -198,7 +204,7 @@ def convert_layer(gpkg: Path, layer: str, out: Path, ext: str, geometry: str) ->
     if ext == ".parquet":
         _to_geoparquet(gpkg, layer, out, geometry)
         return
-    with pyogrio.raw.open_arrow(gpkg, layer=layer, use_pyarrow=True, batch_size=20_000) as (meta, reader):
+    with pyogrio.raw.open_arrow(gpkg, layer=layer, batch_size=20_000) as (meta, reader):  # C stream: no pyarrow
         crs = meta["crs"]
         pyogrio.write_arrow(reader, out, layer=layer, driver=VECTOR_FORMATS[ext], geometry_name=meta["geometry_name"]
                             or "geom", geometry_type=geometry, crs=crs)
@@ -206,8 +212,12 @@ def convert_layer(gpkg: Path, layer: str, out: Path, ext: str, geometry: str) ->
 
 def _to_geoparquet(gpkg: Path, layer: str, out: Path, geometry: str) -> None:
     """GeoParquet 1.0 (WKB geometry, PROJJSON CRS): GDAL here has no Parquet driver, so pyarrow writes it."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise OutputError(f"{out}: GeoParquet output needs pyarrow; pip install 'geoseg[parquet]' or use .gpkg") \
+            from None
     from pyproj import CRS
 
     with pyogrio.raw.open_arrow(gpkg, layer=layer, use_pyarrow=True, batch_size=20_000) as (meta, reader):
