@@ -79,10 +79,10 @@ def regularize(poly: shapely.Polygon, tolerance: float) -> shapely.Polygon:
         return np.column_stack([c * xy[:, 0] - s * xy[:, 1], s * xy[:, 0] + c * xy[:, 1]]) + origin
 
     rings = []
-    for ring in [simple.exterior, *simple.interiors]:
+    for i, ring in enumerate([simple.exterior, *simple.interiors]):
         squared = _square_ring(to_local(shapely.get_coordinates(ring)))
         if squared is None:
-            if ring is simple.exterior:
+            if i == 0:
                 return simple
             continue  # a tiny or odd hole: dropped rather than kept unsquared
         rings.append(to_map(squared))
