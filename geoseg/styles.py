@@ -7,10 +7,12 @@ layer is opened; the columns follow QGIS's own schema for that table.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from xml.sax.saxutils import quoteattr
 
-from geoseg.models.bundle import BundleMeta
-from geoseg.vectorize.options import VectorSpec
+if TYPE_CHECKING:  # only for hints: the vector writer must not pull torch in
+    from geoseg.models.bundle import BundleMeta
+    from geoseg.vectorize.options import VectorSpec
 
 LAYER_STYLES_SQL = """CREATE TABLE IF NOT EXISTS layer_styles (
   id INTEGER PRIMARY KEY AUTOINCREMENT, f_table_catalog TEXT(256), f_table_schema TEXT(256),
@@ -87,7 +89,7 @@ def sld(layer: str, geometry: str, colour: str) -> str:
             '</StyledLayerDescriptor>')
 
 
-def layer_styles(vspec: VectorSpec | None, meta: BundleMeta) -> dict[str, LayerStyle]:
+def layer_styles(vspec: "VectorSpec | None", meta: "BundleMeta") -> dict[str, LayerStyle]:
     """Default style of every output layer, coloured from the bundle's ``ClassInfo.colour``."""
     out: dict[str, LayerStyle] = {}
     if vspec is None:

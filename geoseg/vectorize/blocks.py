@@ -35,13 +35,27 @@ class Fragment:
 
 @dataclass
 class CellPart:
-    """A block's share of a network cell (with margin): mask and probabilities, or nothing if it has no pixel."""
+    """A block's share of a network cell (with margin), packed small because it waits on the frontier of done
+    blocks: mask as bits, probabilities (float16) only at mask pixels; nothing at all if it has no pixel."""
 
     cell: tuple[int, int]
     row0: int
     col0: int
-    mask: np.ndarray | None = None
-    prob: np.ndarray | None = None
+    shape: tuple[int, int] = (0, 0)
+    bits: np.ndarray | None = None
+    values: np.ndarray | None = None
+
+    @classmethod
+    def pack(cls, cell: tuple[int, int], row0: int, col0: int, mask: np.ndarray, prob: np.ndarray) -> "CellPart":
+        if not mask.any():
+            return cls(cell, row0, col0)
+        return cls(cell, row0, col0, mask.shape, np.packbits(mask), prob[mask].astype(np.float16))
+
+    def unpack(self) -> tuple[np.ndarray, np.ndarray]:
+        mask = np.unpackbits(self.bits, count=self.shape[0] * self.shape[1]).reshape(self.shape).astype(bool)
+        prob = np.zeros(self.shape, np.float32)
+        prob[mask] = self.values
+        return mask, prob
 
 
 @dataclass
@@ -166,6 +180,7 @@ def _network_block(out: BlockVectors, mask: np.ndarray, prob: np.ndarray, row0: 
     """Finish the cells whose margin lies in this block; hand the others' shares to the reduction."""
     size = vs.cell_px(opts)
     h, w = mask.shape
+    prob = prob.astype(np.float16).astype(np.float32)  # as the packed parts carry it: same scores either way
     i0, i1 = max(row0 - CELL_MARGIN, 0) // size, (row0 + h - 1 + CELL_MARGIN) // size
     j0, j1 = max(col0 - CELL_MARGIN, 0) // size, (col0 + w - 1 + CELL_MARGIN) // size
     n_i, n_j = -(-vs.scene_shape[0] // size), -(-vs.scene_shape[1] // size)
@@ -182,7 +197,4 @@ def _network_block(out: BlockVectors, mask: np.ndarray, prob: np.ndarray, row0: 
                                             network_frames(mask[sl], prob[sl], a0, b0, (i, j), opts, vs)):
                         out.add_frame(layer, frame)
                 continue
-            part = CellPart((i, j), a0, b0)
-            if mask[sl].any():
-                part.mask, part.prob = mask[sl].copy(), prob[sl].copy()
-            out.parts.setdefault(opts.k, []).append(part)
+            out.parts.setdefault(opts.k, []).append(CellPart.pack((i, j), a0, b0, mask[sl], prob[sl]))

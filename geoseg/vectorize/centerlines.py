@@ -30,49 +30,51 @@ def _trace(skel: np.ndarray) -> tuple[list[list[tuple[int, int]]], np.ndarray, d
     if n_nodes:
         means = ndimage.center_of_mass(nodes, node_lab, range(1, n_nodes + 1))
         centres = {i + 1: (float(r), float(c)) for i, (r, c) in enumerate(means)}
-    h, w = skel.shape
-    visited = np.zeros_like(skel)
+    # plain Python sets: the walk is per pixel, and set lookups are far cheaper than numpy scalar indexing
+    pix = set(zip(*(a.tolist() for a in np.nonzero(skel))))
+    node_of = dict(zip(zip(*(a.tolist() for a in np.nonzero(nodes))), node_lab[nodes].tolist()))
+    visited: set[tuple[int, int]] = set()
     paths: list[list[tuple[int, int]]] = []
     seen_links: set[tuple[int, int]] = set()
 
-    def nbrs(r: int, c: int) -> list[tuple[int, int]]:
-        return [(r + dr, c + dc) for dr, dc in _NBR if 0 <= r + dr < h and 0 <= c + dc < w and skel[r + dr, c + dc]]
+    def nbrs(p: tuple[int, int]) -> list[tuple[int, int]]:
+        return [q for q in ((p[0] + dr, p[1] + dc) for dr, dc in _NBR) if q in pix]
 
-    for r, c in zip(*np.nonzero(nodes)):
-        for q in nbrs(r, c):
-            if nodes[q]:
-                a, b = int(node_lab[r, c]), int(node_lab[q])
+    for p in sorted(node_of):
+        for q in nbrs(p):
+            if q in node_of:
+                a, b = node_of[p], node_of[q]
                 if a < b and (a, b) not in seen_links:  # two nodes side by side: a one-step edge
                     seen_links.add((a, b))
-                    paths.append([(int(r), int(c)), q])
+                    paths.append([p, q])
                 continue
-            if visited[q]:
+            if q in visited:
                 continue
-            path, prev, cur = [(int(r), int(c)), q], (int(r), int(c)), q
-            visited[q] = True
+            path, prev, cur = [p, q], p, q
+            visited.add(q)
             while True:
-                nxt = [p for p in nbrs(*cur) if p != prev and p not in path[-3:]]
+                nxt = [n for n in nbrs(cur) if n != prev and n not in path[-3:]]
                 if not nxt:
                     break
-                node_next = [p for p in nxt if nodes[p]]
+                node_next = [n for n in nxt if n in node_of]
                 step = node_next[0] if node_next else nxt[0]
                 path.append(step)
-                if nodes[step] or visited[step]:
+                if step in node_of or step in visited:
                     break
-                visited[step] = True
+                visited.add(step)
                 prev, cur = cur, step
             paths.append(path)
-    for r, c in zip(*np.nonzero(skel & ~nodes & ~visited)):  # closed loops without any node
-        if visited[r, c]:
+    for p in sorted(pix - visited - set(node_of)):  # closed loops without any node
+        if p in visited:
             continue
-        path, prev, cur = [(int(r), int(c))], None, (int(r), int(c))
-        visited[r, c] = True
+        path, prev, cur = [p], None, p
+        visited.add(p)
         while True:
-            nxt = [p for p in nbrs(*cur) if p != prev and not visited[p]]
+            nxt = [n for n in nbrs(cur) if n != prev and n not in visited]
             if not nxt:
                 break
             prev, cur = cur, nxt[0]
-            visited[cur] = True
+            visited.add(cur)
             path.append(cur)
         path.append(path[0])
         paths.append(path)

@@ -135,24 +135,21 @@ class _Cells:
 
     def add(self, parts: list[CellPart]) -> Iterator[tuple[str, gpd.GeoDataFrame]]:
         for part in parts:
-            if part.mask is None:
-                part = CellPart(part.cell, part.row0, part.col0)  # only counted
             got = self.parts[part.cell]
             got.append(part)
             if len(got) == self.expected(part.cell):
                 yield from self.finish(part.cell)
 
     def finish(self, cell: tuple[int, int]) -> Iterator[tuple[str, gpd.GeoDataFrame]]:
-        parts = [p for p in self.parts.pop(cell) if p.mask is not None]
+        parts = [p for p in self.parts.pop(cell) if p.bits is not None]
         if not parts:
             return
         r0, r1, c0, c1 = cell_box(cell, self.size, self.vs, CELL_MARGIN)
         mask = np.zeros((r1 - r0, c1 - c0), bool)
         prob = np.zeros(mask.shape, np.float32)
         for p in parts:
-            view = _view(p.row0 - r0, p.col0 - c0, p.mask.shape)
-            mask[view] = p.mask
-            prob[view] = p.prob
+            view = _view(p.row0 - r0, p.col0 - c0, p.shape)
+            mask[view], prob[view] = p.unpack()
         polys, lines = network_frames(mask, prob, r0, c0, cell, self.opts, self.vs)
         yield self.opts.layer, polys
         yield self.opts.line_layer, lines
