@@ -99,3 +99,22 @@ def test_cli_vector_options(bright_scene, tmp_path):
     assert len(gpd.read_file(tmp_path / "a.gpkg", layer="buildings")) == 4  # the joined pair stays one
     res = CliRunner().invoke(main, base + ["--out", str(tmp_path / "a.shp")])
     assert res.exit_code == 1 and "unknown vector format .shp" in res.output and "Traceback" not in res.output
+
+
+def test_boundary_head_reaches_the_vectoriser(tmp_path, make_scene):
+    """A bundle with boundary and distance heads: infer hands them to the instance split (real smp model)."""
+    import torch
+
+    from geoseg.models import BundleMeta, build_model, save_bundle
+    from tests.conftest import CLASSES, TINY_ARGS
+
+    torch.manual_seed(3)
+    args = {**TINY_ARGS, "classes": 5}
+    meta = BundleMeta(arch="smp:Unet", arch_args=args, classes=CLASSES, heads=(("boundary", 1), ("distance", 1)),
+                      tile=128, halo=32)
+    bundle = save_bundle(tmp_path / "heads.safetensors", build_model("smp:Unet", **args), meta)
+    scene = make_scene(width=200, height=150)
+    summary = infer(scene, tmp_path / "h.gpkg", InferConfig(model=str(bundle), block_size=64))
+    frames = {layer: gpd.read_file(tmp_path / "h.gpkg", layer=layer) for layer in LAYERS}
+    assert summary.objects == {layer: len(f) for layer, f in frames.items()}
+    assert all(f.is_valid.all() for f in frames.values())
