@@ -181,3 +181,28 @@ def test_centerlines_follow_truth_and_connect_across_cells(synth):
     width = np.median(lines["width_m"])
     assert 0.6 * truth["width_m"].min() < width < 1.3 * truth["width_m"].max()
     assert (lines["length_m"] > 0).all()
+
+
+def test_default_model_object_f1_higher_with_head_free_split(tmp_path):
+    """The real bundled model (no heads) on a held-out synthetic scene: the EDT watershed separates more
+    houses than it wrongly cuts, so the SpaceNet object F1 rises (measured 0.51 -> 0.67 at 768², seed 4242)."""
+    import rasterio
+
+    from geoseg.infer import infer
+    from geoseg.pipeline import InferConfig
+    from geoseg.synth import write_scene
+
+    spec_ = SynthSpec(512, 512, seed=4242)
+    scene = tmp_path / "s.tif"
+    truth = write_scene(spec_, scene, tmp_path / "t.gpkg")["buildings"]
+    infer(scene, None, InferConfig(), raster_out=tmp_path / "c.tif")
+    with rasterio.open(tmp_path / "c.tif") as src:
+        classes = src.read(1)
+    f1 = {}
+    for split in (True, False):
+        vs = make_spec((512, 512), 128, spec_.transform, spec_.crs,
+                       [(1, "building", "buildings", ClassPost(min_area_m2=8.0, instance_split=split))])
+        f1[split] = object_scores(collect(source(classes), vs)["buildings"].geometry.values,
+                                  truth.geometry.values)["f1"]
+    print(f1)
+    assert f1[True] > f1[False] + 0.05, f1
