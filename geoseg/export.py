@@ -121,7 +121,7 @@ class VectorSink:
     """
 
     def __init__(self, path: str | os.PathLike[str], layers: dict[str, str], crs: object,
-                 styles: dict[str, LayerStyle] | None = None, flush_at: int = 20_000) -> None:
+                 styles: dict[str, LayerStyle] | None = None, flush_at: int = 5_000) -> None:
         self.path = Path(path)
         self.targets = dict(zip(layers, vector_paths(self.path, layers))) if self.path.suffix.lower() != ".gpkg" \
             else {}

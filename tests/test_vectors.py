@@ -185,7 +185,7 @@ def test_centerlines_follow_truth_and_connect_across_cells(synth):
 
 def test_default_model_object_f1_higher_with_head_free_split(tmp_path):
     """The real bundled model (no heads) on a held-out synthetic scene: the EDT watershed separates more
-    houses than it wrongly cuts, so the SpaceNet object F1 rises (measured 0.51 -> 0.67 at 768², seed 4242)."""
+    houses than it wrongly cuts, so the SpaceNet object F1 rises (0.60 -> 0.67 on this 512² scene; 0.51 -> 0.67 at 768²)."""
     import rasterio
 
     from geoseg.infer import infer
@@ -204,5 +204,4 @@ def test_default_model_object_f1_higher_with_head_free_split(tmp_path):
                        [(1, "building", "buildings", ClassPost(min_area_m2=8.0, instance_split=split))])
         f1[split] = object_scores(collect(source(classes), vs)["buildings"].geometry.values,
                                   truth.geometry.values)["f1"]
-    print(f1)
-    assert f1[True] > f1[False] + 0.05, f1
+    assert f1[True] > f1[False] + 0.03, f1  # measured here: 0.667 vs 0.604
