@@ -185,7 +185,8 @@ def test_centerlines_follow_truth_and_connect_across_cells(synth):
 
 def test_default_model_object_f1_higher_with_head_free_split(tmp_path):
     """The real bundled model (no heads) on a held-out synthetic scene: the EDT watershed separates more
-    houses than it wrongly cuts, so the SpaceNet object F1 rises (0.60 -> 0.67 on this 512² scene; 0.51 -> 0.67 at 768²)."""
+    houses than it wrongly cuts, so the SpaceNet object F1 rises (0.60 -> 0.67 on this 512² scene; 0.51 -> 0.67
+    at 768²)."""
     import rasterio
 
     from geoseg.infer import infer
