@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from scipy import ndimage
-from skimage.morphology import h_maxima
+from skimage.morphology import local_maxima, reconstruction
 from skimage.segmentation import watershed
 
 MIN_SEED_PX = 4  # seeds smaller than this are noise in a head, not a building
@@ -31,18 +31,31 @@ def _seeds(binary: np.ndarray, min_px: int = 1) -> tuple[np.ndarray, int]:
     return seeds, n
 
 
+def _dynamic_maxima(dist: np.ndarray, h: float) -> np.ndarray:
+    """Maxima that stand at least ``h`` above the saddle to any higher one, each as ONE connected region.
+
+    ``skimage.morphology.h_maxima`` marks only the tops, so a ridge with several equal peaks (the distance
+    transform of a rotated, pixelated rectangle) gives several seeds and slices the object into strips; the
+    regional maxima of the h-maxima transform (reconstruction of ``dist - h`` under ``dist``) are plateaus that
+    keep such peaks together.
+    """
+    rec = reconstruction(dist - h, dist, method="dilation")
+    return local_maxima(rec, connectivity=2)
+
+
 def split_instances(mask: np.ndarray, heads: dict[str, np.ndarray], depth_px: float) -> np.ndarray:
     """Instance labels (1..n, 0 outside) of one connected object ``mask`` (already padded with background)."""
     if "boundary" in heads:
         energy = heads["boundary"].astype(np.float64)
         seeds, n = _seeds(mask & (energy < 0.5), MIN_SEED_PX)
     elif "distance" in heads:
-        energy = -heads["distance"].astype(np.float64)
-        seeds, n = _seeds(h_maxima(np.where(mask, heads["distance"], 0).astype(np.float64), 0.05) > 0)
+        dist = np.where(mask, heads["distance"], 0).astype(np.float64)
+        energy = -dist
+        seeds, n = _seeds(_dynamic_maxima(dist, 0.05) & mask)
     else:
         dist = ndimage.distance_transform_edt(mask)
         energy = -dist
-        seeds, n = _seeds(h_maxima(dist, depth_px) > 0)
+        seeds, n = _seeds(_dynamic_maxima(dist, depth_px) & mask)
     if n <= 1:
         return mask.astype(np.int32)
     return watershed(energy, seeds, mask=mask).astype(np.int32)
