@@ -146,8 +146,8 @@ def vectorize_block(classes: np.ndarray, probs: np.ndarray, heads: dict[str, np.
     heads0 = {name: v[0] for name, v in heads.items()}
     for opts in vs.classes:
         mask = (classes == opts.k) & own
-        prob = np.where(mask, np.nan_to_num(probs[opts.k]), 0).astype(np.float32)
         if opts.network:
+            prob = np.where(mask, np.nan_to_num(probs[opts.k]), 0).astype(np.float32)
             _network_block(out, mask, prob, row0, col0, opts, vs)
             continue
         labels, n = ndimage.label(mask)
