@@ -1,4 +1,4 @@
-"""Outputs written safely: COG rasters streamed by block, GeoPackage layers appended in batches.
+"""Outputs written safely: COG rasters streamed by block, vector layers appended in batches.
 
 Every file goes to a temporary name in its target folder and is renamed into place when complete
 (DESIGN invariant 5); ``abort`` removes the temporary files.
@@ -6,19 +6,26 @@ Every file goes to a temporary name in its target folder and is renamed into pla
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
+import sqlite3
 import uuid
 from pathlib import Path
+from typing import Iterable
 
 import geopandas as gpd
 import numpy as np
 import pandas as pd
+import pyogrio
+import pyogrio.raw
 import rasterio
 import rasterio.shutil
 from rasterio.windows import Window
 
 from geoseg.errors import OutputError
 from geoseg.scene import SceneInfo
+from geoseg.styles import LAYER_STYLES_SQL, LayerStyle
 
 COG_BLOCK = 512
 
@@ -83,15 +90,47 @@ class RasterSink:
             p.unlink(missing_ok=True)
 
 
-class VectorSink:
-    """GeoPackage layers appended in batches, so no list of all polygons is held until the end."""
+VECTOR_FORMATS = {".gpkg": "GPKG", ".fgb": "FlatGeobuf", ".parquet": "GeoParquet", ".geojson": "GeoJSON"}
 
-    def __init__(self, path: str | os.PathLike[str], layers: tuple[str, ...], crs: object,
-                 flush_at: int = 20_000) -> None:
+
+def vector_paths(path: str | os.PathLike[str], layers: Iterable[str]) -> list[Path]:
+    """Files a vector output writes: one GeoPackage with every layer, or for the single-layer formats
+    (FlatGeobuf, GeoParquet, GeoJSON) one file per layer named ``<stem>_<layer><ext>``."""
+    path = Path(path)
+    ext = path.suffix.lower()
+    if ext not in VECTOR_FORMATS:
+        raise OutputError(f"{path}: unknown vector format {ext or '(no extension)'}; use one of "
+                          f"{', '.join(VECTOR_FORMATS)}")
+    if ext == ".gpkg":
+        return [path]
+    if ext == ".parquet":
+        try:
+            import pyarrow  # noqa: F401
+        except ImportError:
+            raise OutputError(f"{path}: GeoParquet output needs pyarrow; pip install 'geoseg[parquet]' or use .gpkg") \
+                from None
+    return [path.with_name(f"{path.stem}_{layer}{path.suffix}") for layer in layers]
+
+
+class VectorSink:
+    """Vector layers appended in batches, so no list of all polygons is held until the end.
+
+    Everything is staged in a temporary GeoPackage (each batch one SQLite transaction, R-tree spatial index
+    per layer, QML styles in ``layer_styles`` on commit). A ``.gpkg`` output is that file renamed into place;
+    the single-layer formats are streamed from it layer by layer (Arrow batches), never loaded whole.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], layers: dict[str, str], crs: object,
+                 styles: dict[str, LayerStyle] | None = None, flush_at: int = 5_000) -> None:
         self.path = Path(path)
-        self.tmp = temp_name(self.path)
+        self.targets = dict(zip(layers, vector_paths(self.path, layers))) if self.path.suffix.lower() != ".gpkg" \
+            else {}
+        self.tmp = temp_name(self.path.with_suffix(".gpkg"))
+        self.converted: list[Path] = []
         self.crs = crs
         self.flush_at = flush_at
+        self.geometry = dict(layers)
+        self.styles = styles or {}
         self.pending: dict[str, list[gpd.GeoDataFrame]] = {name: [] for name in layers}
         self.written: dict[str, int] = {name: 0 for name in layers}
 
@@ -105,29 +144,96 @@ class VectorSink:
         frames = self.pending[layer]
         if not frames and self.written[layer]:
             return
-        frame = gpd.GeoDataFrame(pd.concat(frames, ignore_index=True) if frames else _empty(self.crs), crs=self.crs)
+        geometry = self.geometry[layer]
+        frame = gpd.GeoDataFrame(pd.concat(frames, ignore_index=True) if frames else _empty(self.crs, geometry),
+                                 crs=self.crs)
         exists = self.tmp.exists()
         # GeoPackage 1.2: our bundled GDAL would write 1.4, which QGIS 3.22 (GDAL 3.6) flags as "partially supported"
         options = {} if exists else {"dataset_options": {"VERSION": "1.2"}}
         frame.to_file(self.tmp, layer=layer, driver="GPKG", engine="pyogrio", append=exists,
-                      geometry_type="Polygon", promote_to_multi=False, layer_options={"SPATIAL_INDEX": "YES"},
+                      geometry_type=geometry, promote_to_multi=False, layer_options={"SPATIAL_INDEX": "YES"},
                       **options)
         self.written[layer] += len(frame)
         self.pending[layer] = []
 
-    def commit(self) -> Path:
+    def commit(self) -> list[Path]:
+        """Flush, add the styles and rename (or convert) into place; returns the files written."""
         try:
             for layer in self.pending:
                 self._flush(layer)
-            os.replace(self.tmp, self.path)
+            if self.styles:
+                write_layer_styles(self.tmp, self.styles)
+            if not self.targets:
+                os.replace(self.tmp, self.path)
+                return [self.path]
+            staged = []
+            for layer, target in self.targets.items():
+                tmp = temp_name(target)
+                self.converted.append(tmp)
+                convert_layer(self.tmp, layer, tmp, self.path.suffix.lower(), self.geometry[layer])
+                staged.append((tmp, target))
+            for tmp, target in staged:
+                os.replace(tmp, target)
+            return [target for _, target in staged]
         finally:
             self.abort()
-        return self.path
 
     def abort(self) -> None:
         for suffix in ("", "-journal", "-wal", "-shm"):
             Path(f"{self.tmp}{suffix}").unlink(missing_ok=True)
+        for tmp in self.converted:
+            tmp.unlink(missing_ok=True)
 
 
-def _empty(crs: object) -> gpd.GeoDataFrame:
-    return gpd.GeoDataFrame({"class": [], "area_m2": [], "score": []}, geometry=gpd.GeoSeries([], crs=crs))
+def write_layer_styles(gpkg: Path, styles: dict[str, LayerStyle]) -> None:
+    """QGIS's ``layer_styles`` table (registered as an attributes table), one default style per layer."""
+    with contextlib.closing(sqlite3.connect(gpkg)) as db, db:
+        geom_col = dict(db.execute("SELECT table_name, column_name FROM gpkg_geometry_columns"))
+        db.execute(LAYER_STYLES_SQL)
+        db.executemany(
+            "INSERT INTO layer_styles (f_table_catalog, f_table_schema, f_table_name, f_geometry_column, styleName,"
+            " styleQML, styleSLD, useAsDefault, description, owner, ui) VALUES ('', '', ?, ?, ?, ?, ?, 1, ?, '', '')",
+            [(s.layer, geom_col.get(s.layer, "geom"), s.layer, s.qml, s.sld, f"geoseg default style for {s.layer}")
+             for s in styles.values() if s.layer in geom_col])
+        db.execute("INSERT OR REPLACE INTO gpkg_contents (table_name, data_type, identifier, description) "
+                   "VALUES ('layer_styles', 'attributes', 'layer_styles', 'QGIS layer styles')")
+
+
+def convert_layer(gpkg: Path, layer: str, out: Path, ext: str, geometry: str) -> None:
+    """Stream one layer of the staging GeoPackage into a single-layer file, Arrow batch by Arrow batch."""
+    if ext == ".parquet":
+        _to_geoparquet(gpkg, layer, out, geometry)
+        return
+    with pyogrio.raw.open_arrow(gpkg, layer=layer, batch_size=20_000) as (meta, reader):  # C stream: no pyarrow
+        crs = meta["crs"]
+        pyogrio.write_arrow(reader, out, layer=layer, driver=VECTOR_FORMATS[ext], geometry_name=meta["geometry_name"]
+                            or "geom", geometry_type=geometry, crs=crs)
+
+
+def _to_geoparquet(gpkg: Path, layer: str, out: Path, geometry: str) -> None:
+    """GeoParquet 1.0 (WKB geometry, PROJJSON CRS): GDAL here has no Parquet driver, so pyarrow writes it."""
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise OutputError(f"{out}: GeoParquet output needs pyarrow; pip install 'geoseg[parquet]' or use .gpkg") \
+            from None
+    from pyproj import CRS
+
+    with pyogrio.raw.open_arrow(gpkg, layer=layer, use_pyarrow=True, batch_size=20_000) as (meta, reader):
+        geom = meta["geometry_name"] or "wkb_geometry"
+        geo = {"version": "1.0.0", "primary_column": "geometry",
+               "columns": {"geometry": {"encoding": "WKB", "geometry_types": [geometry],
+                                        "crs": CRS.from_user_input(meta["crs"]).to_json_dict()}}}
+        fields = [f.with_name("geometry") if f.name == geom else f for f in reader.schema]
+        schema = pa.schema(fields, metadata={b"geo": json.dumps(geo).encode()})
+        with pq.ParquetWriter(out, schema) as writer:
+            for batch in reader:
+                writer.write_batch(pa.RecordBatch.from_arrays(batch.columns, schema=schema))
+
+
+def _empty(crs: object, geometry: str = "Polygon") -> gpd.GeoDataFrame:
+    cols: dict[str, list] = {"id": [], "class": []}
+    cols.update({"length_m": [], "width_m": [], "score": []} if geometry == "LineString" else
+                {"area_m2": [], "perimeter_m": [], "score": [], "orientation": []})
+    return gpd.GeoDataFrame(cols, geometry=gpd.GeoSeries([], crs=crs))

@@ -18,14 +18,15 @@ import numpy as np
 
 from geoseg.engine import catch_interrupts, dask_client, stream
 from geoseg.errors import BundleError, ConfigError, SceneError
-from geoseg.export import RasterSink, VectorSink, check_output
-from geoseg.grid import Block, TileSpec, auto_block_size, block_input_span, make_blocks
+from geoseg.export import RasterSink, VectorSink, check_output, vector_paths
+from geoseg.styles import layer_styles
+from geoseg.grid import Block, TileSpec, auto_block_size, block_input_span, block_side, make_blocks
 from geoseg.models.bundle import BundleMeta, gsd_mismatch, read_meta, resolve_bundle
 from geoseg.pipeline import InferConfig
 from geoseg.predict import cpu_count, default_batch_size, get_predictor, resolve_device
 from geoseg.scene import SceneInfo, metres_per_unit, normalise, open_scene, read_block
 from geoseg.stitch import cut_tiles, stitch_block, tile_cores_valid
-from geoseg.vectorize import Pieces, merge_open, polygonize_block, to_frame
+from geoseg.vectorize import BlockVectors, ClassVectors, Reducer, VectorSpec, vectorize_block
 
 CLASS_NODATA = 255
 PROB_NODATA = -1.0
@@ -41,7 +42,7 @@ class BlockJob:
     bundle: str
     device: str
     batch_size: int
-    class_ids: tuple[int, ...]
+    vectors: VectorSpec | None    # None: nothing to vectorise
     want_probs: bool = False  # probabilities travel back to the client only when they are written
 
 
@@ -50,7 +51,7 @@ class BlockResult:
     block: Block
     classes: np.ndarray             # uint8 (h, w), CLASS_NODATA where invalid
     probs: np.ndarray | None        # float32 (k, h, w), PROB_NODATA where invalid (if asked for)
-    pieces: dict[int, Pieces]
+    vectors: BlockVectors | None
     tiles_run: int
     valid_px: int
     seconds: dict[str, float] = field(default_factory=dict)
@@ -81,13 +82,14 @@ def run_block(job: BlockJob) -> BlockResult:
     if not own.all():
         classes[~own] = CLASS_NODATA
         probs[:, ~own] = PROB_NODATA
-    del heads  # not used yet: the vectoriser's instance split will take them
     t3 = clock()
     win = job.block.window
-    pieces = polygonize_block(classes, probs, own, int(win.row_off), int(win.col_off),
-                              (job.scene.height, job.scene.width), job.class_ids)
+    vectors = None
+    if job.vectors is not None:  # heads (boundary, distance...) feed the instance split, then stay here
+        vectors = vectorize_block(classes, probs, heads, own, job.block.index, int(win.row_off), int(win.col_off),
+                                  job.vectors)
     t4 = clock()
-    return BlockResult(job.block, classes, probs if job.want_probs else None, pieces, int(ran.sum()), int(own.sum()),
+    return BlockResult(job.block, classes, probs if job.want_probs else None, vectors, int(ran.sum()), int(own.sum()),
                        {"load": t0 - t_load, "read": t1 - t0, "predict": t2 - t1, "stitch": t3 - t2,
                         "vectorize": t4 - t3})
 
@@ -161,13 +163,15 @@ def infer(scene_path: str | Path, out: str | Path | None, config: InferConfig, *
     block_size = config.block_size or auto_block_size(scene.height, scene.width, spec, workers)
     # the largest blocks first, so the last tasks are small and workers finish together
     blocks = sorted(make_blocks(scene.height, scene.width, spec, block_size), key=lambda b: -b.n_tiles)
-    vector_ids = class_ids if out else ()  # nothing to polygonise without a vector output
-    jobs = (BlockJob(scene, b, spec, bundle_path, config.device, batch_size, vector_ids, bool(prob_out))
-            for b in blocks)
     layers = {k: meta.classes[k].layer or f"{meta.classes[k].name}s" for k in class_ids}
+    vspec = vector_spec(scene, meta, class_ids, layers, config, block_side(block_size, spec)) if out else None
+    for p in vector_paths(out, vspec.layers()) if out and vspec else ():
+        check_output(p, overwrite)
+    jobs = (BlockJob(scene, b, spec, bundle_path, config.device, batch_size, vspec, bool(prob_out))
+            for b in blocks)
     stage: dict[str, float] = defaultdict(float)
     tiles_run = valid_px = done_px = 0
-    with catch_interrupts() as interrupted, Outputs(scene, names, layers, config, out, raster_out, prob_out) as sink:
+    with catch_interrupts() as interrupted, Outputs(scene, meta, vspec, out, raster_out, prob_out) as sink:
         stage["setup"] = time.perf_counter() - start
         if config.scheduler == "threads":  # the workers share this process: load the model while Dask starts
             threading.Thread(target=_preload, args=(bundle_path, config.device), daemon=True).start()
@@ -187,7 +191,7 @@ def infer(scene_path: str | Path, out: str | Path | None, config: InferConfig, *
                 if progress:
                     progress(done_px, scene.width * scene.height)
         t_final = time.perf_counter()
-        sink.merge_open()
+        sink.finish()
         if interrupted.is_set():
             raise KeyboardInterrupt
         written = sink.commit()
@@ -197,16 +201,29 @@ def infer(scene_path: str | Path, out: str | Path | None, config: InferConfig, *
                         dict(stage), tiles_run)
 
 
-class Outputs:
-    """The output files of one run: rasters written per block, polygons emitted per block, objects cut by
-    block edges merged at the end. On any error (or Ctrl-C) every temporary file is removed."""
+def vector_spec(scene: SceneInfo, meta: BundleMeta, class_ids: tuple[int, ...], layers: dict[int, str],
+                config: InferConfig, side: int) -> VectorSpec:
+    """What every block needs to vectorise: scene geometry, block side and the classes' post-processing."""
+    unit = metres_per_unit(scene.crs, scene.transform)
+    classes = tuple(ClassVectors(k, meta.classes[k].name, layers[k], config.post_for(meta.classes[k].name))
+                    for k in class_ids)
+    return VectorSpec(classes, scene.transform, scene.crs.to_wkt(), (scene.height, scene.width), side,
+                      unit * math.sqrt(scene.pixel_area), 1.0 if scene.crs.is_geographic else unit)
 
-    def __init__(self, scene: SceneInfo, names: list[str], layers: dict[int, str], config: InferConfig,
-                 out: str | Path | None, raster_out: str | Path | None, prob_out: str | Path | None) -> None:
-        self.scene, self.names, self.layers, self.config = scene, names, layers, config
+
+class Outputs:
+    """The output files of one run: rasters written per block, finished vectors appended as they come, objects
+    and cells cut by block edges finished by the reduction as soon as their blocks are in. On any error (or
+    Ctrl-C) every temporary file is removed."""
+
+    def __init__(self, scene: SceneInfo, meta: BundleMeta, vspec: VectorSpec | None, out: str | Path | None,
+                 raster_out: str | Path | None, prob_out: str | Path | None) -> None:
+        self.scene, self.meta, self.vspec = scene, meta, vspec
+        self.names = [c.name for c in meta.classes]
         self.paths = (out, raster_out, prob_out)
-        self.counts = {name: 0 for name in layers.values()}
-        self.open_pieces: dict[int, list[Pieces]] = defaultdict(list)
+        self.layer_types = vspec.layers() if vspec else {}
+        self.counts = {name: 0 for name in self.layer_types}
+        self.reducer = Reducer(vspec) if vspec else None
         self.m_per_px = metres_per_unit(scene.crs, scene.transform) * math.sqrt(scene.pixel_area)
         self.sinks: list[RasterSink | VectorSink] = []
         self.classes = self.probs = self.vectors = None
@@ -222,7 +239,8 @@ class Outputs:
                                         tuple(self.names))
                 self.sinks.append(self.probs)
             if out:
-                self.vectors = VectorSink(out, tuple(self.layers.values()), self.scene.crs)
+                self.vectors = VectorSink(out, self.layer_types, self.scene.crs, styles=layer_styles(self.vspec,
+                                                                                                     self.meta))
                 self.sinks.append(self.vectors)
         except BaseException:
             self.abort()
@@ -234,29 +252,28 @@ class Outputs:
             self.abort()
 
     def add(self, res: BlockResult) -> None:
-        """Write a block's rasters and its whole objects; keep the pieces cut by block edges for later."""
+        """Write a block's rasters and every vector that is final once this block is in."""
         if self.classes:
             self.classes.write(res.block.window, res.classes)
         if self.probs and res.probs is not None:
             self.probs.write(res.block.window, res.probs)
-        for k, pieces in res.pieces.items():
-            self.open_pieces[k].append(pieces.select(pieces.open))
-            self.emit(k, pieces.select(~pieces.open))
+        if self.reducer is not None and res.vectors is not None:
+            for layer, frame in self.reducer.add(res.vectors):
+                self.counts[layer] += len(frame)
+                if self.vectors is not None:
+                    self.vectors.add(layer, frame)
 
-    def emit(self, k: int, pieces: Pieces) -> None:
-        post = self.config.post_for(self.names[k])
-        frame = to_frame(pieces, self.names[k], self.scene.transform, self.scene.crs,
-                         min_area_px=post.min_area_m2 / self.m_per_px**2, simplify_px=post.simplify_m / self.m_per_px)
-        self.counts[self.layers[k]] += len(frame)
-        if self.vectors is not None:
-            self.vectors.add(self.layers[k], frame)
-
-    def merge_open(self) -> None:
-        for k in self.layers:
-            self.emit(k, merge_open(Pieces.concat(self.open_pieces.pop(k, []))))
+    def finish(self) -> None:
+        """Every block is in, so nothing may be pending (a leftover would mean a lost object)."""
+        if self.reducer is not None and self.reducer.pending():
+            raise RuntimeError(f"vector reduction left {self.reducer.pending()} fragment(s) unfinished")
 
     def commit(self) -> list[str]:
-        return [str(s.commit()) for s in self.sinks]
+        written = []
+        for sink in self.sinks:
+            done = sink.commit()
+            written += [str(p) for p in (done if isinstance(done, list) else [done])]
+        return written
 
     def abort(self) -> None:
         for s in self.sinks:

@@ -15,14 +15,29 @@ from geoseg.errors import ConfigError
 
 @dataclass(frozen=True)
 class ClassPost:
-    """Post-processing for one class's vectors."""
+    """Post-processing for one class's vectors (metres are ground metres, whatever the CRS unit)."""
 
     min_area_m2: float = 4.0
     simplify_m: float = 0.25
+    holes: bool = True               # keep interior rings; False fills them
+    instance_split: bool | None = None   # separate touching objects (boundary/distance head, else EDT watershed);
+    #                                      default: on for object classes, off for network classes
+    split_depth_m: float = 1.0       # EDT watershed: a neck must be this much thinner than both bodies to split
+    regularize: bool = False         # right-angle footprints
+    regularize_m: float = 1.0        # how far (metres) regularisation may move the outline
+    centerlines: bool | None = None  # network class: pieces cut on a global cell grid, plus a centerline layer;
+    #                                  default: on for a class named "road"
+    cell_m: float = 512.0            # network classes: side of the global cell grid (bounds memory)
+    spur_m: float = 8.0              # network classes: dead-end branches shorter than this are pruned
 
 
 DEFAULT_POST = {"building": ClassPost(min_area_m2=8.0, simplify_m=0.25),
                 "road": ClassPost(min_area_m2=20.0, simplify_m=0.5)}
+
+
+def is_network(name: str, post: ClassPost) -> bool:
+    """Roads (by default) are a network: cut on a cell grid, with centerlines, never split or squared."""
+    return post.centerlines if post.centerlines is not None else name == "road"
 
 
 @dataclass(frozen=True)
@@ -46,6 +61,21 @@ class InferConfig:
     def replace(self, **changes: Any) -> "InferConfig":
         """A copy with the non-None ``changes`` applied (CLI options override the pipeline)."""
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+def override_post(config: InferConfig, **changes: Any) -> InferConfig:
+    """CLI switches (``--regularize``, ``--no-holes``, ``--instance-split``...) applied to every object class
+    (not to network classes such as roads, which are never split or squared); ``None`` leaves a key alone."""
+    changes = {k: v for k, v in changes.items() if v is not None}
+    if not changes:
+        return config
+    names = set(config.post) | {"building"}
+    post = {}
+    for name in names:
+        cp = config.post_for(name)
+        keys = changes if not is_network(name, cp) else {k: v for k, v in changes.items() if k == "holes"}
+        post[name] = dataclasses.replace(cp, **keys)
+    return dataclasses.replace(config, post=post)
 
 
 _SCALARS = (int, float, str, bool, type(None))
@@ -92,7 +122,9 @@ def load_pipeline(path: str | Path) -> InferConfig:
     section = check_keys(InferConfig, read_yaml(path).get("infer") or {}, f"{path}: infer")
     post = dict(DEFAULT_POST)
     for name, values in (section.pop("post", None) or {}).items():
-        post[name] = ClassPost(**check_keys(ClassPost, values, f"{path}: infer.post.{name}"))
+        # keys given override the class's defaults (roads keep their centerlines unless told otherwise)
+        post[name] = dataclasses.replace(post.get(name, ClassPost()),
+                                         **check_keys(ClassPost, values, f"{path}: infer.post.{name}"))
     if "classes" in section and section["classes"] is not None:
         section["classes"] = tuple(section["classes"])
     try:

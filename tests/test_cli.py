@@ -28,7 +28,7 @@ def test_infer_via_click_runner(make_scene, tiny_bundle, tmp_path):
     assert result.exit_code == 0, result.output
     summary = result.output.strip().splitlines()[-1]
     assert "buildings" in summary and "Mpx/s" in summary and "km²" in summary
-    assert [name for name, _ in pyogrio.list_layers(out)] == ["buildings"]
+    assert [name for name, kind in pyogrio.list_layers(out) if kind] == ["buildings"]  # + layer_styles
     with rasterio.open(tmp_path / "c.tif") as src:
         assert (src.width, src.height) == (260, 190)
     # a second run refuses to replace, then replaces with --overwrite

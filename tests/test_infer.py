@@ -28,7 +28,7 @@ def run(scene: Path, tmp: Path, tag: str, bundle: Path, **config: object) -> tup
         p = src.read()
     with rasterio.open(cls) as src:
         c = src.read(1)
-    layers = {name: gpd.read_file(out, layer=name) for name, _ in pyogrio.list_layers(out)}
+    layers = {name: gpd.read_file(out, layer=name) for name, kind in pyogrio.list_layers(out) if kind}
     return p, c, layers
 
 
@@ -172,7 +172,8 @@ def test_outputs_are_valid_cogs_and_gpkg(make_scene, tiny_bundle, tmp_path):
             assert src.crs == crs and src.transform == transform and src.dtypes[0] == dtype
             assert src.nodata is not None
     layers = dict(pyogrio.list_layers(tmp_path / "o.gpkg"))
-    assert layers == {"buildings": "Polygon", "roads": "Polygon"}
+    assert layers == {"buildings": "Polygon", "roads": "Polygon", "road_centerlines": "LineString",
+                      "layer_styles": None}
     frame = gpd.read_file(tmp_path / "o.gpkg", layer="buildings")
     assert {"class", "area_m2", "score"} <= set(frame.columns)
     assert frame.is_valid.all() and frame.crs == crs

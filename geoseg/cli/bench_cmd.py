@@ -77,3 +77,30 @@ def bench_train_cmd(recipe: str, steps: int, batch_size: int | None, window: int
     from geoseg.train.bench import bench_train
 
     click.echo(json.dumps(bench_train(recipe, steps, batch_size, window, device, threads, size)))
+
+
+@bench.command("vectorize")
+@click.option("--size", "sizes", type=int, multiple=True, help="Scene side in pixels; repeat for several "
+              "(default: 4096 8192 16384 32768). Each size runs in its own process, so peak RSS is its own.")
+@click.option("--block", type=int, default=1024, show_default=True, help="Block side in pixels.")
+@click.option("--child", is_flag=True, hidden=True)
+@verbose_opt
+@user_errors
+def bench_vectorize_cmd(sizes: tuple[int, ...], block: int, child: bool, verbose: int) -> None:
+    """Block vectoriser + reduction + GeoPackage writer on procedural masks: polygons/s and peak RSS per size."""
+    import subprocess
+    import sys
+
+    from geoseg.vectorize.drive import bench_vectorize
+
+    if child:
+        click.echo(json.dumps(bench_vectorize(sizes[0], block)))
+        return
+    runs = []
+    for size in sizes or (4096, 8192, 16384, 32768):
+        proc = subprocess.run([sys.executable, "-m", "geoseg", "bench", "vectorize", "--child", "--size", str(size),
+                               "--block", str(block)], check=True, capture_output=True, text=True)
+        runs.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    rss = [r["peak_rss_mb"] for r in runs]
+    click.echo(json.dumps({"bench": "vectorize", "block": block, "runs": runs,
+                           "rss_ratio_largest_to_smallest": round(rss[-1] / rss[0], 3)}))

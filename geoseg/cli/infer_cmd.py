@@ -6,12 +6,14 @@ import click
 
 from geoseg.cli.options import overwrite_opt, quiet_opt, user_errors, verbose_opt
 from geoseg.cli.progress import block_progress
-from geoseg.pipeline import InferConfig, load_pipeline
+from geoseg.pipeline import InferConfig, load_pipeline, override_post
 
 
 @click.command()
 @click.argument("scene", type=click.Path(dir_okay=False))
-@click.option("--out", "out", type=click.Path(dir_okay=False), help="GeoPackage of polygons, one layer per class.")
+@click.option("--out", "out", type=click.Path(dir_okay=False),
+              help="Vectors: .gpkg (all layers, styled for QGIS), or .fgb/.parquet/.geojson (one file per layer, "
+                   "OUT_<layer>.ext).")
 @click.option("--model", help="Bundle path or registered name (default: the bundled model).")
 @click.option("--pipeline", type=click.Path(dir_okay=False), help="Pipeline YAML (pipelines/*.yaml).")
 @click.option("--classes", help="Comma-separated classes to vectorise, e.g. building,road.")
@@ -25,6 +27,13 @@ from geoseg.pipeline import InferConfig, load_pipeline
 @click.option("--device", help="auto, cpu or cuda[:N].")
 @click.option("--workers", type=int, help="Dask threads or processes (default: one per core).")
 @click.option("--scheduler", help="threads (default), processes or tcp://HOST:PORT.")
+@click.option("--regularize", flag_value=True, default=None, help="Square building footprints (right angles).")
+@click.option("--regularize-m", type=float, help="How far regularisation may move an outline, metres.")
+@click.option("--simplify-m", type=float, help="Douglas-Peucker tolerance for building outlines, metres.")
+@click.option("--min-area-m2", type=float, help="Drop buildings smaller than this.")
+@click.option("--no-holes", "holes", flag_value=False, default=None, help="Fill interior rings of polygons.")
+@click.option("--instance-split/--no-instance-split", default=None,
+              help="Separate touching buildings (boundary/distance head, else a watershed) [default: on].")
 @overwrite_opt
 @verbose_opt
 @quiet_opt
@@ -32,7 +41,9 @@ from geoseg.pipeline import InferConfig, load_pipeline
 def infer(scene: str, out: str | None, model: str | None, pipeline: str | None, classes: str | None,
           raster_out: str | None, prob_out: str | None, tile: int | None, halo: int | None, overlap: int | None,
           batch_size: int | None, block_size: int | None, device: str | None, workers: int | None,
-          scheduler: str | None, overwrite: bool, verbose: int, quiet: bool) -> None:
+          scheduler: str | None, regularize: bool | None, regularize_m: float | None, simplify_m: float | None,
+          min_area_m2: float | None, holes: bool | None, instance_split: bool | None, overwrite: bool, verbose: int,
+          quiet: bool) -> None:
     """Segment SCENE (GeoTIFF) into building and road polygons."""
     from geoseg.infer import infer as run
 
@@ -42,6 +53,8 @@ def infer(scene: str, out: str | None, model: str | None, pipeline: str | None, 
     config = config.replace(model=model, tile=tile, halo=halo, batch_size=batch_size, block_size=block_size,
                             device=device, workers=workers, scheduler=scheduler,
                             classes=tuple(c.strip() for c in classes.split(",")) if classes else None)
+    config = override_post(config, regularize=regularize, regularize_m=regularize_m, simplify_m=simplify_m,
+                           min_area_m2=min_area_m2, holes=holes, instance_split=instance_split)
     with block_progress("infer", enabled=not quiet) as progress:
         summary = run(scene, out, config, raster_out=raster_out, prob_out=prob_out, overwrite=overwrite,
                       verbose=verbose > 0, progress=progress)

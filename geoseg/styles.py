@@ -1,0 +1,104 @@
+"""Layer styles so QGIS opens every output layer styled: QML (and a plain SLD) from the bundle's class colours.
+
+QGIS reads the ``layer_styles`` table of a GeoPackage and applies the row marked ``useAsDefault`` when the
+layer is opened; the columns follow QGIS's own schema for that table.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+from xml.sax.saxutils import quoteattr
+
+if TYPE_CHECKING:  # only for hints: the vector writer must not pull torch in
+    from geoseg.models.bundle import BundleMeta
+    from geoseg.vectorize.options import VectorSpec
+
+LAYER_STYLES_SQL = """CREATE TABLE IF NOT EXISTS layer_styles (
+  id INTEGER PRIMARY KEY AUTOINCREMENT, f_table_catalog TEXT(256), f_table_schema TEXT(256),
+  f_table_name TEXT(256), f_geometry_column TEXT(256), styleName TEXT(30), styleQML TEXT, styleSLD TEXT,
+  useAsDefault BOOLEAN, description TEXT, owner TEXT(30), ui TEXT(30),
+  update_time DATETIME DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ','now')))"""
+
+
+@dataclass(frozen=True)
+class LayerStyle:
+    """One layer's default style."""
+
+    layer: str
+    geometry: str   # "Polygon" or "LineString"
+    colour: str     # "#rrggbb"
+    qml: str
+    sld: str
+
+
+def _rgb(colour: str) -> tuple[int, int, int]:
+    c = colour.lstrip("#")
+    if len(c) != 6:
+        return (128, 128, 128)
+    return int(c[0:2], 16), int(c[2:4], 16), int(c[4:6], 16)
+
+
+def _mix(rgb: tuple[int, int, int], other: int, t: float) -> tuple[int, int, int]:
+    r, g, b = (round(v + (other - v) * t) for v in rgb)
+    return r, g, b
+
+
+def _options(values: dict[str, str]) -> str:
+    return "".join(f'<Option type="QString" name="{k}" value={quoteattr(v)}/>' for k, v in values.items())
+
+
+def qml(geometry: str, colour: str) -> str:
+    """A single-symbol QGIS style: translucent fill with a darker outline, or a solid line."""
+    rgb = _rgb(colour)
+    if geometry == "LineString":
+        kind, cls, geom_type = "line", "SimpleLine", 1
+        opts = {"line_color": "{},{},{},255".format(*rgb), "line_width": "0.6", "line_width_unit": "MM",
+                "line_style": "solid", "capstyle": "round", "joinstyle": "round"}
+    else:
+        kind, cls, geom_type = "fill", "SimpleFill", 2
+        opts = {"color": "{},{},{},110".format(*rgb), "outline_color": "{},{},{},255".format(*_mix(rgb, 0, 0.35)),
+                "outline_width": "0.3", "outline_width_unit": "MM", "outline_style": "solid", "style": "solid",
+                "joinstyle": "miter"}
+    return ("<!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>"
+            '<qgis version="3.22.0" styleCategories="Symbology">'
+            '<renderer-v2 type="singleSymbol" symbollevels="0" enableorderby="0" forceraster="0"><symbols>'
+            f'<symbol type="{kind}" name="0" alpha="1" clip_to_extent="1" force_rhr="0">'
+            f'<data_defined_properties><Option type="Map"><Option type="QString" name="name" value=""/>'
+            '<Option name="properties"/><Option type="QString" name="type" value="collection"/></Option>'
+            f'</data_defined_properties><layer class="{cls}" enabled="1" pass="0" locked="0">'
+            f'<Option type="Map">{_options(opts)}</Option></layer></symbol></symbols>'
+            '<rotation/><sizescale/></renderer-v2><blendMode>0</blendMode><featureBlendMode>0</featureBlendMode>'
+            f'<layerGeometryType>{geom_type}</layerGeometryType></qgis>')
+
+
+def sld(layer: str, geometry: str, colour: str) -> str:
+    """The same style as OGC SLD 1.1 (for tools other than QGIS)."""
+    hexc = "#{:02x}{:02x}{:02x}".format(*_rgb(colour))
+    if geometry == "LineString":
+        body = (f'<se:LineSymbolizer><se:Stroke><se:SvgParameter name="stroke">{hexc}</se:SvgParameter>'
+                '<se:SvgParameter name="stroke-width">2</se:SvgParameter></se:Stroke></se:LineSymbolizer>')
+    else:
+        body = (f'<se:PolygonSymbolizer><se:Fill><se:SvgParameter name="fill">{hexc}</se:SvgParameter>'
+                '<se:SvgParameter name="fill-opacity">0.43</se:SvgParameter></se:Fill><se:Stroke>'
+                f'<se:SvgParameter name="stroke">{hexc}</se:SvgParameter></se:Stroke></se:PolygonSymbolizer>')
+    return ('<?xml version="1.0" encoding="UTF-8"?><StyledLayerDescriptor version="1.1.0" '
+            'xmlns="http://www.opengis.net/sld" xmlns:se="http://www.opengis.net/se">'
+            f'<NamedLayer><se:Name>{layer}</se:Name><UserStyle><se:Name>{layer}</se:Name><se:FeatureTypeStyle>'
+            f'<se:Rule><se:Name>{layer}</se:Name>{body}</se:Rule></se:FeatureTypeStyle></UserStyle></NamedLayer>'
+            '</StyledLayerDescriptor>')
+
+
+def layer_styles(vspec: "VectorSpec | None", meta: "BundleMeta") -> dict[str, LayerStyle]:
+    """Default style of every output layer, coloured from the bundle's ``ClassInfo.colour``."""
+    out: dict[str, LayerStyle] = {}
+    if vspec is None:
+        return out
+    for c in vspec.classes:
+        colour = meta.classes[c.k].colour
+        out[c.layer] = LayerStyle(c.layer, "Polygon", colour, qml("Polygon", colour), sld(c.layer, "Polygon", colour))
+        if c.network:  # centerlines: the class colour, lightened, drawn over the darker surface
+            light = "#{:02x}{:02x}{:02x}".format(*_mix(_rgb(colour), 255, 0.6))
+            out[c.line_layer] = LayerStyle(c.line_layer, "LineString", light, qml("LineString", light),
+                                           sld(c.line_layer, "LineString", light))
+    return out

@@ -1,0 +1,200 @@
+"""The worker side: vectorise one block inside its Dask task.
+
+Objects (buildings) entirely inside the block are split, traced and turned into ready-to-write frames here.
+Objects touching an inner block edge leave as :class:`Fragment` crops (with the block's edge strips, so the
+reduction can tell which fragments of neighbouring blocks touch). Network classes (roads) work per cell of a
+global grid: cells (with their margin) inside the block are finished here, the others leave as
+:class:`CellPart` crops for :mod:`geoseg.vectorize.reduce`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import geopandas as gpd
+import numpy as np
+from scipy import ndimage
+
+from geoseg.vectorize.centerlines import centerlines
+from geoseg.vectorize.instances import ObjectCrop, crop_object, split_instances
+from geoseg.vectorize.options import CELL_MARGIN, ClassVectors, VectorSpec
+from geoseg.vectorize.polygons import anchors, label_polygons, line_frame, polygon_frame
+
+TOP, BOTTOM, LEFT, RIGHT = range(4)
+OPPOSITE = {TOP: BOTTOM, BOTTOM: TOP, LEFT: RIGHT, RIGHT: LEFT}
+STEP = {TOP: (-1, 0), BOTTOM: (1, 0), LEFT: (0, -1), RIGHT: (0, 1)}
+
+
+@dataclass
+class Fragment:
+    """Part of an object cut by inner block edges; ``sides`` are the edges it touches."""
+
+    crop: ObjectCrop
+    sides: tuple[int, ...]
+
+
+@dataclass
+class CellPart:
+    """A block's share of a network cell (with margin), packed small because it waits on the frontier of done
+    blocks: mask as bits, probabilities (float16) only at mask pixels; nothing at all if it has no pixel."""
+
+    cell: tuple[int, int]
+    row0: int
+    col0: int
+    shape: tuple[int, int] = (0, 0)
+    bits: np.ndarray | None = None
+    values: np.ndarray | None = None
+
+    @classmethod
+    def pack(cls, cell: tuple[int, int], row0: int, col0: int, mask: np.ndarray, prob: np.ndarray) -> "CellPart":
+        if not mask.any():
+            return cls(cell, row0, col0)
+        return cls(cell, row0, col0, mask.shape, np.packbits(mask), prob[mask].astype(np.float16))
+
+    def unpack(self) -> tuple[np.ndarray, np.ndarray]:
+        mask = np.unpackbits(self.bits, count=self.shape[0] * self.shape[1]).reshape(self.shape).astype(bool)
+        prob = np.zeros(self.shape, np.float32)
+        prob[mask] = self.values
+        return mask, prob
+
+
+@dataclass
+class BlockVectors:
+    """What one block hands to the reduction: finished frames per layer, fragments and cell parts per class."""
+
+    index: tuple[int, int]
+    frames: dict[str, list[gpd.GeoDataFrame]] = field(default_factory=dict)
+    fragments: dict[int, list[Fragment]] = field(default_factory=dict)
+    strips: dict[int, dict[int, np.ndarray]] = field(default_factory=dict)
+    parts: dict[int, list[CellPart]] = field(default_factory=dict)
+
+    def add_frame(self, layer: str, frame: gpd.GeoDataFrame) -> None:
+        if len(frame):
+            self.frames.setdefault(layer, []).append(frame)
+
+
+def instance_labels(crop: ObjectCrop, opts: ClassVectors, vs: VectorSpec) -> np.ndarray:
+    """Instance labels of one whole object on its crop (1..n), split if the class asks for it."""
+    if not opts.split:
+        return crop.mask.astype(np.int32)
+    p = crop.padded()
+    return split_instances(p.mask, p.heads, opts.post.split_depth_m / vs.m_per_px)[1:-1, 1:-1]
+
+
+def labels_frame(labels: np.ndarray, prob: np.ndarray, row0: int, col0: int, opts: ClassVectors,
+                 vs: VectorSpec) -> gpd.GeoDataFrame:
+    """Polygons of every positive label of a raster at global ``(row0, col0)``, with their attributes."""
+    n = int(labels.max()) if labels.size else 0
+    if n == 0:
+        return polygon_frame(np.empty(0, np.int64), np.empty(0, object), np.empty(0), np.empty(0), opts.name,
+                             opts, vs)
+    polys = label_polygons(labels, row0, col0)
+    flat = labels.ravel()
+    n_px = np.bincount(flat, minlength=n + 1)[1:]
+    prob_sum = np.bincount(flat, weights=prob.ravel().astype(np.float64), minlength=n + 1)[1:]
+    ids = anchors(labels, n, row0, col0, vs.scene_shape[1])
+    present = np.array(sorted(polys))
+    geoms = np.array([polys[v] for v in present], dtype=object)
+    return polygon_frame(ids[present - 1], geoms, n_px[present - 1], prob_sum[present - 1], opts.name, opts, vs)
+
+
+def objects_frame(crops: list[ObjectCrop], shape: tuple[int, int], row0: int, col0: int, opts: ClassVectors,
+                  vs: VectorSpec) -> gpd.GeoDataFrame:
+    """Split whole objects and trace them all at once on one instance raster of ``shape`` at ``(row0, col0)``."""
+    inst = np.zeros(shape, np.int32)
+    prob = np.zeros(shape, np.float32)
+    next_id = 0
+    for crop in crops:
+        labels = instance_labels(crop, opts, vs)
+        r, c = crop.row0 - row0, crop.col0 - col0
+        view = (slice(r, r + labels.shape[0]), slice(c, c + labels.shape[1]))
+        inst[view] = np.where(labels > 0, labels + next_id, inst[view])
+        prob[view] = np.where(crop.mask, crop.prob, prob[view])
+        next_id += int(labels.max())
+    return labels_frame(inst, prob, row0, col0, opts, vs)
+
+
+def cell_box(cell: tuple[int, int], size: int, vs: VectorSpec, margin: int = 0) -> tuple[int, int, int, int]:
+    """Global ``(r0, r1, c0, c1)`` of a network cell (with ``margin``), clipped to the scene."""
+    h, w = vs.scene_shape
+    i, j = cell
+    return (max(i * size - margin, 0), min((i + 1) * size + margin, h),
+            max(j * size - margin, 0), min((j + 1) * size + margin, w))
+
+
+def network_frames(mask: np.ndarray, prob: np.ndarray, row0: int, col0: int, cell: tuple[int, int],
+                   opts: ClassVectors, vs: VectorSpec) -> tuple[gpd.GeoDataFrame, gpd.GeoDataFrame]:
+    """Polygons (cut at the cell edges) and centerlines of one network cell, from its crop with margin."""
+    size = vs.cell_px(opts)
+    r0, r1, c0, c1 = cell_box(cell, size, vs)
+    core = (slice(r0 - row0, r1 - row0), slice(c0 - col0, c1 - col0))
+    labels, _ = ndimage.label(mask[core])
+    polys = labels_frame(labels, prob[core], r0, c0, opts, vs)
+    m = vs.m_per_px
+    lines, widths, scores, ids = centerlines(mask, prob, row0, col0, (r0, r1, c0, c1), opts.post.spur_m / m,
+                                             min(opts.post.simplify_m / m, 1.0))
+    return polys, line_frame(ids, lines, widths, scores, opts.name, vs)
+
+
+def vectorize_block(classes: np.ndarray, probs: np.ndarray, heads: dict[str, np.ndarray], own: np.ndarray,
+                    index: tuple[int, int], row0: int, col0: int, vs: VectorSpec) -> BlockVectors:
+    """Vectorise every class of one block (its owned pixels only)."""
+    out = BlockVectors(index)
+    h, w = classes.shape
+    H, W = vs.scene_shape
+    inner = {TOP: row0 > 0, BOTTOM: row0 + h < H, LEFT: col0 > 0, RIGHT: col0 + w < W}
+    heads0 = {name: v[0] for name, v in heads.items()}
+    for opts in vs.classes:
+        mask = (classes == opts.k) & own
+        if opts.network:
+            prob = np.where(mask, np.nan_to_num(probs[opts.k]), 0).astype(np.float32)
+            _network_block(out, mask, prob, row0, col0, opts, vs)
+            continue
+        labels, n = ndimage.label(mask)
+        edges = {TOP: labels[0], BOTTOM: labels[-1], LEFT: labels[:, 0], RIGHT: labels[:, -1]}
+        touched = np.zeros((4, n + 1), bool)
+        for side, strip in edges.items():
+            if inner[side]:
+                touched[side, strip] = True
+        touched[:, 0] = False
+        is_open = touched.any(axis=0)
+        closed, frags = [], []
+        local = np.full(n + 1, -1, np.int64)
+        for value, sl in enumerate(ndimage.find_objects(labels), start=1):
+            crop = crop_object(labels, value, sl, probs[opts.k], heads0, row0, col0)
+            if is_open[value]:
+                local[value] = len(frags)
+                frags.append(Fragment(crop, tuple(int(s) for s in np.flatnonzero(touched[:, value]))))
+            else:
+                closed.append(crop)
+        out.add_frame(opts.layer, objects_frame(closed, (h, w), row0, col0, opts, vs))
+        if frags:
+            out.fragments[opts.k] = frags
+            out.strips[opts.k] = {side: local[strip] for side, strip in edges.items()
+                                  if inner[side] and (local[strip] >= 0).any()}
+    return out
+
+
+def _network_block(out: BlockVectors, mask: np.ndarray, prob: np.ndarray, row0: int, col0: int,
+                   opts: ClassVectors, vs: VectorSpec) -> None:
+    """Finish the cells whose margin lies in this block; hand the others' shares to the reduction."""
+    size = vs.cell_px(opts)
+    h, w = mask.shape
+    prob = prob.astype(np.float16).astype(np.float32)  # as the packed parts carry it: same scores either way
+    i0, i1 = max(row0 - CELL_MARGIN, 0) // size, (row0 + h - 1 + CELL_MARGIN) // size
+    j0, j1 = max(col0 - CELL_MARGIN, 0) // size, (col0 + w - 1 + CELL_MARGIN) // size
+    n_i, n_j = -(-vs.scene_shape[0] // size), -(-vs.scene_shape[1] // size)
+    for i in range(i0, min(i1, n_i - 1) + 1):
+        for j in range(j0, min(j1, n_j - 1) + 1):
+            er0, er1, ec0, ec1 = cell_box((i, j), size, vs, CELL_MARGIN)
+            a0, a1, b0, b1 = max(er0, row0), min(er1, row0 + h), max(ec0, col0), min(ec1, col0 + w)
+            if a0 >= a1 or b0 >= b1:
+                continue
+            sl = (slice(a0 - row0, a1 - row0), slice(b0 - col0, b1 - col0))
+            if (a0, a1, b0, b1) == (er0, er1, ec0, ec1):  # the whole cell and its margin are here
+                if mask[sl].any():
+                    for layer, frame in zip((opts.layer, opts.line_layer),
+                                            network_frames(mask[sl], prob[sl], a0, b0, (i, j), opts, vs)):
+                        out.add_frame(layer, frame)
+                continue
+            out.parts.setdefault(opts.k, []).append(CellPart.pack((i, j), a0, b0, mask[sl], prob[sl]))

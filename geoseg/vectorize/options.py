@@ -1,0 +1,65 @@
+"""What the vectoriser needs to know about a run: small frozen values that travel to every block task."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from affine import Affine
+
+from geoseg.pipeline import ClassPost, is_network
+
+CELL_MARGIN = 64  # context pixels around a network cell: skeletons and spur pruning are local within this
+
+
+@dataclass(frozen=True)
+class ClassVectors:
+    """One vectorised class: its index in the class raster, names of its layers and its post-processing."""
+
+    k: int
+    name: str
+    layer: str
+    post: ClassPost
+
+    @property
+    def network(self) -> bool:
+        """Network classes (roads) are cut on a global cell grid and get a centerline layer."""
+        return is_network(self.name, self.post)
+
+    @property
+    def split(self) -> bool:
+        return self.post.instance_split if self.post.instance_split is not None else not self.network
+
+    @property
+    def line_layer(self) -> str:
+        return f"{self.name}_centerlines"
+
+
+@dataclass(frozen=True)
+class VectorSpec:
+    """Scene geometry and per-class options; identical for every block of a run."""
+
+    classes: tuple[ClassVectors, ...]
+    transform: Affine
+    crs: str                     # WKT, so it pickles for process workers
+    scene_shape: tuple[int, int]
+    block_side: int
+    m_per_px: float
+    unit_m: float                # metres per CRS unit (1 for a geographic CRS: areas go through UTM there)
+
+    @property
+    def block_grid(self) -> tuple[int, int]:
+        return (math.ceil(self.scene_shape[0] / self.block_side), math.ceil(self.scene_shape[1] / self.block_side))
+
+    def cell_px(self, opts: ClassVectors) -> int:
+        """Side of the global cell grid of a network class in pixels (a function of the scene, not the blocks)."""
+        return max(64, int(round(opts.post.cell_m / self.m_per_px)))
+
+    def layers(self) -> dict[str, str]:
+        """Every output layer and its geometry type."""
+        out = {}
+        for c in self.classes:
+            out[c.layer] = "Polygon"
+            if c.network:
+                out[c.line_layer] = "LineString"
+        return out

@@ -1,0 +1,184 @@
+"""The reduction: objects cut by block edges and network cells split over blocks, finished as soon as complete.
+
+Blocks arrive in any order. Fragments of neighbouring blocks that touch across their shared edge are joined
+(union-find); a group is finished — assembled on one crop and run through exactly the same split/trace code as
+an object that lies inside one block — once every block edge it touches has its neighbour done. Network cells
+are finished once every block under the cell and its margin has reported. So each object is emitted exactly
+once, its geometry and id do not depend on the block size, and only the objects and cells on the frontier of
+finished blocks are held in memory (DESIGN invariant 3).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Iterator
+
+import geopandas as gpd
+import numpy as np
+
+from geoseg.vectorize.blocks import (OPPOSITE, STEP, BlockVectors, CellPart, Fragment, cell_box, network_frames,
+                                     objects_frame)
+from geoseg.vectorize.instances import ObjectCrop
+from geoseg.vectorize.options import CELL_MARGIN, ClassVectors, VectorSpec
+
+Edge = tuple[tuple[int, int], tuple[int, int]]
+
+
+def _edge(a: tuple[int, int], b: tuple[int, int]) -> Edge:
+    return (a, b) if a < b else (b, a)
+
+
+def _view(r: int, c: int, shape: tuple[int, ...]) -> tuple[slice, slice]:
+    return slice(r, r + shape[0]), slice(c, c + shape[1])
+
+
+class _Objects:
+    """Fragments of one object class waiting for their neighbours."""
+
+    def __init__(self, opts: ClassVectors, vs: VectorSpec) -> None:
+        self.opts, self.vs = opts, vs
+        self.frags: dict[int, Fragment] = {}
+        self.parent: dict[int, int] = {}
+        self.members: dict[int, list[int]] = {}
+        self.waiting: dict[int, set[Edge]] = {}
+        self.waiters: dict[Edge, set[int]] = defaultdict(set)
+        self.strips: dict[tuple[tuple[int, int], int], np.ndarray] = {}
+        self.next_id = 0
+
+    def find(self, g: int) -> int:
+        while self.parent[g] != g:
+            self.parent[g] = self.parent[self.parent[g]]
+            g = self.parent[g]
+        return g
+
+    def union(self, a: int, b: int) -> None:
+        ra, rb = self.find(a), self.find(b)
+        if ra == rb:
+            return
+        if len(self.members[ra]) < len(self.members[rb]):
+            ra, rb = rb, ra
+        self.parent[rb] = ra
+        self.members[ra] += self.members.pop(rb)
+        self.waiting[ra] |= self.waiting.pop(rb)
+
+    def add(self, block: tuple[int, int], frags: list[Fragment], strips: dict[int, np.ndarray],
+            done: set[tuple[int, int]]) -> Iterator[gpd.GeoDataFrame]:
+        gids = np.arange(self.next_id, self.next_id + len(frags))
+        self.next_id += len(frags)
+        affected = set()
+        for g, frag in zip(gids, frags):
+            g = int(g)
+            self.frags[g], self.parent[g], self.members[g] = frag, g, [g]
+            self.waiting[g] = set()
+            for side in frag.sides:
+                nb = (block[0] + STEP[side][0], block[1] + STEP[side][1])
+                if nb not in done:
+                    self.waiting[g].add(_edge(block, nb))
+                    self.waiters[_edge(block, nb)].add(g)
+            affected.add(g)
+        for side, (dr, dc) in STEP.items():
+            nb = (block[0] + dr, block[1] + dc)
+            if nb not in done:
+                if side in strips:
+                    self.strips[(block, side)] = np.where(strips[side] >= 0, gids[np.maximum(strips[side], 0)], -1)
+                continue
+            facing = self.strips.pop((nb, OPPOSITE[side]), None)
+            if facing is not None and side in strips:
+                mine = np.where(strips[side] >= 0, gids[np.maximum(strips[side], 0)], -1)
+                both = (mine >= 0) & (facing >= 0)
+                for a, b in set(zip(mine[both].tolist(), facing[both].tolist())):
+                    self.union(a, b)
+            for g in self.waiters.pop(_edge(block, nb), ()):  # the neighbour's objects no longer wait for us
+                self.waiting[self.find(g)].discard(_edge(block, nb))
+                affected.add(g)
+        for root in {self.find(g) for g in affected}:
+            if not self.waiting[root]:
+                yield self.finish(root)
+
+    def finish(self, root: int) -> gpd.GeoDataFrame:
+        """Assemble a complete group on one crop and split/trace it like a whole object in one block."""
+        crops = [self.frags.pop(g).crop for g in self.members.pop(root)]
+        self.waiting.pop(root)
+        r0 = min(c.row0 for c in crops)
+        c0 = min(c.col0 for c in crops)
+        r1 = max(c.row0 + c.mask.shape[0] for c in crops)
+        c1 = max(c.col0 + c.mask.shape[1] for c in crops)
+        mask = np.zeros((r1 - r0, c1 - c0), bool)
+        prob = np.zeros(mask.shape, np.float32)
+        heads = {k: np.zeros(mask.shape, np.float32) for k in crops[0].heads}
+        for c in crops:
+            view = _view(c.row0 - r0, c.col0 - c0, c.mask.shape)
+            mask[view] |= c.mask
+            prob[view] += c.prob
+            for k, v in c.heads.items():
+                heads[k][view] += v
+        whole = ObjectCrop(r0, c0, mask, prob, heads)
+        return objects_frame([whole], mask.shape, r0, c0, self.opts, self.vs)
+
+    def __len__(self) -> int:
+        return len(self.frags)
+
+
+class _Cells:
+    """Shares of network cells waiting for the rest of their blocks."""
+
+    def __init__(self, opts: ClassVectors, vs: VectorSpec) -> None:
+        self.opts, self.vs = opts, vs
+        self.size = vs.cell_px(opts)
+        self.parts: dict[tuple[int, int], list[CellPart]] = defaultdict(list)
+
+    def expected(self, cell: tuple[int, int]) -> int:
+        """How many blocks lie under the cell and its margin."""
+        r0, r1, c0, c1 = cell_box(cell, self.size, self.vs, CELL_MARGIN)
+        s = self.vs.block_side
+        return ((r1 - 1) // s - r0 // s + 1) * ((c1 - 1) // s - c0 // s + 1)
+
+    def add(self, parts: list[CellPart]) -> Iterator[tuple[str, gpd.GeoDataFrame]]:
+        for part in parts:
+            got = self.parts[part.cell]
+            got.append(part)
+            if len(got) == self.expected(part.cell):
+                yield from self.finish(part.cell)
+
+    def finish(self, cell: tuple[int, int]) -> Iterator[tuple[str, gpd.GeoDataFrame]]:
+        parts = [p for p in self.parts.pop(cell) if p.bits is not None]
+        if not parts:
+            return
+        r0, r1, c0, c1 = cell_box(cell, self.size, self.vs, CELL_MARGIN)
+        mask = np.zeros((r1 - r0, c1 - c0), bool)
+        prob = np.zeros(mask.shape, np.float32)
+        for p in parts:
+            view = _view(p.row0 - r0, p.col0 - c0, p.shape)
+            mask[view], prob[view] = p.unpack()
+        polys, lines = network_frames(mask, prob, r0, c0, cell, self.opts, self.vs)
+        yield self.opts.layer, polys
+        yield self.opts.line_layer, lines
+
+    def __len__(self) -> int:
+        return len(self.parts)
+
+
+class Reducer:
+    """Feeds block results in, yields ``(layer, frame)`` pairs as soon as they are final."""
+
+    def __init__(self, vs: VectorSpec) -> None:
+        self.vs = vs
+        self.done: set[tuple[int, int]] = set()
+        self.objects = {c.k: _Objects(c, vs) for c in vs.classes if not c.network}
+        self.cells = {c.k: _Cells(c, vs) for c in vs.classes if c.network}
+        self.layer = {c.k: c.layer for c in vs.classes}
+
+    def add(self, bv: BlockVectors) -> Iterator[tuple[str, gpd.GeoDataFrame]]:
+        for layer, frames in bv.frames.items():
+            for frame in frames:
+                yield layer, frame
+        self.done.add(bv.index)
+        for k, objs in self.objects.items():
+            for frame in objs.add(bv.index, bv.fragments.get(k, []), bv.strips.get(k, {}), self.done):
+                yield self.layer[k], frame
+        for k, cells in self.cells.items():
+            yield from cells.add(bv.parts.get(k, []))
+
+    def pending(self) -> int:
+        """Fragments and cells still held (0 once every block is in)."""
+        return sum(len(o) for o in self.objects.values()) + sum(len(c) for c in self.cells.values())
