@@ -56,13 +56,22 @@ def _import_deployer(cluster: str) -> Any:
                           f"{package})") from None
 
 
-@contextmanager
-def connect(spec: ClusterSpec, verbose: bool = False) -> Iterator[Any]:
-    """A ``distributed.Client`` on the cluster the spec names, closed (with any cluster started here) on exit."""
+def check_spec(spec: ClusterSpec) -> None:
+    """Fail before any work if the cluster cannot be asked for: unknown name, conflicting options, a missing
+    extra, unreadable TLS files."""
     if spec.cluster is not None and spec.cluster not in CLUSTERS:
         raise ConfigError(f"--cluster {spec.cluster}: use one of {', '.join(CLUSTERS)}")
     if spec.cluster is not None and spec.scheduler not in ("threads", "processes"):
         raise ConfigError("--cluster and --scheduler tcp://... both name a cluster; give one of them")
+    if spec.cluster in _EXTRAS:
+        _import_deployer(spec.cluster)
+    spec.security()
+
+
+@contextmanager
+def connect(spec: ClusterSpec, verbose: bool = False) -> Iterator[Any]:
+    """A ``distributed.Client`` on the cluster the spec names, closed (with any cluster started here) on exit."""
+    check_spec(spec)
     if spec.cluster in (None, "local"):
         scheduler = "processes" if spec.cluster == "local" else spec.scheduler
         with dask_client(scheduler, spec.workers, verbose, security=spec.security()) as client:

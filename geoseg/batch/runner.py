@@ -21,7 +21,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from geoseg.batch.cluster import ClusterSpec, connect
+from geoseg.batch.cluster import ClusterSpec, check_spec, connect
 from geoseg.batch.fingerprint import RunKey, digest, input_fingerprint, sha256_file
 from geoseg.batch.inputs import DEFAULT_ASSETS, SceneRef, list_scenes
 from geoseg.batch.manifest import DONE, FAILED, PENDING, QUARANTINED, SKIPPED, Manifest, SceneRow
@@ -166,6 +166,7 @@ class _Run:
         self.params_sha = digest(key.params)
         self.stop = threading.Event()
         self.outcomes: dict[str, SceneOutcome] = {}
+        self.fatal: ConfigError | None = None  # an option no scene can run with: the whole run stops
 
     def plan(self, refs: list[SceneRef]) -> list[tuple[SceneRef, str, str]]:
         """Record skips and unrunnable scenes; return (scene, fingerprint, input fingerprint) to run."""
@@ -247,7 +248,11 @@ class _Run:
             self.manifest.mark_finished(self.run_id, ref.name, DONE, seconds, outputs=outputs, stage_seconds=stages)
             self.outcomes[ref.name] = SceneOutcome(ref.name, ref.path, DONE, None, seconds, outputs, self.run_id)
             self.log(f"done {ref.name} ({seconds:.1f} s)")
-        elif isinstance(err, BatchStopped) or (self.stop.is_set() and not isinstance(err, GeosegError)):
+        elif isinstance(err, ConfigError) or isinstance(err, BatchStopped) or (
+                self.stop.is_set() and not isinstance(err, GeosegError)):
+            if isinstance(err, ConfigError) and self.fatal is None:
+                self.fatal = err
+                self.stop.set()
             self.manifest.revert_to_pending(ref.name)
             self.manifest.event(self.run_id, ref.name, PENDING, "stopped by a signal; runs again next time")
             self.outcomes[ref.name] = SceneOutcome(ref.name, ref.path, PENDING, "stopped", seconds)
@@ -264,12 +269,13 @@ def run_batch(source: str, out_dir: str | Path, config: InferConfig, options: Ba
     """Run every scene of ``source`` not already done into ``out_dir``; see the module docstring."""
     start = time.perf_counter()
     out_dir = Path(out_dir)
+    output_paths(out_dir, "x", options.outputs)  # unknown output kinds, a missing extra... fail before anything
+    check_spec(spec)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise OutputError(f"{out_dir}: cannot create the output folder ({err.strerror}); choose another "
                           "--out-dir") from None
-    output_paths(out_dir, "x", options.outputs)  # unknown output kinds fail before anything else
     refs = list_scenes(source, exclude=out_dir, asset_keys=options.asset_keys)
     bundle = resolve_bundle(config.model).resolve()
     config = config.replace(model=str(bundle))
@@ -291,6 +297,9 @@ def run_batch(source: str, out_dir: str | Path, config: InferConfig, options: Ba
                         run.execute(todo, client)
                 for ref, _, _ in todo:  # never started because of a stop
                     run.outcomes.setdefault(ref.name, SceneOutcome(ref.name, ref.path, PENDING, "not started"))
+            if run.fatal is not None:
+                manifest.finish_run(run_id, "config-error", {})
+                raise run.fatal
             summary = BatchSummary(run_id, str(out_dir), time.perf_counter() - start,
                                    [run.outcomes[r.name] for r in refs if r.name in run.outcomes],
                                    got.get("signal"), stale)
