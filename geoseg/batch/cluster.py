@@ -84,7 +84,9 @@ def connect(spec: ClusterSpec, verbose: bool = False) -> Iterator[Any]:
     if spec.cluster == "slurm":
         # queue, account, cores, memory, walltime, job_extra_directives...: from --cluster-opt or the
         # jobqueue.slurm section of the Dask config (~/.config/dask/jobqueue.yaml)
-        cluster = deployer.SLURMCluster(**spec.options)
+        security = spec.security()
+        options = {**({"security": security} if security is not None else {}), **spec.options}
+        cluster = deployer.SLURMCluster(**options)
         cluster.scale(jobs=spec.workers)
     else:
         # image, namespace, resources...: from --cluster-opt (the image must have geoseg installed)
