@@ -40,3 +40,23 @@ def bench_infer_cmd(size: int, model: str | None, block_size: int | None, batch_
     result = bench_infer(size, config, Path(workdir) if workdir else None, vectors=not no_vectors,
                          model_only=not no_model_only)
     click.echo(json.dumps(result))
+
+
+@bench.command("batch")
+@click.option("--scenes", type=click.IntRange(min=1), default=8, show_default=True, help="Synthetic scenes.")
+@click.option("--size", type=int, default=1024, show_default=True, help="Side of each scene in pixels.")
+@click.option("--model", help="Bundle path or registered name (default: the bundled model).")
+@click.option("--tile", type=int, help="Tile size (default: the bundle's).")
+@click.option("--halo", type=int, help="Halo (default: the bundle's).")
+@click.option("--device", default="auto", show_default=True)
+@click.option("--workdir", type=click.Path(file_okay=False), help="Keep the synthetic scenes here for reuse.")
+@verbose_opt
+@user_errors
+def bench_batch_cmd(scenes: int, size: int, model: str | None, tile: int | None, halo: int | None, device: str,
+                    workdir: str | None, verbose: int) -> None:
+    """Scenes per hour of `geoseg batch` with 1 and 2 local worker processes, and the speed-up."""
+    from geoseg.batch.bench import bench_batch
+    from geoseg.pipeline import InferConfig
+
+    config = InferConfig(model=model, tile=tile, halo=halo, device=device)
+    click.echo(json.dumps(bench_batch(scenes, size, config, folder=Path(workdir) if workdir else None)))
