@@ -65,7 +65,9 @@ def check_spec(spec: ClusterSpec) -> None:
         raise ConfigError("--cluster and --scheduler tcp://... both name a cluster; give one of them")
     if spec.cluster in _EXTRAS:
         _import_deployer(spec.cluster)
-    spec.security()
+    if spec.security() is None and spec.scheduler.startswith("tls://"):
+        raise ConfigError(f"--scheduler {spec.scheduler}: a tls:// scheduler needs --tls-ca-file, --tls-cert and "
+                          "--tls-key")
 
 
 @contextmanager
