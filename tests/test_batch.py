@@ -268,3 +268,23 @@ def test_sigint_stops_gracefully_and_the_next_run_resumes(tmp_path: Path, make_s
     assert {s.name for s in resumed.scenes if s.status == "done"} == {f"s{i}" for i in range(4)} - done
     after = rows(out)
     assert all(after[n] == before[n] for n in done)
+
+
+def test_a_scene_that_kills_workers_is_quarantined_not_failed() -> None:
+    """distributed raises KilledWorker once a task has taken down ``allowed-failures`` + 1 workers."""
+    from distributed import KilledWorker
+    from distributed.scheduler import WorkerState
+
+    from geoseg.batch.inputs import SceneRef
+    from geoseg.batch.runner import _reason
+    from geoseg.errors import SceneReadError
+
+    ref = SceneRef("/data/x.tif", "x")
+    worker = WorkerState(address="tcp://127.0.0.1:9", status=None, pid=1, name="w", nthreads=1, memory_limit=0,
+                         local_directory="/tmp", nanny=None, server_id="s")
+    status, reason = _reason(KilledWorker("run_block-1", worker, 3), ref)
+    assert status == "quarantined" and reason.startswith("/data/x.tif: ") and "--retry-failed" in reason
+    assert "killed 4 Dask workers" in reason and "tcp://127.0.0.1:9" in reason
+    assert len(reason.splitlines()) == 1
+    assert _reason(SceneReadError("/data/x.tif: read failed"), ref) == ("failed", "/data/x.tif: read failed")
+    assert _reason(MemoryError(), ref) == ("failed", "/data/x.tif: MemoryError")

@@ -148,8 +148,9 @@ def _reason(err: BaseException, ref: SceneRef) -> tuple[str, str]:
     from distributed import KilledWorker
 
     if isinstance(err, KilledWorker):
-        return QUARANTINED, (f"{ref.path}: its tasks killed Dask workers repeatedly ({str(err).splitlines()[0]}); "
-                             "quarantined: check the scene, then rerun with --retry-failed")
+        worker = getattr(err.last_worker, "address", err.last_worker)
+        return QUARANTINED, (f"{ref.path}: task {err.task} killed {err.allowed_failures + 1} Dask workers (the last "
+                             f"{worker}); quarantined: check the scene and the worker logs, then --retry-failed")
     if isinstance(err, GeosegError):
         return FAILED, str(err).splitlines()[0]
     text = str(err).splitlines()[0] if str(err).strip() else ""
