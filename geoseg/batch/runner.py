@@ -255,7 +255,8 @@ class _Run:
                 self.fatal = err
                 self.stop.set()
             self.manifest.revert_to_pending(ref.name)
-            self.manifest.event(self.run_id, ref.name, PENDING, "stopped by a signal; runs again next time")
+            why = "stopped: the run hit an option error" if self.fatal else "stopped by a signal"
+            self.manifest.event(self.run_id, ref.name, PENDING, f"{why}; runs again next time")
             self.outcomes[ref.name] = SceneOutcome(ref.name, ref.path, PENDING, "stopped", seconds)
         else:
             status, reason = _reason(err, ref)
