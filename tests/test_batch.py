@@ -58,6 +58,21 @@ def temp_files(root: Path) -> list[Path]:
     return [p for p in root.rglob(".*.tmp-*")]
 
 
+def wait_for_done(out: Path, proc: subprocess.Popen[str] | None = None, timeout: float = 120) -> set[str]:
+    """Poll the manifest (WAL: readable while the batch writes) until a scene is done; return the done ones."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and (proc is None or proc.poll() is None):
+        if (out / MANIFEST_NAME).exists():
+            try:
+                done = {n for n, r in rows(out).items() if r["status"] == "done"}
+            except sqlite3.OperationalError:  # the schema is being created
+                done = set()
+            if done:
+                return done
+        time.sleep(0.1)
+    raise AssertionError(f"no scene was done in time (batch exit code {proc and proc.poll()})")
+
+
 # --- inputs (no compute) ----------------------------------------------------------------------------------------
 
 def test_inputs_folder_glob_text_and_stac(tmp_path: Path, make_scene: Any) -> None:
@@ -238,11 +253,7 @@ def test_sigint_stops_gracefully_and_the_next_run_resumes(tmp_path: Path, make_s
             "--tile", "128", "--halo", "32", "--block-size", "128", "--workers", "1", "--device", "cpu", "--json"]
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and proc.poll() is None:
-            if (out / MANIFEST_NAME).exists() and any(r["status"] == "done" for r in rows(out).values()):
-                break
-            time.sleep(0.2)
+        wait_for_done(out, proc)
         assert proc.poll() is None, "the batch finished before it could be interrupted; use more scenes"
         proc.send_signal(signal.SIGINT)
         stdout, stderr = proc.communicate(timeout=60)

@@ -17,7 +17,6 @@ import sqlite3
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +29,7 @@ import shapely
 
 from geoseg.batch import BatchOptions, ClusterSpec, run_batch
 from geoseg.batch.manifest import MANIFEST_NAME
-from tests.test_batch import make_archive, rows, temp_files, tiny_config
+from tests.test_batch import make_archive, rows, temp_files, tiny_config, wait_for_done
 from tests.test_cluster import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -62,21 +61,6 @@ def two_workers(tmp_path: Path) -> Any:
         for p in procs:
             p.wait(timeout=30)
         log.close()
-
-
-def wait_for_done(out: Path, proc: subprocess.Popen[str] | None = None, timeout: float = 90) -> set[str]:
-    """Poll the manifest (WAL: readable while the batch writes) until a scene is done; return the done ones."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and (proc is None or proc.poll() is None):
-        if (out / MANIFEST_NAME).exists():
-            try:
-                done = {n for n, r in rows(out).items() if r["status"] == "done"}
-            except sqlite3.OperationalError:  # the schema is being created
-                done = set()
-            if done:
-                return done
-        time.sleep(0.1)
-    raise AssertionError(f"no scene was done in time (batch exit code {proc and proc.poll()})")
 
 
 def layers_content(path: Path) -> dict[str, list[tuple[str, tuple[Any, ...]]]]:
