@@ -104,7 +104,12 @@ def remove_stale(out_dir: Path) -> int:
 @contextmanager
 def folder_lock(out_dir: Path) -> Iterator[None]:
     """One batch per output folder; the kernel drops the lock when its process dies, even by SIGKILL."""
-    with open(out_dir / LOCK_NAME, "a") as f:
+    try:
+        f = open(out_dir / LOCK_NAME, "a")
+    except OSError as err:
+        raise OutputError(f"{out_dir}: cannot write in the output folder ({err.strerror}); choose another "
+                          "--out-dir") from None
+    with f:
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
