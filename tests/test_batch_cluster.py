@@ -55,9 +55,9 @@ def two_workers(tmp_path: Path) -> Any:
             client.wait_for_workers(2, timeout=60)
         yield address, workers
     finally:
-        for p in reversed(procs):
+        for p in reversed(procs):  # workers first, at once: their graceful close can wait on running tasks
             if p.poll() is None:
-                p.terminate()
+                p.kill() if p in workers else p.terminate()
         for p in procs:
             try:
                 p.wait(timeout=20)
