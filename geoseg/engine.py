@@ -28,8 +28,12 @@ LEAN_CONFIG = {
 
 
 @contextmanager
-def dask_client(scheduler: str, workers: int, verbose: bool = False) -> Iterator[Any]:
-    """A ``distributed.Client`` for the chosen scheduler, closed (with any cluster it started) on exit."""
+def dask_client(scheduler: str, workers: int, verbose: bool = False, security: Any = None) -> Iterator[Any]:
+    """A ``distributed.Client`` for the chosen scheduler, closed (with any cluster it started) on exit.
+
+    ``security`` (a ``distributed.security.Security``) is used to reach a ``tls://`` scheduler. Local clusters
+    started here bind to loopback and, on a CUDA machine, declare a ``GPU`` resource (see :func:`task_resources`).
+    """
     import dask
     from distributed import Client, LocalCluster
 
@@ -43,15 +47,18 @@ def dask_client(scheduler: str, workers: int, verbose: bool = False) -> Iterator
     if scheduler == "threads":  # one worker: nothing to steal
         with dask.config.set({**LEAN_CONFIG, "distributed.scheduler.work-stealing": False}):
             cluster = LocalCluster(n_workers=1, threads_per_worker=workers, processes=False,
-                                   dashboard_address="127.0.0.1:0", silence_logs=quiet)
+                                   dashboard_address="127.0.0.1:0", silence_logs=quiet,
+                                   resources={"GPU": workers} if _has_cuda() else None)
     elif scheduler == "processes":  # the worker processes inherit the config at spawn
         with dask.config.set(LEAN_CONFIG):
             cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-                                   dashboard_address="127.0.0.1:0", silence_logs=quiet)
+                                   dashboard_address="127.0.0.1:0", silence_logs=quiet,
+                                   resources={"GPU": 1} if _has_cuda() else None)
     elif not scheduler.startswith(("tcp://", "tls://")):
         raise ConfigError(f"--scheduler {scheduler}: use threads, processes or tcp://HOST:PORT")
     try:
-        client = Client(cluster if cluster is not None else scheduler, timeout="20s", set_as_default=False)
+        client = Client(cluster if cluster is not None else scheduler, timeout="20s", set_as_default=False,
+                        security=security if cluster is None else None)
     except OSError as err:
         if cluster is not None:
             cluster.close()
@@ -62,6 +69,21 @@ def dask_client(scheduler: str, workers: int, verbose: bool = False) -> Iterator
         client.close()
         if cluster is not None:
             cluster.close()
+
+
+def _has_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def task_resources(client: Any, device: str) -> dict[str, float] | None:
+    """``{"GPU": 1}`` when the cluster has workers marked with a ``GPU`` resource and the device is not ``cpu``:
+    block tasks then run only on those workers. Without GPU-marked workers, tasks go anywhere (as before)."""
+    if device == "cpu":
+        return None
+    workers = client.scheduler_info(n_workers=-1).get("workers", {}).values()
+    return {"GPU": 1} if any(w.get("resources", {}).get("GPU") for w in workers) else None
 
 
 @contextmanager
@@ -85,7 +107,8 @@ def catch_interrupts() -> Iterator[threading.Event]:
         signal.signal(signal.SIGINT, previous)
 
 
-def stream(client: Any, fn: Callable[[Any], Any], jobs: Iterable[Any], inflight: int) -> Iterator[Any]:
+def stream(client: Any, fn: Callable[[Any], Any], jobs: Iterable[Any], inflight: int,
+           resources: dict[str, float] | None = None) -> Iterator[Any]:
     """Run ``fn(job)`` for each job on the cluster and yield results as they complete.
 
     At most ``inflight`` tasks are outstanding; on error or interruption the rest are cancelled.
@@ -97,7 +120,7 @@ def stream(client: Any, fn: Callable[[Any], Any], jobs: Iterable[Any], inflight:
     outstanding: set[Any] = set()
 
     def submit(job: Any) -> None:
-        fut = client.submit(fn, job, pure=False)
+        fut = client.submit(fn, job, pure=False, resources=resources)
         outstanding.add(fut)
         running.add(fut)
 

@@ -10,13 +10,14 @@ import math
 import threading
 import time
 from collections import defaultdict
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
-from geoseg.engine import catch_interrupts, dask_client, stream
+from geoseg.engine import catch_interrupts, dask_client, stream, task_resources
 from geoseg.errors import BundleError, ConfigError, SceneError
 from geoseg.export import RasterSink, VectorSink, check_output, vector_paths
 from geoseg.styles import layer_styles
@@ -137,8 +138,12 @@ class InferSummary:
 
 def infer(scene_path: str | Path, out: str | Path | None, config: InferConfig, *, raster_out: str | Path | None = None,
           prob_out: str | Path | None = None, overwrite: bool = False, verbose: bool = False,
-          progress: Callable[[int, int], None] | None = None) -> InferSummary:
-    """Run a bundle over a scene and write the requested outputs; nothing is left half-written."""
+          progress: Callable[[int, int], None] | None = None, client: Any = None) -> InferSummary:
+    """Run a bundle over a scene and write the requested outputs; nothing is left half-written.
+
+    ``client``: an existing ``distributed.Client`` to run on (``geoseg batch`` shares one between scenes);
+    by default one is started for ``config.scheduler`` and closed at the end.
+    """
     start = time.perf_counter()
     scene = open_scene(scene_path)
     bundle_path = str(resolve_bundle(config.model).resolve())
@@ -173,11 +178,12 @@ def infer(scene_path: str | Path, out: str | Path | None, config: InferConfig, *
     tiles_run = valid_px = done_px = 0
     with catch_interrupts() as interrupted, Outputs(scene, meta, vspec, out, raster_out, prob_out) as sink:
         stage["setup"] = time.perf_counter() - start
-        if config.scheduler == "threads":  # the workers share this process: load the model while Dask starts
+        if client is None and config.scheduler == "threads":  # workers share this process: load while Dask starts
             threading.Thread(target=_preload, args=(bundle_path, config.device), daemon=True).start()
-        with dask_client(config.scheduler, workers, verbose) as client:
+        with nullcontext(client) if client is not None else dask_client(config.scheduler, workers, verbose) as client:
             stage["cluster_start"] = time.perf_counter() - start - stage["setup"]
-            for res in stream(client, run_block, jobs, inflight=2 * workers):
+            resources = task_resources(client, config.device)
+            for res in stream(client, run_block, jobs, inflight=2 * workers, resources=resources):
                 if interrupted.is_set():  # a Ctrl-C that Python swallowed still stops the run here
                     raise KeyboardInterrupt
                 t_write = time.perf_counter()

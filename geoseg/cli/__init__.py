@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from geoseg import __version__
+from geoseg.cli.batch_cmd import batch
 from geoseg.cli.bench_cmd import bench
 from geoseg.cli.eval_cmd import eval_cmd
 from geoseg.cli.infer_cmd import infer
@@ -25,6 +26,7 @@ main.add_command(bench)
 main.add_command(train)
 main.add_command(eval_cmd)
 main.add_command(models)
+main.add_command(batch)
 try:  # written alongside; registered when present
     from geoseg.cli.synth_cmd import synth
 

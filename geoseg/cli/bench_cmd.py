@@ -104,3 +104,23 @@ def bench_vectorize_cmd(sizes: tuple[int, ...], block: int, child: bool, verbose
     rss = [r["peak_rss_mb"] for r in runs]
     click.echo(json.dumps({"bench": "vectorize", "block": block, "runs": runs,
                            "rss_ratio_largest_to_smallest": round(rss[-1] / rss[0], 3)}))
+
+
+@bench.command("batch")
+@click.option("--scenes", type=click.IntRange(min=1), default=8, show_default=True, help="Synthetic scenes.")
+@click.option("--size", type=int, default=1024, show_default=True, help="Side of each scene in pixels.")
+@click.option("--model", help="Bundle path or registered name (default: the bundled model).")
+@click.option("--tile", type=int, help="Tile size (default: the bundle's).")
+@click.option("--halo", type=int, help="Halo (default: the bundle's).")
+@click.option("--device", default="auto", show_default=True)
+@click.option("--workdir", type=click.Path(file_okay=False), help="Keep the synthetic scenes here for reuse.")
+@verbose_opt
+@user_errors
+def bench_batch_cmd(scenes: int, size: int, model: str | None, tile: int | None, halo: int | None, device: str,
+                    workdir: str | None, verbose: int) -> None:
+    """Scenes per hour of `geoseg batch` with 1 and 2 local worker processes, and the speed-up."""
+    from geoseg.batch.bench import bench_batch
+    from geoseg.pipeline import InferConfig
+
+    config = InferConfig(model=model, tile=tile, halo=halo, device=device)
+    click.echo(json.dumps(bench_batch(scenes, size, config, folder=Path(workdir) if workdir else None)))

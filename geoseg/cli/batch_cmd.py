@@ -1,0 +1,115 @@
+"""``geoseg batch``: a thin wrapper over :func:`geoseg.batch.run_batch`."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import TYPE_CHECKING
+
+import click
+
+from geoseg.cli.options import quiet_opt, user_errors, verbose_opt
+from geoseg.pipeline import InferConfig, load_pipeline
+
+if TYPE_CHECKING:
+    from geoseg.batch import BatchSummary
+
+
+def _cluster_opts(values: tuple[str, ...]) -> dict[str, object]:
+    """``KEY=VALUE`` pairs; values are read as YAML scalars/lists (``cores=4``, ``queue=gpu``)."""
+    import yaml
+
+    out: dict[str, object] = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{item!r}: expected KEY=VALUE", param_hint="--cluster-opt")
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
+@click.command()
+@click.argument("source", metavar="INPUT")
+@click.option("--out-dir", required=True, type=click.Path(file_okay=False),
+              help="Folder for the outputs, the manifest (geoseg-batch.sqlite) and the summary JSON.")
+@click.option("--pipeline", type=click.Path(dir_okay=False), help="Pipeline YAML (pipelines/*.yaml).")
+@click.option("--model", help="Bundle path or registered name (default: the bundled model).")
+@click.option("--classes", help="Comma-separated classes to vectorise, e.g. building,road.")
+@click.option("--outputs", default="vectors,classes", show_default=True,
+              help="Per scene: vectors (<name>.gpkg), classes (<name>_classes.tif), probs (<name>_probs.tif).")
+@click.option("--asset", "assets", default="visual,image", show_default=True,
+              help="STAC asset keys to use, first present wins.")
+@click.option("--tile", type=int, help="Tile size in pixels (default: the bundle's).")
+@click.option("--halo", type=int, help="Context pixels around each tile core (default: the bundle's).")
+@click.option("--batch-size", type=int, help="Tiles per forward pass.")
+@click.option("--block-size", type=int, help="Block side in pixels.")
+@click.option("--device", help="auto, cpu or cuda[:N].")
+@click.option("--workers", type=int, help="Local workers, SLURM jobs or Kubernetes pods (default: one per core).")
+@click.option("--concurrency", type=click.IntRange(min=1), help="Scenes at once (default: workers, at most 4).")
+@click.option("--scheduler", help="threads (default), processes, tcp://HOST:PORT or tls://HOST:PORT.")
+@click.option("--cluster", type=click.Choice(["local", "slurm", "kubernetes"]),
+              help="Start a cluster: local processes, SLURM (dask-jobqueue) or Kubernetes (dask-kubernetes).")
+@click.option("--cluster-opt", "cluster_opt", multiple=True, metavar="KEY=VALUE",
+              help="Passed to the cluster class, e.g. queue=gpu, cores=8, memory=32GB, image=...; repeatable.")
+@click.option("--tls-ca-file", type=click.Path(exists=True, dir_okay=False), help="CA certificate (PEM) for tls://.")
+@click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False), help="Client certificate (PEM).")
+@click.option("--tls-key", type=click.Path(exists=True, dir_okay=False), help="Client private key (PEM).")
+@click.option("--retry-failed", is_flag=True, help="Run failed and quarantined scenes again.")
+@click.option("--fail-exit/--no-fail-exit", default=True, show_default=True,
+              help="Exit 1 when a scene failed or was quarantined in this run.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON instead of a table.")
+@verbose_opt
+@quiet_opt
+@user_errors
+def batch(source: str, out_dir: str, pipeline: str | None, model: str | None, classes: str | None, outputs: str,
+          assets: str, tile: int | None, halo: int | None, batch_size: int | None, block_size: int | None,
+          device: str | None, workers: int | None, concurrency: int | None, scheduler: str | None,
+          cluster: str | None, cluster_opt: tuple[str, ...], tls_ca_file: str | None, tls_cert: str | None,
+          tls_key: str | None, retry_failed: bool, fail_exit: bool, as_json: bool, verbose: int, quiet: bool) -> None:
+    """Segment every scene of INPUT into --out-dir, skipping scenes already done.
+
+    INPUT is a folder (searched recursively for .tif/.tiff), a glob (quoted), a text manifest (one path per
+    line) or a STAC ItemCollection/Catalog JSON on disk.
+    """
+    from geoseg.batch import BatchOptions, ClusterSpec, run_batch
+    from geoseg.predict import cpu_count
+
+    config = load_pipeline(pipeline) if pipeline else InferConfig()
+    config = config.replace(model=model, tile=tile, halo=halo, batch_size=batch_size, block_size=block_size,
+                            device=device, classes=tuple(c.strip() for c in classes.split(",")) if classes else None)
+    spec = ClusterSpec(scheduler=scheduler or config.scheduler, cluster=cluster,
+                       workers=workers or config.workers or cpu_count(), options=_cluster_opts(cluster_opt),
+                       tls_ca_file=tls_ca_file, tls_cert=tls_cert, tls_key=tls_key)
+    options = BatchOptions(outputs=tuple(o.strip() for o in outputs.split(",") if o.strip()),
+                           retry_failed=retry_failed, concurrency=concurrency,
+                           asset_keys=tuple(a.strip() for a in assets.split(",") if a.strip()), verbose=verbose > 0)
+    log = (lambda line: None) if quiet else (lambda line: click.echo(f"geoseg batch: {line}", err=True))
+    summary = run_batch(source, out_dir, config, options, spec, argv=sys.argv, log=log)
+    if as_json:
+        click.echo(json.dumps(summary.to_json()))
+    elif not quiet:
+        print_table(summary)
+    if summary.stopped_by:
+        sys.exit(130 if summary.stopped_by == "SIGINT" else 143)
+    if fail_exit and summary.failed:
+        sys.exit(1)
+
+
+def print_table(summary: "BatchSummary") -> None:
+    """One row per scene and a line of counts, with rich."""
+    from rich.console import Console
+    from rich.table import Table
+
+    colours = {"done": "green", "skipped": "cyan", "failed": "red", "quarantined": "magenta", "pending": "yellow"}
+    table = Table(title=f"geoseg batch {summary.run_id}", title_justify="left")
+    for col in ("scene", "status", "seconds", "reason / outputs"):
+        table.add_column(col, overflow="fold")
+    for s in summary.scenes:
+        detail = s.reason if s.status != "done" else ", ".join(s.outputs)
+        table.add_row(s.name, f"[{colours.get(s.status, 'white')}]{s.status}[/]",
+                      f"{s.seconds:.1f}" if s.seconds is not None else "", detail or "")
+    console = Console(width=max(100, Console().width))
+    console.print(table)
+    counts = ", ".join(f"{n} {k}" for k, n in summary.counts.items() if n)
+    console.print(f"{counts} in {summary.seconds:.1f} s; manifest: "
+                  f"{summary.out_dir}/geoseg-batch.sqlite")
