@@ -51,7 +51,8 @@ def grid_of(pred: str | Path, truth: str | Path, resolution: float | None) -> Gr
     from rasterio.warp import transform_bounds
 
     def bounds(path: str | Path) -> tuple[np.ndarray, object]:
-        infos = [pyogrio.read_info(path, layer=name) for name in pyogrio.list_layers(path)[:, 0]]
+        # geometry layers only: geoseg's GeoPackages also hold QGIS's layer_styles table
+        infos = [pyogrio.read_info(path, layer=name) for name, kind in pyogrio.list_layers(path) if kind]
         return np.array([i["total_bounds"] for i in infos if i["features"]], float).reshape(-1, 4), infos[0]["crs"]
 
     boxes, crs = bounds(truth)
