@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import rasterio
+from rasterio.windows import Window
 
 from geoseg.evaluate import Grid, pixel_counts
 from geoseg.infer import infer
@@ -19,6 +20,9 @@ from geoseg.train.data import LabelledScene, Region
 from geoseg.train.labels import LabelSource, footprint
 
 
+CROP_ROWS = 1024
+
+
 def crop(scene: LabelledScene, region: Region, folder: Path) -> Path:
     """The region as its own GeoTIFF (a whole scene is used as it is): inference sees only validation pixels."""
     if (region.row, region.col, region.height, region.width) == (0, 0, scene.height, scene.width):
@@ -28,9 +32,12 @@ def crop(scene: LabelledScene, region: Region, folder: Path) -> Path:
         profile = src.profile | {"width": region.width, "height": region.height, "tiled": False,
                                  "transform": src.window_transform(region.window)}
         profile.pop("blockxsize", None), profile.pop("blockysize", None)
-        with rasterio.open(out, "w", **profile) as dst:
-            dst.write(src.read(window=region.window))
-            dst.write_mask(src.dataset_mask(window=region.window))
+        with rasterio.open(out, "w", **profile) as dst:  # copied in strips: memory bounded for any region size
+            for r0 in range(0, region.height, CROP_ROWS):
+                strip = Window(0, r0, region.width, min(CROP_ROWS, region.height - r0))
+                src_win = Window(region.window.col_off, region.window.row_off + r0, strip.width, strip.height)
+                dst.write(src.read(window=src_win), window=strip)
+                dst.write_mask(src.dataset_mask(window=src_win), window=strip)
     return out
 
 
