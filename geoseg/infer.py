@@ -26,7 +26,7 @@ from geoseg.models.bundle import BundleMeta, gsd_mismatch, read_meta, resolve_bu
 from geoseg.pipeline import InferConfig
 from geoseg.predict import cpu_count, default_batch_size, get_predictor, resolve_device
 from geoseg.scene import SceneInfo, metres_per_unit, normalise, open_scene, read_block
-from geoseg.stitch import cut_tiles, stitch_block, tile_cores_valid
+from geoseg.stitch import class_raster, predict_block, tile_cores_valid
 from geoseg.vectorize import BlockVectors, ClassVectors, Reducer, VectorSpec, vectorize_block
 
 CLASS_NODATA = 255
@@ -67,19 +67,21 @@ def run_block(job: BlockJob) -> BlockResult:
     meta = pred.bundle.meta
     r0, r1, c0, c1 = block_input_span(job.block, job.spec)
     data, valid = read_block(job.scene, meta.band_indexes, (r0, r1), (c0, c1))
-    x = normalise(data, valid, meta.scale_for(data.dtype), meta.mean, meta.std)
     t1 = clock()
     ran = tile_cores_valid(valid, job.block, job.spec)
-    tiles = cut_tiles(x, job.block, job.spec)[ran]
-    probs_t = pred.predict(tiles, job.batch_size) if len(tiles) else np.empty((0, meta.n_outputs, 1, 1), np.float32)
+    scale, t = meta.scale_for(data.dtype), job.spec.tile
+
+    def tile_input(r: int, q: int) -> np.ndarray:  # normalised per tile: no float copy of the whole block
+        return normalise(data[:, r:r + t, q:q + t], valid[r:r + t, q:q + t], scale, meta.mean, meta.std)
+
+    probs = predict_block(lambda x: pred.predict(x, job.batch_size), tile_input, ran, job.block, job.spec,
+                          meta.n_outputs, job.batch_size, PROB_NODATA)
     t2 = clock()
-    probs = stitch_block(probs_t, ran, job.block, job.spec, fill=PROB_NODATA)
-    # extra heads (boundary, distance...) stay in the worker: block-sized arrays for the vectoriser
     heads = {name: probs[sl] for name, sl in meta.head_slices().items()}
     probs = probs[:len(meta.classes)]
     h, w = probs.shape[1:]
     own = valid[job.spec.halo:job.spec.halo + h, job.spec.halo:job.spec.halo + w] & (probs[0] >= 0)
-    classes = np.argmax(probs, axis=0).astype(np.uint8)
+    classes = class_raster(probs)
     if not own.all():
         classes[~own] = CLASS_NODATA
         probs[:, ~own] = PROB_NODATA
