@@ -5,8 +5,10 @@ No code path here reads a whole scene: every read is a window (DESIGN invariant 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import warnings
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,8 +16,9 @@ import numpy as np
 import rasterio
 from affine import Affine
 from rasterio.crs import CRS
-from rasterio.enums import ColorInterp
+from rasterio.enums import ColorInterp, Resampling
 from rasterio.errors import NotGeoreferencedWarning, RasterioError, RasterioIOError
+from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 
 from geoseg.errors import SceneError, SceneNotFoundError, SceneReadError
@@ -23,11 +26,28 @@ from geoseg.grid import reflect_index
 
 # GDAL opens inputs only through this driver (DESIGN invariant 6 allow-list); COGs are read by GTiff too.
 SCENE_DRIVER = "GTiff"
+# ``--resample``: how imagery is read on the model's grid, and the relative GSD difference below which it is not
+SCENE_RESAMPLING = Resampling.bilinear
+RESAMPLE_EPSILON = 1e-3
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A pixel grid in the scene's CRS (small and picklable: it travels to workers inside :class:`SceneInfo`)."""
+
+    transform: Affine
+    width: int
+    height: int
 
 
 @dataclass(frozen=True)
 class SceneInfo:
-    """What geoseg needs to know about a scene, read once when it is opened."""
+    """What geoseg needs to know about a scene, read once when it is opened.
+
+    ``width``, ``height`` and ``transform`` describe the grid the pipeline runs on. That is the file's own grid,
+    unless the scene is read at another GSD (:func:`at_gsd`): then ``native`` holds the file's grid (where raster
+    outputs go back to) and every read goes through a GDAL warped VRT onto this one.
+    """
 
     path: str
     width: int
@@ -38,11 +58,37 @@ class SceneInfo:
     transform: Affine
     nodata: float | None
     data_bands: int  # bands that are not alpha (alpha only masks)
+    native: Grid | None = None  # the file's own grid when read on another one (``--resample``)
 
     @property
     def pixel_area(self) -> float:
         """Area of one pixel in CRS units squared (works for rotated transforms)."""
         return abs(self.transform.determinant)
+
+    @property
+    def gsd_m(self) -> float:
+        """Pixel size in ground metres (the side of a square pixel of the same area)."""
+        return metres_per_unit(self.crs, self.transform) * float(np.sqrt(self.pixel_area))
+
+    @property
+    def file_grid(self) -> Grid:
+        """The grid of the file on disk (outputs are written on it)."""
+        return self.native or Grid(self.transform, self.width, self.height)
+
+
+def at_gsd(info: SceneInfo, gsd_m: float) -> SceneInfo:
+    """The scene read on a grid of ``gsd_m`` ground metres: same CRS, origin and bounds, rows and columns rounded
+    (so the pixel size is ``gsd_m`` up to that rounding). A geographic scene's degrees per pixel scale by the same
+    ratio. Returned unchanged when the scene is within :data:`RESAMPLE_EPSILON` of ``gsd_m`` already."""
+    grid = info.file_grid  # from the file's own grid, even if ``info`` is resampled already
+    base = dataclasses.replace(info, transform=grid.transform, width=grid.width, height=grid.height, native=None)
+    ratio = base.gsd_m / gsd_m
+    width, height = max(1, round(base.width * ratio)), max(1, round(base.height * ratio))
+    if abs(ratio - 1) <= RESAMPLE_EPSILON or (width, height) == (base.width, base.height):
+        return base
+    # scaling the pixel axes keeps the origin, rotation and the exact bounds of the scene
+    transform = base.transform * Affine.scale(base.width / width, base.height / height)
+    return dataclasses.replace(base, width=width, height=height, transform=transform, native=base.file_grid)
 
 
 def open_scene(path: str | os.PathLike[str]) -> SceneInfo:
@@ -105,9 +151,9 @@ def read_block(info: SceneInfo, bands: tuple[int, ...], rows: tuple[int, int], c
     # errors (its __context__) do not unpickle, which would turn it into a bare Exception on the client.
     reason = ""
     try:
-        with rasterio.open(info.path, driver=SCENE_DRIVER) as src:
-            data = src.read(list(bands), window=win)
-            mask = src.dataset_mask(window=win)
+        with rasterio.open(info.path, driver=SCENE_DRIVER) as src, _on_grid(src, info) as grid:
+            data = grid.read(list(bands), window=win)
+            mask = grid.dataset_mask(window=win)
     except (RasterioError, OSError) as err:
         reason = _gdal_reason(err, info.path)
     if reason:
@@ -123,6 +169,17 @@ def read_block(info: SceneInfo, bands: tuple[int, ...], rows: tuple[int, int], c
     if data.dtype.kind == "f":
         valid &= np.isfinite(data).all(axis=0)
     return data, valid
+
+
+def _on_grid(src: rasterio.DatasetReader, info: SceneInfo) -> WarpedVRT | nullcontext:
+    """The open file itself, or a warped VRT of it on ``info``'s grid (``--resample``): GDAL resamples only the
+    windows read. The warper honours nodata, internal masks and alpha bands as invalid source pixels; an alpha
+    band (the file's, else one added) carries validity onto the new grid, so ``dataset_mask`` means what it does
+    on the file."""
+    if info.native is None:
+        return nullcontext(src)
+    return WarpedVRT(src, crs=src.crs, transform=info.transform, width=info.width, height=info.height,
+                     resampling=SCENE_RESAMPLING, add_alpha=info.data_bands == info.count)
 
 
 def normalise(data: np.ndarray, valid: np.ndarray, scale: float, mean: tuple[float, ...],
