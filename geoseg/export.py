@@ -98,7 +98,8 @@ class RasterSink:
         if self.native is None:
             return contextlib.nullcontext(staged)
         return WarpedVRT(staged, crs=staged.crs, transform=self.native.transform, width=self.native.width,
-                         height=self.native.height, resampling=self.regrid, nodata=staged.nodata)
+                         height=self.native.height, resampling=self.regrid, nodata=staged.nodata,
+                         NUM_THREADS="ALL_CPUS")  # nothing else runs at commit time
 
     def abort(self) -> None:
         if not self.dataset.closed:

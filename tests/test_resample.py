@@ -19,7 +19,7 @@ from click.testing import CliRunner
 from geoseg.cli import main
 from geoseg.infer import CLASS_NODATA, PROB_NODATA, infer
 from geoseg.models import load_bundle, save_bundle
-from geoseg.pipeline import InferConfig
+from geoseg.pipeline import InferConfig, load_pipeline
 from geoseg.scene import at_gsd, open_scene, read_block
 from tests.test_infer import geometry_set, linear_bundle
 
@@ -197,3 +197,9 @@ def test_cli_resample(make_scene, tmp_path):
     with rasterio.open(cls) as src:
         assert (src.width, src.height, src.transform) == (384, 352, UTM)
     assert "--resample" in CliRunner().invoke(main, ["batch", "--help"]).output
+
+
+def test_pipeline_key(tmp_path):
+    (tmp_path / "p.yaml").write_text("infer:\n  resample: true\n")
+    assert load_pipeline(tmp_path / "p.yaml").resample is True
+    assert InferConfig().resample is False
