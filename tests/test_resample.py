@@ -34,9 +34,9 @@ def bundle_at(path: Path, gsd: float) -> Path:
 
 
 def drawn(make_scene, width: int, height: int, **kwargs) -> Path:
-    data = np.full((3, height, width), 10, np.uint8)
-    for r0, c0, r1, c1 in RECTS:
-        data[0, r0:r1, c0:c1] = 250
+    data = np.random.default_rng(0).integers(10, 50, (3, height, width)).astype(np.uint8)  # texture: resampling
+    for r0, c0, r1, c1 in RECTS:                                                             # shows in the probs
+        data[0, r0:r1, c0:c1] += 200
     return make_scene(data=data, width=width, height=height, **kwargs)
 
 
@@ -152,7 +152,7 @@ def test_masks_keep_their_meaning_on_the_model_grid(kind, make_scene):
 def test_processes_scheduler_matches_threads(make_scene, tmp_path):
     scene = drawn(make_scene, 384, 352, transform=UTM)
     bundle = bundle_at(tmp_path / "lin.safetensors", 1.0)
-    run(scene, tmp_path, "t", bundle, resample=True, block_size=64, workers=1)
+    run(scene, tmp_path, "t", bundle, resample=True, block_size=4096, workers=1)  # one block vs 3x3
     run(scene, tmp_path, "p", bundle, resample=True, block_size=64, workers=1, scheduler="processes")
     for a, b in zip(outputs(tmp_path, "t")[1:], outputs(tmp_path, "p")[1:]):
         with rasterio.open(a) as x, rasterio.open(b) as y:
