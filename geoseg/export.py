@@ -21,6 +21,8 @@ import pyogrio
 import pyogrio.raw
 import rasterio
 import rasterio.shutil
+from rasterio.enums import Resampling
+from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 
 from geoseg.errors import OutputError
@@ -53,14 +55,20 @@ def temp_name(path: Path) -> Path:
 
 
 class RasterSink:
-    """A scene-shaped raster written block by block, turned into a COG with overviews on commit."""
+    """A scene-shaped raster written block by block, turned into a COG with overviews on commit.
+
+    Blocks are staged on the grid the pipeline runs on; a scene read at the model's GSD (``scene.native``) is
+    resampled back to the file's grid while the COG is built (``regrid``: GDAL resampling name, e.g. nearest
+    for classes, bilinear for probabilities). ``resampling`` is the overviews' method.
+    """
 
     def __init__(self, path: str | os.PathLike[str], scene: SceneInfo, count: int, dtype: str, nodata: float,
-                 resampling: str, descriptions: tuple[str, ...] = ()) -> None:
+                 resampling: str, descriptions: tuple[str, ...] = (), regrid: str = "nearest") -> None:
         self.path = Path(path)
         self.stage = temp_name(self.path).with_suffix(".stage.tif")
         self.final_tmp = temp_name(self.path)
         self.resampling = resampling
+        self.native, self.regrid = scene.native, Resampling[regrid]
         self.dataset = rasterio.open(
             self.stage, "w", driver="GTiff", width=scene.width, height=scene.height, count=count, dtype=dtype,
             crs=scene.crs, transform=scene.transform, nodata=nodata, tiled=True, blockxsize=COG_BLOCK,
@@ -75,13 +83,23 @@ class RasterSink:
         """Copy the staged GeoTIFF to a COG (GDAL streams it, building overviews) and rename into place."""
         self.dataset.close()
         try:
-            rasterio.shutil.copy(self.stage, self.final_tmp, driver="COG", COMPRESS="DEFLATE",
-                                 BLOCKSIZE=COG_BLOCK, OVERVIEWS="AUTO", RESAMPLING=self.resampling,
-                                 BIGTIFF="IF_SAFER", NUM_THREADS="ALL_CPUS")
+            with rasterio.open(self.stage) as staged, self._on_scene_grid(staged) as src:
+                rasterio.shutil.copy(src, self.final_tmp, driver="COG", COMPRESS="DEFLATE",
+                                     BLOCKSIZE=COG_BLOCK, OVERVIEWS="AUTO", RESAMPLING=self.resampling,
+                                     BIGTIFF="IF_SAFER", NUM_THREADS="ALL_CPUS")
             os.replace(self.final_tmp, self.path)
         finally:
             self.abort()
         return self.path
+
+    def _on_scene_grid(self, staged: rasterio.DatasetReader) -> WarpedVRT | contextlib.nullcontext:
+        """The staged raster, or a warped VRT of it on the scene's own grid: GDAL resamples it window by window
+        while the COG driver copies it, so no whole raster is ever held in memory (DESIGN invariant 3)."""
+        if self.native is None:
+            return contextlib.nullcontext(staged)
+        return WarpedVRT(staged, crs=staged.crs, transform=self.native.transform, width=self.native.width,
+                         height=self.native.height, resampling=self.regrid, nodata=staged.nodata,
+                         NUM_THREADS="ALL_CPUS")  # nothing else runs at commit time
 
     def abort(self) -> None:
         if not self.dataset.closed:

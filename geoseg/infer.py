@@ -25,7 +25,7 @@ from geoseg.grid import Block, TileSpec, auto_block_size, block_input_span, bloc
 from geoseg.models.bundle import BundleMeta, gsd_mismatch, read_meta, resolve_bundle
 from geoseg.pipeline import InferConfig
 from geoseg.predict import cpu_count, default_batch_size, get_predictor, resolve_device
-from geoseg.scene import SceneInfo, metres_per_unit, normalise, open_scene, read_block
+from geoseg.scene import SceneInfo, at_gsd, metres_per_unit, normalise, open_scene, read_block
 from geoseg.stitch import class_raster, predict_block, tile_cores_valid
 from geoseg.vectorize import BlockVectors, ClassVectors, Reducer, VectorSpec, vectorize_block
 
@@ -105,8 +105,9 @@ def _preload(bundle: str, device: str) -> None:
         pass
 
 
-def check_bundle_fits(scene: SceneInfo, meta: BundleMeta, bundle_name: str) -> None:
-    """Band count and dtype are checked before any compute (errors); the pixel size too (a warning)."""
+def check_bundle_fits(scene: SceneInfo, meta: BundleMeta, bundle_name: str, resample: bool = False) -> None:
+    """Band count and dtype are checked before any compute (errors); the pixel size too (a warning, unless the
+    scene is to be resampled to the model's GSD)."""
     if scene.data_bands != meta.n_bands:
         raise SceneError(f"{scene.path}: has {scene.data_bands} band(s) but model {bundle_name} expects "
                          f"{meta.n_bands} ({', '.join(meta.band_names)}); pick a matching model or select bands "
@@ -115,8 +116,7 @@ def check_bundle_fits(scene: SceneInfo, meta: BundleMeta, bundle_name: str) -> N
         meta.scale_for(np.dtype(scene.dtype))
     except BundleError as err:
         raise SceneError(f"{scene.path}: {err}") from None
-    scene_gsd = metres_per_unit(scene.crs, scene.transform) * math.sqrt(scene.pixel_area)
-    message = gsd_mismatch(scene_gsd, meta, str(scene.path))
+    message = None if resample else gsd_mismatch(scene.gsd_m, meta, str(scene.path))
     if message:
         logging.getLogger("geoseg").warning(message)
 
@@ -132,6 +132,7 @@ class InferSummary:
     seconds: float
     stage_seconds: dict[str, float]
     tiles_run: int
+    resampled: tuple[float, float] | None = None  # (scene GSD, model GSD) in metres when read at the model's
 
     @property
     def mpx_per_s(self) -> float:
@@ -150,7 +151,15 @@ def infer(scene_path: str | Path, out: str | Path | None, config: InferConfig, *
     scene = open_scene(scene_path)
     bundle_path = str(resolve_bundle(config.model).resolve())
     meta = read_meta(bundle_path)
-    check_bundle_fits(scene, meta, config.model or "default")
+    check_bundle_fits(scene, meta, config.model or "default", config.resample)
+    scene_px, resampled = scene.width * scene.height, None
+    if config.resample:  # the whole pipeline runs on the model-GSD grid; raster outputs go back to the scene's
+        file_gsd, scene = scene.gsd_m, at_gsd(scene, meta.gsd)
+        if scene.native is not None:
+            resampled = (file_gsd, scene.gsd_m)
+            logging.getLogger("geoseg").info("%s: resampled from %.3g m to %.3g m (%dx%d -> %dx%d px)", scene.path,
+                                             file_gsd, scene.gsd_m, scene.native.width, scene.native.height,
+                                             scene.width, scene.height)
     batch_size = config.batch_size or default_batch_size(resolve_device(config.device))  # bad --device fails here
     spec = TileSpec(config.tile or meta.tile, meta.halo if config.halo is None else config.halo, meta.stride)
     names = [c.name for c in meta.classes]
@@ -205,8 +214,8 @@ def infer(scene_path: str | Path, out: str | Path | None, config: InferConfig, *
         written = sink.commit()
         stage["finalize"] = time.perf_counter() - t_final
     km2 = valid_px * sink.m_per_px**2 / 1e6
-    return InferSummary(sink.counts, written, scene.width * scene.height / 1e6, km2, time.perf_counter() - start,
-                        dict(stage), tiles_run)
+    return InferSummary(sink.counts, written, scene_px / 1e6, km2, time.perf_counter() - start, dict(stage),
+                        tiles_run, resampled)
 
 
 def vector_spec(scene: SceneInfo, meta: BundleMeta, class_ids: tuple[int, ...], layers: dict[int, str],
@@ -240,11 +249,12 @@ class Outputs:
         out, raster_out, prob_out = self.paths
         try:
             if raster_out:
-                self.classes = RasterSink(raster_out, self.scene, 1, "uint8", CLASS_NODATA, "NEAREST", ("class",))
+                self.classes = RasterSink(raster_out, self.scene, 1, "uint8", CLASS_NODATA, "NEAREST", ("class",),
+                                          regrid="nearest")
                 self.sinks.append(self.classes)
             if prob_out:
                 self.probs = RasterSink(prob_out, self.scene, len(self.names), "float32", PROB_NODATA, "AVERAGE",
-                                        tuple(self.names))
+                                        tuple(self.names), regrid="bilinear")
                 self.sinks.append(self.probs)
             if out:
                 self.vectors = VectorSink(out, self.layer_types, self.scene.crs, styles=layer_styles(self.vspec,

@@ -53,6 +53,7 @@ class InferConfig:
     workers: int | None = None       # default: one per core
     scheduler: str = "threads"
     classes: tuple[str, ...] | None = None   # default: every non-background class
+    resample: bool = False           # read the scene at the model's GSD, write raster outputs on the scene's grid
     post: dict[str, ClassPost] = field(default_factory=lambda: dict(DEFAULT_POST))
 
     def post_for(self, name: str) -> ClassPost:

@@ -47,6 +47,9 @@ def _cluster_opts(values: tuple[str, ...]) -> dict[str, object]:
 @click.option("--workers", type=int, help="Local workers, SLURM jobs or Kubernetes pods (default: one per core).")
 @click.option("--concurrency", type=click.IntRange(min=1), help="Scenes at once (default: workers, at most 4).")
 @click.option("--scheduler", help="threads (default), processes, tcp://HOST:PORT or tls://HOST:PORT.")
+@click.option("--resample", flag_value=True, default=None,
+              help="Read scenes whose pixel size differs from the model's GSD at the model's GSD (bilinear); "
+                   "rasters are written back on each scene's grid.")
 @click.option("--cluster", type=click.Choice(["local", "slurm", "kubernetes"]),
               help="Start a cluster: local processes, SLURM (dask-jobqueue) or Kubernetes (dask-kubernetes).")
 @click.option("--cluster-opt", "cluster_opt", multiple=True, metavar="KEY=VALUE",
@@ -64,8 +67,9 @@ def _cluster_opts(values: tuple[str, ...]) -> dict[str, object]:
 def batch(source: str, out_dir: str, pipeline: str | None, model: str | None, classes: str | None, outputs: str,
           assets: str, tile: int | None, halo: int | None, batch_size: int | None, block_size: int | None,
           device: str | None, workers: int | None, concurrency: int | None, scheduler: str | None,
-          cluster: str | None, cluster_opt: tuple[str, ...], tls_ca_file: str | None, tls_cert: str | None,
-          tls_key: str | None, retry_failed: bool, fail_exit: bool, as_json: bool, verbose: int, quiet: bool) -> None:
+          resample: bool | None, cluster: str | None, cluster_opt: tuple[str, ...], tls_ca_file: str | None,
+          tls_cert: str | None, tls_key: str | None, retry_failed: bool, fail_exit: bool, as_json: bool, verbose: int,
+          quiet: bool) -> None:
     """Segment every scene of INPUT into --out-dir, skipping scenes already done.
 
     INPUT is a folder (searched recursively for .tif/.tiff), a glob (quoted), a text manifest (one path per
@@ -76,7 +80,8 @@ def batch(source: str, out_dir: str, pipeline: str | None, model: str | None, cl
 
     config = load_pipeline(pipeline) if pipeline else InferConfig()
     config = config.replace(model=model, tile=tile, halo=halo, batch_size=batch_size, block_size=block_size,
-                            device=device, classes=tuple(c.strip() for c in classes.split(",")) if classes else None)
+                            device=device, resample=resample,
+                            classes=tuple(c.strip() for c in classes.split(",")) if classes else None)
     spec = ClusterSpec(scheduler=scheduler or config.scheduler, cluster=cluster,
                        workers=workers or config.workers or cpu_count(), options=_cluster_opts(cluster_opt),
                        tls_ca_file=tls_ca_file, tls_cert=tls_cert, tls_key=tls_key)

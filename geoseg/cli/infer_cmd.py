@@ -34,6 +34,9 @@ from geoseg.pipeline import InferConfig, load_pipeline, override_post
 @click.option("--no-holes", "holes", flag_value=False, default=None, help="Fill interior rings of polygons.")
 @click.option("--instance-split/--no-instance-split", default=None,
               help="Separate touching buildings (boundary/distance head, else a watershed) [default: on].")
+@click.option("--resample", flag_value=True, default=None,
+              help="If the scene's pixel size differs from the model's GSD, read it resampled (bilinear) to the "
+                   "model's GSD and write the rasters back on the scene's grid; vectors are in map coordinates.")
 @overwrite_opt
 @verbose_opt
 @quiet_opt
@@ -42,8 +45,8 @@ def infer(scene: str, out: str | None, model: str | None, pipeline: str | None, 
           raster_out: str | None, prob_out: str | None, tile: int | None, halo: int | None, overlap: int | None,
           batch_size: int | None, block_size: int | None, device: str | None, workers: int | None,
           scheduler: str | None, regularize: bool | None, regularize_m: float | None, simplify_m: float | None,
-          min_area_m2: float | None, holes: bool | None, instance_split: bool | None, overwrite: bool, verbose: int,
-          quiet: bool) -> None:
+          min_area_m2: float | None, holes: bool | None, instance_split: bool | None, resample: bool | None,
+          overwrite: bool, verbose: int, quiet: bool) -> None:
     """Segment SCENE (GeoTIFF) into building and road polygons."""
     from geoseg.infer import infer as run
 
@@ -51,7 +54,7 @@ def infer(scene: str, out: str | None, model: str | None, pipeline: str | None, 
     if overlap is not None and halo is None:
         halo = overlap // 2
     config = config.replace(model=model, tile=tile, halo=halo, batch_size=batch_size, block_size=block_size,
-                            device=device, workers=workers, scheduler=scheduler,
+                            device=device, workers=workers, scheduler=scheduler, resample=resample,
                             classes=tuple(c.strip() for c in classes.split(",")) if classes else None)
     config = override_post(config, regularize=regularize, regularize_m=regularize_m, simplify_m=simplify_m,
                            min_area_m2=min_area_m2, holes=holes, instance_split=instance_split)
@@ -60,5 +63,7 @@ def infer(scene: str, out: str | None, model: str | None, pipeline: str | None, 
                       verbose=verbose > 0, progress=progress)
     if not quiet:
         objects = ", ".join(f"{n} {layer}" for layer, n in summary.objects.items())
+        if summary.resampled:
+            objects += "; resampled from {:.3g} m to {:.3g} m".format(*summary.resampled)
         click.echo(f"{objects}; {summary.valid_km2:.3f} km² covered; {summary.seconds:.1f} s, "
                    f"{summary.mpx_per_s:.2f} Mpx/s -> {', '.join(summary.outputs)}", err=True)

@@ -105,8 +105,8 @@ def gsd_mismatch(scene_gsd: float, meta: BundleMeta, scene_name: str) -> str | N
     if meta.gsd <= 0 or scene_gsd <= 0 or abs(scene_gsd / meta.gsd - 1) <= GSD_TOLERANCE:
         return None
     return (f"{scene_name}: pixel size {scene_gsd:.3g} m is {scene_gsd / meta.gsd:.2f}x the model's GSD "
-            f"({meta.gsd:g} m); results may be poor: resample the scene (gdalwarp -tr {meta.gsd:g} {meta.gsd:g}) "
-            "or use a model trained at this resolution")
+            f"({meta.gsd:g} m); results may be poor: pass --resample to read it at the model's GSD, resample the "
+            f"scene (gdalwarp -tr {meta.gsd:g} {meta.gsd:g}) or use a model trained at this resolution")
 
 
 @dataclass
