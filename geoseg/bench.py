@@ -92,5 +92,6 @@ def bench_infer(size: int, config: InferConfig, folder: Path | None = None, vect
         "cpu_efficiency": round(model_cpu / e2e_cpu, 3) if model_s else None,
         "peak_rss_mb": round(rss["self"], 1), "peak_rss_children_mb": round(rss["children"], 1),
         "stage_s": {k: round(v, 2) for k, v in summary.stage_seconds.items()},
+        "stage_cpu_s": {k: round(v, 2) for k, v in summary.stage_cpu_seconds.items()},
         "objects": summary.objects,
     }

@@ -56,18 +56,19 @@ class BlockResult:
     tiles_run: int
     valid_px: int
     seconds: dict[str, float] = field(default_factory=dict)
+    cpu_seconds: dict[str, float] = field(default_factory=dict)  # the worker thread's CPU per stage
 
 
 def run_block(job: BlockJob) -> BlockResult:
     """Read a block with its halo, predict its tiles in batches, stitch the cores, polygonise."""
-    clock = time.perf_counter
-    t_load = clock()
+    clock, cpu = time.perf_counter, time.thread_time
+    t_load, c_load = clock(), cpu()
     pred = get_predictor(job.bundle, job.device)
-    t0 = clock()
+    t0, c0 = clock(), cpu()
     meta = pred.bundle.meta
     r0, r1, c0, c1 = block_input_span(job.block, job.spec)
     data, valid = read_block(job.scene, meta.band_indexes, (r0, r1), (c0, c1))
-    t1 = clock()
+    t1, c1 = clock(), cpu()
     ran = tile_cores_valid(valid, job.block, job.spec)
     scale, t = meta.scale_for(data.dtype), job.spec.tile
 
@@ -76,7 +77,7 @@ def run_block(job: BlockJob) -> BlockResult:
 
     probs = predict_block(lambda x: pred.predict(x, job.batch_size), tile_input, ran, job.block, job.spec,
                           meta.n_outputs, job.batch_size, PROB_NODATA)
-    t2 = clock()
+    t2, c2 = clock(), cpu()
     heads = {name: probs[sl] for name, sl in meta.head_slices().items()}
     probs = probs[:len(meta.classes)]
     h, w = probs.shape[1:]
@@ -85,16 +86,18 @@ def run_block(job: BlockJob) -> BlockResult:
     if not own.all():
         classes[~own] = CLASS_NODATA
         probs[:, ~own] = PROB_NODATA
-    t3 = clock()
+    t3, c3 = clock(), cpu()
     win = job.block.window
     vectors = None
     if job.vectors is not None:  # heads (boundary, distance...) feed the instance split, then stay here
         vectors = vectorize_block(classes, probs, heads, own, job.block.index, int(win.row_off), int(win.col_off),
                                   job.vectors)
-    t4 = clock()
+    t4, c4 = clock(), cpu()
     return BlockResult(job.block, classes, probs if job.want_probs else None, vectors, int(ran.sum()), int(own.sum()),
                        {"load": t0 - t_load, "read": t1 - t0, "predict": t2 - t1, "stitch": t3 - t2,
-                        "vectorize": t4 - t3})
+                        "vectorize": t4 - t3},
+                       {"load": c0 - c_load, "read": c1 - c0, "predict": c2 - c1, "stitch": c3 - c2,
+                        "vectorize": c4 - c3})
 
 
 def _preload(bundle: str, device: str) -> None:
@@ -133,6 +136,9 @@ class InferSummary:
     stage_seconds: dict[str, float]
     tiles_run: int
     resampled: tuple[float, float] | None = None  # (scene GSD, model GSD) in metres when read at the model's
+    # CPU seconds per stage: worker threads' block stages, this thread's writing and finishing (robust to a busy
+    # machine, where the wall-clock stages are not)
+    stage_cpu_seconds: dict[str, float] = field(default_factory=dict)
 
     @property
     def mpx_per_s(self) -> float:
@@ -186,6 +192,7 @@ def infer(scene_path: str | Path, out: str | Path | None, config: InferConfig, *
     jobs = (BlockJob(scene, b, spec, bundle_path, config.device, batch_size, vspec, bool(prob_out))
             for b in blocks)
     stage: dict[str, float] = defaultdict(float)
+    stage_cpu: dict[str, float] = defaultdict(float)
     tiles_run = valid_px = done_px = 0
     with catch_interrupts() as interrupted, Outputs(scene, meta, vspec, out, raster_out, prob_out) as sink:
         stage["setup"] = time.perf_counter() - start
@@ -197,25 +204,29 @@ def infer(scene_path: str | Path, out: str | Path | None, config: InferConfig, *
             for res in stream(client, run_block, jobs, inflight=2 * workers, resources=resources):
                 if interrupted.is_set():  # a Ctrl-C that Python swallowed still stops the run here
                     raise KeyboardInterrupt
-                t_write = time.perf_counter()
+                t_write, c_write = time.perf_counter(), time.thread_time()
                 sink.add(res)
                 for name, sec in res.seconds.items():
                     stage[name] += sec
+                for name, sec in res.cpu_seconds.items():
+                    stage_cpu[name] += sec
                 tiles_run += res.tiles_run
                 valid_px += res.valid_px
                 done_px += int(res.block.window.width * res.block.window.height)
                 stage["write"] += time.perf_counter() - t_write
+                stage_cpu["write"] += time.thread_time() - c_write
                 if progress:
                     progress(done_px, scene.width * scene.height)
-        t_final = time.perf_counter()
+        t_final, c_final = time.perf_counter(), time.thread_time()
         sink.finish()
         if interrupted.is_set():
             raise KeyboardInterrupt
         written = sink.commit()
         stage["finalize"] = time.perf_counter() - t_final
+        stage_cpu["finalize"] = time.thread_time() - c_final
     km2 = valid_px * sink.m_per_px**2 / 1e6
     return InferSummary(sink.counts, written, scene_px / 1e6, km2, time.perf_counter() - start, dict(stage),
-                        tiles_run, resampled)
+                        tiles_run, resampled, dict(stage_cpu))
 
 
 def vector_spec(scene: SceneInfo, meta: BundleMeta, class_ids: tuple[int, ...], layers: dict[int, str],
