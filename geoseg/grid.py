@@ -57,12 +57,17 @@ def block_side(block_size: int, spec: TileSpec) -> int:
     return max(1, math.ceil(block_size / spec.core)) * spec.core
 
 
-def auto_block_size(height: int, width: int, spec: TileSpec, workers: int, cap: int = 1536) -> int:
-    """The largest block (whole cores, at most ``cap``) that still gives every worker several blocks.
+def auto_block_size(height: int, width: int, spec: TileSpec, workers: int, batch_size: int = 1,
+                    target: int = 1024) -> int:
+    """Blocks of whole tile cores: about ``target`` px on a side, but at least one full batch of tiles (a GPU
+    batch of 16 needs 4x4 tiles per block), and small enough that every worker still gets several blocks.
 
-    Small scenes then still keep all workers busy; outputs do not depend on the choice (invariant 1).
+    The side does not grow with the scene, so neither does a block's working memory: with 1408 px blocks at
+    16384² against 704 px at 4096², peak RSS grew by 11 %; with the same side for both, by 1 %. Outputs do not
+    depend on the choice (invariant 1).
     """
-    side = block_side(cap, spec)
+    per_side = max(1, math.ceil(math.sqrt(batch_size)), target // spec.core)
+    side = per_side * spec.core
     while side > spec.core and math.ceil(height / side) * math.ceil(width / side) < 8 * workers:
         side -= spec.core
     return side

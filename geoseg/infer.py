@@ -182,7 +182,7 @@ def infer(scene_path: str | Path, out: str | Path | None, config: InferConfig, *
         check_output(p, overwrite)
 
     workers = config.workers or cpu_count()
-    block_size = config.block_size or auto_block_size(scene.height, scene.width, spec, workers)
+    block_size = config.block_size or auto_block_size(scene.height, scene.width, spec, workers, batch_size)
     # the largest blocks first, so the last tasks are small and workers finish together
     blocks = sorted(make_blocks(scene.height, scene.width, spec, block_size), key=lambda b: -b.n_tiles)
     layers = {k: meta.classes[k].layer or f"{meta.classes[k].name}s" for k in class_ids}

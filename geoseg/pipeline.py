@@ -47,7 +47,7 @@ class InferConfig:
     model: str | None = None
     tile: int | None = None          # default: the bundle's
     halo: int | None = None          # default: the bundle's recommended halo
-    block_size: int | None = None    # default: auto, up to 1536 px, several blocks per worker
+    block_size: int | None = None    # default: auto, ~1024 px (a batch of tiles), several per worker
     batch_size: int | None = None    # default: 1 on CPU, 16 on CUDA
     device: str = "auto"
     workers: int | None = None       # default: one per core
