@@ -62,13 +62,13 @@ class BlockResult:
 def run_block(job: BlockJob) -> BlockResult:
     """Read a block with its halo, predict its tiles in batches, stitch the cores, polygonise."""
     clock, cpu = time.perf_counter, time.thread_time
-    t_load, c_load = clock(), cpu()
+    t_load, u_load = clock(), cpu()
     pred = get_predictor(job.bundle, job.device)
-    t0, c0 = clock(), cpu()
+    t0, u0 = clock(), cpu()
     meta = pred.bundle.meta
     r0, r1, c0, c1 = block_input_span(job.block, job.spec)
     data, valid = read_block(job.scene, meta.band_indexes, (r0, r1), (c0, c1))
-    t1, c1 = clock(), cpu()
+    t1, u1 = clock(), cpu()
     ran = tile_cores_valid(valid, job.block, job.spec)
     scale, t = meta.scale_for(data.dtype), job.spec.tile
 
@@ -77,7 +77,7 @@ def run_block(job: BlockJob) -> BlockResult:
 
     probs = predict_block(lambda x: pred.predict(x, job.batch_size), tile_input, ran, job.block, job.spec,
                           meta.n_outputs, job.batch_size, PROB_NODATA)
-    t2, c2 = clock(), cpu()
+    t2, u2 = clock(), cpu()
     heads = {name: probs[sl] for name, sl in meta.head_slices().items()}
     probs = probs[:len(meta.classes)]
     h, w = probs.shape[1:]
@@ -86,18 +86,18 @@ def run_block(job: BlockJob) -> BlockResult:
     if not own.all():
         classes[~own] = CLASS_NODATA
         probs[:, ~own] = PROB_NODATA
-    t3, c3 = clock(), cpu()
+    t3, u3 = clock(), cpu()
     win = job.block.window
     vectors = None
     if job.vectors is not None:  # heads (boundary, distance...) feed the instance split, then stay here
         vectors = vectorize_block(classes, probs, heads, own, job.block.index, int(win.row_off), int(win.col_off),
                                   job.vectors)
-    t4, c4 = clock(), cpu()
+    t4, u4 = clock(), cpu()
     return BlockResult(job.block, classes, probs if job.want_probs else None, vectors, int(ran.sum()), int(own.sum()),
                        {"load": t0 - t_load, "read": t1 - t0, "predict": t2 - t1, "stitch": t3 - t2,
                         "vectorize": t4 - t3},
-                       {"load": c0 - c_load, "read": c1 - c0, "predict": c2 - c1, "stitch": c3 - c2,
-                        "vectorize": c4 - c3})
+                       {"load": u0 - u_load, "read": u1 - u0, "predict": u2 - u1, "stitch": u3 - u2,
+                        "vectorize": u4 - u3})
 
 
 def _preload(bundle: str, device: str) -> None:
