@@ -10,6 +10,7 @@ global grid: cells (with their margin) inside the block are finished here, the o
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
@@ -19,6 +20,7 @@ from geoseg.vectorize.centerlines import centerlines
 from geoseg.vectorize.instances import ObjectCrop, crop_object, split_instances
 from geoseg.vectorize.options import CELL_MARGIN, ClassVectors, VectorSpec
 from geoseg.vectorize.polygons import anchors, label_polygons, line_frame, polygon_frame
+from geoseg.vectorize.spill import SPILL_MIN_BYTES, Spill
 
 TOP, BOTTOM, LEFT, RIGHT = range(4)
 OPPOSITE = {TOP: BOTTOM, BOTTOM: TOP, LEFT: RIGHT, RIGHT: LEFT}
@@ -36,7 +38,8 @@ class Fragment:
 @dataclass
 class CellPart:
     """A block's share of a network cell (with margin), packed small because it waits on the frontier of done
-    blocks: mask as bits, probabilities (float16) only at mask pixels; nothing at all if it has no pixel."""
+    blocks: mask as bits, probabilities (float16) only at mask pixels; nothing at all if it has no pixel. While
+    it waits, the reduction may :meth:`park` the arrays on disk."""
 
     cell: tuple[int, int]
     row0: int
@@ -44,6 +47,7 @@ class CellPart:
     shape: tuple[int, int] = (0, 0)
     bits: np.ndarray | None = None
     values: np.ndarray | None = None
+    stored: Path | None = None
 
     @classmethod
     def pack(cls, cell: tuple[int, int], row0: int, col0: int, mask: np.ndarray, prob: np.ndarray) -> "CellPart":
@@ -51,7 +55,19 @@ class CellPart:
             return cls(cell, row0, col0)
         return cls(cell, row0, col0, mask.shape, np.packbits(mask), prob[mask].astype(np.float16))
 
-    def unpack(self) -> tuple[np.ndarray, np.ndarray]:
+    @property
+    def empty(self) -> bool:
+        return self.bits is None and self.stored is None
+
+    def park(self, spill: Spill) -> None:
+        if self.bits is not None and self.bits.nbytes + self.values.nbytes >= SPILL_MIN_BYTES:
+            self.stored = spill.put({"bits": self.bits, "values": self.values})
+            self.bits = self.values = None
+
+    def unpack(self, spill: Spill | None = None) -> tuple[np.ndarray, np.ndarray]:
+        if self.stored is not None:
+            arrays = spill.take(self.stored)
+            self.bits, self.values, self.stored = arrays["bits"], arrays["values"], None
         mask = np.unpackbits(self.bits, count=self.shape[0] * self.shape[1]).reshape(self.shape).astype(bool)
         prob = np.zeros(self.shape, np.float32)
         prob[mask] = self.values
