@@ -17,7 +17,7 @@ import numpy as np
 from scipy import ndimage
 
 from geoseg.vectorize.centerlines import centerlines
-from geoseg.vectorize.instances import ObjectCrop, crop_object, split_instances
+from geoseg.vectorize.instances import ObjectCrop, crop_object, pad1, split_instances
 from geoseg.vectorize.options import CELL_MARGIN, ClassVectors, VectorSpec
 from geoseg.vectorize.polygons import anchors, label_polygons, line_frame, polygon_frame
 from geoseg.vectorize.spill import SPILL_MIN_BYTES, Spill
@@ -93,8 +93,8 @@ def instance_labels(crop: ObjectCrop, opts: ClassVectors, vs: VectorSpec) -> np.
     """Instance labels of one whole object on its crop (1..n), split if the class asks for it."""
     if not opts.split:
         return crop.mask.astype(np.int32)
-    p = crop.padded()
-    return split_instances(p.mask, p.heads, opts.post.split_depth_m / vs.m_per_px)[1:-1, 1:-1]
+    heads = {k: pad1(v) for k, v in crop.heads.items()}
+    return split_instances(pad1(crop.mask), heads, opts.post.split_depth_m / vs.m_per_px)[1:-1, 1:-1]
 
 
 def labels_frame(labels: np.ndarray, prob: np.ndarray, row0: int, col0: int, opts: ClassVectors,

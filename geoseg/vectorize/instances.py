@@ -73,8 +73,15 @@ class ObjectCrop:
 
     def padded(self) -> "ObjectCrop":
         """The same crop with one pixel of background around it."""
-        return ObjectCrop(self.row0 - 1, self.col0 - 1, np.pad(self.mask, 1), np.pad(self.prob, 1),
-                          {k: np.pad(v, 1) for k, v in self.heads.items()})
+        return ObjectCrop(self.row0 - 1, self.col0 - 1, pad1(self.mask), pad1(self.prob),
+                          {k: pad1(v) for k, v in self.heads.items()})
+
+
+def pad1(a: np.ndarray) -> np.ndarray:
+    """``np.pad(a, 1)`` of a 2-D array without its generic machinery (a tenth of the cost per small crop)."""
+    out = np.zeros((a.shape[0] + 2, a.shape[1] + 2), a.dtype)
+    out[1:-1, 1:-1] = a
+    return out
 
 
 def crop_object(labels: np.ndarray, value: int, sl: tuple[slice, slice], prob: np.ndarray,
