@@ -105,10 +105,11 @@ def labels_frame(labels: np.ndarray, prob: np.ndarray, row0: int, col0: int, opt
         return polygon_frame(np.empty(0, np.int64), np.empty(0, object), np.empty(0), np.empty(0), opts.name,
                              opts, vs)
     polys = label_polygons(labels, row0, col0)
-    flat = labels.ravel()
-    n_px = np.bincount(flat, minlength=n + 1)[1:]
-    prob_sum = np.bincount(flat, weights=prob.ravel().astype(np.float64), minlength=n + 1)[1:]
-    ids = anchors(labels, n, row0, col0, vs.scene_shape[1])
+    at = np.flatnonzero(labels)  # object pixels only: most of a block is background
+    vals = labels.ravel()[at]
+    n_px = np.bincount(vals, minlength=n + 1)[1:]
+    prob_sum = np.bincount(vals, weights=prob.ravel()[at].astype(np.float64), minlength=n + 1)[1:]
+    ids = anchors(at, vals, labels.shape[1], n, row0, col0, vs.scene_shape[1])
     present = np.array(sorted(polys))
     geoms = np.array([polys[v] for v in present], dtype=object)
     return polygon_frame(ids[present - 1], geoms, n_px[present - 1], prob_sum[present - 1], opts.name, opts, vs)

@@ -65,19 +65,17 @@ def label_polygons(labels: np.ndarray, row0: int, col0: int) -> dict[int, shapel
     return out
 
 
-def anchors(labels: np.ndarray, n: int, row0: int, col0: int, scene_width: int) -> np.ndarray:
+def anchors(at: np.ndarray, vals: np.ndarray, width: int, n: int, row0: int, col0: int,
+            scene_width: int) -> np.ndarray:
     """Stable id of each label 1..n: the global raster index of its first pixel in row-major order.
 
-    It depends only on where the object is, never on the block that found it (identical for any block size).
+    ``at`` are the flat indices of a label raster's positive pixels (ascending), ``vals`` their labels, ``width``
+    its width. The id depends only on where the object is, never on the block that found it (identical for any
+    block size).
     """
-    flat = labels.ravel()
-    order = np.flatnonzero(flat)
-    first = np.full(n + 1, -1, np.int64)
-    vals = flat[order]
-    # the first occurrence of each value in row-major order
-    uniq, idx = np.unique(vals, return_index=True)
-    first[uniq] = order[idx]
-    r, c = np.divmod(first[1:], labels.shape[1])
+    first = np.full(n + 1, np.iinfo(np.int64).max, np.int64)
+    np.minimum.at(first, vals, at)  # the first occurrence of each value in row-major order
+    r, c = np.divmod(first[1:], width)
     return (row0 + r) * scene_width + (col0 + c)
 
 
