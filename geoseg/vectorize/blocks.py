@@ -97,13 +97,13 @@ def instance_labels(crop: ObjectCrop, opts: ClassVectors, vs: VectorSpec) -> np.
     return split_instances(pad1(crop.mask), heads, opts.post.split_depth_m / vs.m_per_px)[1:-1, 1:-1]
 
 
-def labels_frame(labels: np.ndarray, prob: np.ndarray, row0: int, col0: int, opts: ClassVectors,
-                 vs: VectorSpec) -> gpd.GeoDataFrame:
-    """Polygons of every positive label of a raster at global ``(row0, col0)``, with their attributes."""
+def label_rows(labels: np.ndarray, prob: np.ndarray, row0: int, col0: int, vs: VectorSpec
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``(ids, pixel polygons, pixel counts, probability sums)`` of every positive label of a raster at global
+    ``(row0, col0)``: the rows :func:`polygon_frame` turns into features."""
     n = int(labels.max()) if labels.size else 0
     if n == 0:
-        return polygon_frame(np.empty(0, np.int64), np.empty(0, object), np.empty(0), np.empty(0), opts.name,
-                             opts, vs)
+        return np.empty(0, np.int64), np.empty(0, object), np.empty(0, np.int64), np.empty(0)
     polys = label_polygons(labels, row0, col0)
     at = np.flatnonzero(labels)  # object pixels only: most of a block is background
     vals = labels.ravel()[at]
@@ -112,7 +112,13 @@ def labels_frame(labels: np.ndarray, prob: np.ndarray, row0: int, col0: int, opt
     ids = anchors(at, vals, labels.shape[1], n, row0, col0, vs.scene_shape[1])
     present = np.array(sorted(polys))
     geoms = np.array([polys[v] for v in present], dtype=object)
-    return polygon_frame(ids[present - 1], geoms, n_px[present - 1], prob_sum[present - 1], opts.name, opts, vs)
+    return ids[present - 1], geoms, n_px[present - 1], prob_sum[present - 1]
+
+
+def labels_frame(labels: np.ndarray, prob: np.ndarray, row0: int, col0: int, opts: ClassVectors,
+                 vs: VectorSpec) -> gpd.GeoDataFrame:
+    """Polygons of every positive label of a raster at global ``(row0, col0)``, with their attributes."""
+    return polygon_frame(*label_rows(labels, prob, row0, col0, vs), opts.name, opts, vs)
 
 
 def objects_frame(crops: list[ObjectCrop], shape: tuple[int, int], row0: int, col0: int, opts: ClassVectors,
@@ -129,6 +135,13 @@ def objects_frame(crops: list[ObjectCrop], shape: tuple[int, int], row0: int, co
         prob[view] = np.where(crop.mask, crop.prob, prob[view])
         next_id += int(labels.max())
     return labels_frame(inst, prob, row0, col0, opts, vs)
+
+
+def groups_frame(crops: list[ObjectCrop], opts: ClassVectors, vs: VectorSpec) -> gpd.GeoDataFrame:
+    """Whole objects far apart (groups the reduction assembled), each split and traced on its own crop, in one
+    frame: the per-frame cost is paid once per batch, not once per object."""
+    rows = [label_rows(instance_labels(c, opts, vs), c.prob, c.row0, c.col0, vs) for c in crops]
+    return polygon_frame(*(np.concatenate([r[i] for r in rows]) for i in range(4)), opts.name, opts, vs)
 
 
 def cell_box(cell: tuple[int, int], size: int, vs: VectorSpec, margin: int = 0) -> tuple[int, int, int, int]:

@@ -19,8 +19,8 @@ from typing import Iterator
 import geopandas as gpd
 import numpy as np
 
-from geoseg.vectorize.blocks import (OPPOSITE, STEP, BlockVectors, CellPart, Fragment, cell_box, network_frames,
-                                     objects_frame)
+from geoseg.vectorize.blocks import (OPPOSITE, STEP, BlockVectors, CellPart, Fragment, cell_box, groups_frame,
+                                     network_frames)
 from geoseg.vectorize.instances import ObjectCrop
 from geoseg.vectorize.options import CELL_MARGIN, ClassVectors, VectorSpec
 from geoseg.vectorize.spill import SPILL_MIN_BYTES, Spill, nbytes
@@ -97,9 +97,9 @@ class _Objects:
             for g in self.waiters.pop(_edge(block, nb), ()):  # the neighbour's objects no longer wait for us
                 self.waiting[self.find(g)].discard(_edge(block, nb))
                 affected.add(g)
-        for root in {self.find(g) for g in affected}:
-            if not self.waiting[root]:
-                yield self.finish(root)
+        done = [self.finish(root) for root in sorted({self.find(g) for g in affected}) if not self.waiting[root]]
+        if done:  # one frame for all groups this block completes
+            yield groups_frame(done, self.opts, self.vs)
 
     def keep(self, g: int, crop: ObjectCrop) -> None:
         arrays = {"mask": crop.mask, "prob": crop.prob, **{f"head_{k}": v for k, v in crop.heads.items()}}
@@ -116,8 +116,8 @@ class _Objects:
         return ObjectCrop(row0, col0, arrays.pop("mask"), arrays.pop("prob"),
                           {k.removeprefix("head_"): v for k, v in arrays.items()})
 
-    def finish(self, root: int) -> gpd.GeoDataFrame:
-        """Assemble a complete group on one crop and split/trace it like a whole object in one block."""
+    def finish(self, root: int) -> ObjectCrop:
+        """Assemble a complete group on one crop, to be split/traced like a whole object in one block."""
         members = self.members.pop(root)
         crops = [self.crop(g) for g in members]
         for g in members:  # finished for good: no strip or waiter refers to it any more
@@ -136,8 +136,7 @@ class _Objects:
             prob[view] += c.prob
             for k, v in c.heads.items():
                 heads[k][view] += v
-        whole = ObjectCrop(r0, c0, mask, prob, heads)
-        return objects_frame([whole], mask.shape, r0, c0, self.opts, self.vs)
+        return ObjectCrop(r0, c0, mask, prob, heads)
 
     def __len__(self) -> int:
         return len(self.frags) + len(self.parked)
