@@ -17,7 +17,7 @@ import numpy as np
 from scipy import ndimage
 
 from geoseg.vectorize.centerlines import centerlines
-from geoseg.vectorize.instances import ObjectCrop, crop_object, pad1, split_instances
+from geoseg.vectorize.instances import ObjectCrop, crop_object, pad1, split_instances, unsplittable
 from geoseg.vectorize.options import CELL_MARGIN, ClassVectors, VectorSpec
 from geoseg.vectorize.polygons import anchors, label_polygons, line_frame, polygon_frame
 from geoseg.vectorize.spill import SPILL_MIN_BYTES, Spill
@@ -91,7 +91,7 @@ class BlockVectors:
 
 def instance_labels(crop: ObjectCrop, opts: ClassVectors, vs: VectorSpec) -> np.ndarray:
     """Instance labels of one whole object on its crop (1..n), split if the class asks for it."""
-    if not opts.split:
+    if not opts.split or crop.whole:
         return crop.mask.astype(np.int32)
     heads = {k: pad1(v) for k, v in crop.heads.items()}
     return split_instances(pad1(crop.mask), heads, opts.post.split_depth_m / vs.m_per_px)[1:-1, 1:-1]
@@ -190,12 +190,14 @@ def vectorize_block(classes: np.ndarray, probs: np.ndarray, heads: dict[str, np.
         is_open = touched.any(axis=0)
         closed, frags = [], []
         local = np.full(n + 1, -1, np.int64)
+        whole = unsplittable(mask, labels, n, heads0) if opts.split else np.zeros(n + 1, bool)
         for value, sl in enumerate(ndimage.find_objects(labels), start=1):
             crop = crop_object(labels, value, sl, probs[opts.k], heads0, row0, col0)
             if is_open[value]:
                 local[value] = len(frags)
                 frags.append(Fragment(crop, tuple(int(s) for s in np.flatnonzero(touched[:, value]))))
             else:
+                crop.whole = bool(whole[value])
                 closed.append(crop)
         out.add_frame(opts.layer, objects_frame(closed, (h, w), row0, col0, opts, vs))
         if frags:
