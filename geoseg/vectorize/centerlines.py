@@ -113,15 +113,29 @@ def _trace(skel: np.ndarray) -> tuple[np.ndarray, np.ndarray, PixelGraph]:
     return flat, offsets, graph
 
 
-def _chaikin(xy: np.ndarray, rounds: int = 2) -> np.ndarray:
-    """Corner cutting that keeps both end points (so lines still meet at junctions and cell edges)."""
+def _chaikin(xy: np.ndarray, offsets: np.ndarray, rounds: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    """Corner cutting that keeps both end points (so lines still meet at junctions and cell edges), on many
+    lines at once: points ``xy`` with line ``i`` at ``offsets[i]:offsets[i + 1]``. A line of ``n >= 3`` points
+    becomes ``[p0, r0, q1, r1, ..., q(n-2), p(n-1)]`` with ``q, r`` at 1/4 and 3/4 of each segment; shorter
+    lines stay as they are."""
     for _ in range(rounds):
-        if len(xy) < 3:
-            return xy
-        q = 0.75 * xy[:-1] + 0.25 * xy[1:]
-        r = 0.25 * xy[:-1] + 0.75 * xy[1:]
-        xy = np.vstack([xy[:1], np.column_stack([q, r]).reshape(-1, 2)[1:-1], xy[-1:]])
-    return xy
+        n = np.diff(offsets)
+        grow = n >= 3
+        new = np.concatenate([[0], np.cumsum(np.where(grow, 2 * n - 2, n))])
+        line = np.repeat(np.arange(len(n)), n)
+        k = np.arange(len(xy)) - offsets[line]  # index within its line
+        out = np.empty((new[-1], 2))
+        pair = (line[:-1] == line[1:]) & grow[line[:-1]]
+        slot = new[line[:-1][pair]] + 2 * k[:-1][pair]
+        a, b = xy[:-1][pair], xy[1:][pair]
+        out[slot] = 0.75 * a + 0.25 * b
+        out[slot + 1] = 0.25 * a + 0.75 * b
+        out[new[:-1][grow]] = xy[offsets[:-1][grow]]
+        out[new[1:][grow] - 1] = xy[offsets[1:][grow] - 1]
+        same = ~grow[line]
+        out[new[line[same]] + k[same]] = xy[same]
+        xy, offsets = out, new
+    return xy, offsets
 
 
 def _simplify(lines: np.ndarray, tolerance: float) -> np.ndarray:
@@ -180,18 +194,21 @@ def centerlines(mask: np.ndarray, prob: np.ndarray, row0: int, col0: int, cell: 
     dist = np.minimum(cv2.distanceTransform(mask.astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE), h + w)
     widths = 2.0 * _run_means(dist[r, c], s_run, e_run)
     scores = _run_means(prob[r, c], s_run, e_run)
-    start_of, end_of = head[pid[s_run]], tail[pid[s_run]] + 1
-    coords, parts = [], []
-    for i, (s, e) in enumerate(zip(s_run.tolist(), e_run.tolist())):
-        seg = xy[s:e]
-        if s > start_of[i]:
-            seg = np.vstack([(xy[s - 1] + xy[s]) / 2, seg])
-        if e < end_of[i]:
-            seg = np.vstack([seg, (xy[e - 1] + xy[e]) / 2])
-        seg = _chaikin(seg) if len(seg) > 1 else np.vstack([seg, seg])  # (a lone point: dropped below)
-        coords.append(seg)
-        parts.append(np.full(len(seg), i))
-    lines = shapely.linestrings(np.concatenate(coords) + (col0, row0), indices=np.concatenate(parts))
+    # each run as a line: its pixels, plus the midpoints with the outside neighbours at either end
+    pre, post = s_run > head[pid[s_run]], e_run < tail[pid[s_run]] + 1
+    n_run = e_run - s_run
+    size = n_run + pre + post
+    lone = size == 1  # (a lone point: doubled, then dropped as a zero-length line below)
+    offsets = np.concatenate([[0], np.cumsum(size + lone)])
+    run = np.repeat(np.arange(len(n_run)), n_run)
+    k = np.arange(len(run)) - np.repeat(np.cumsum(n_run) - n_run, n_run)
+    pts = np.empty((offsets[-1], 2))
+    pts[offsets[run] + pre[run] + k] = xy[s_run[run] + k]
+    pts[offsets[:-1][pre]] = (xy[s_run[pre] - 1] + xy[s_run[pre]]) / 2
+    pts[offsets[1:][post] - 1] = (xy[e_run[post] - 1] + xy[e_run[post]]) / 2
+    pts[offsets[1:][lone] - 1] = pts[offsets[:-1][lone]]
+    pts, offsets = _chaikin(pts, offsets)
+    lines = shapely.linestrings(pts + (col0, row0), indices=np.repeat(np.arange(len(n_run)), np.diff(offsets)))
     lines = _simplify(lines, smooth_px)
     ok = shapely.length(lines) > 0
     if not ok.any():
