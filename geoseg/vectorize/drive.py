@@ -57,6 +57,7 @@ def vectorize_source(source: BlockSource, vs: VectorSpec, order: Iterable[int] |
             vectors = vectorize_block(classes, probs, heads, classes != NODATA, index, r0, c0, vs)
             del classes, probs, heads  # not held while the reduction finishes cells
             yield from reducer.add(vectors)
+            del vectors
         if reducer.pending():
             raise RuntimeError(f"vector reduction left {reducer.pending()} fragment(s) unfinished")
     finally:
