@@ -20,7 +20,7 @@ from geoseg.vectorize.centerlines import centerlines
 from geoseg.vectorize.instances import ObjectCrop, crop_object, pad1, split_instances, unsplittable
 from geoseg.vectorize.options import CELL_MARGIN, ClassVectors, VectorSpec
 from geoseg.vectorize.polygons import anchors, label_polygons, line_frame, polygon_frame
-from geoseg.vectorize.spill import SPILL_MIN_BYTES, Spill
+from geoseg.vectorize.spill import Spill
 
 TOP, BOTTOM, LEFT, RIGHT = range(4)
 OPPOSITE = {TOP: BOTTOM, BOTTOM: TOP, LEFT: RIGHT, RIGHT: LEFT}
@@ -60,9 +60,10 @@ class CellPart:
         return self.bits is None and self.stored is None
 
     def park(self, spill: Spill) -> None:
-        if self.bits is not None and self.bits.nbytes + self.values.nbytes >= SPILL_MIN_BYTES:
-            self.stored = spill.put({"bits": self.bits, "values": self.values})
-            self.bits = self.values = None
+        if self.bits is not None:
+            self.stored = spill.park({"bits": self.bits, "values": self.values})
+            if self.stored is not None:
+                self.bits = self.values = None
 
     def unpack(self, spill: Spill | None = None) -> tuple[np.ndarray, np.ndarray]:
         if self.stored is not None:

@@ -25,7 +25,7 @@ from geoseg.vectorize.blocks import (OPPOSITE, STEP, BlockVectors, CellPart, Fra
                                      network_frames)
 from geoseg.vectorize.instances import ObjectCrop
 from geoseg.vectorize.options import CELL_MARGIN, ClassVectors, VectorSpec
-from geoseg.vectorize.spill import SPILL_MIN_BYTES, Spill, nbytes
+from geoseg.vectorize.spill import SPILL_MIN_BYTES, Spill
 
 Edge = tuple[tuple[int, int], tuple[int, int]]
 
@@ -105,8 +105,9 @@ class _Objects:
 
     def keep(self, g: int, crop: ObjectCrop) -> None:
         arrays = {"mask": crop.mask, "prob": crop.prob, **{f"head_{k}": v for k, v in crop.heads.items()}}
-        if nbytes(arrays) >= SPILL_MIN_BYTES:
-            self.parked[g] = (self.spill.put(arrays), crop.row0, crop.col0)
+        path = self.spill.park(arrays)
+        if path is not None:
+            self.parked[g] = (path, crop.row0, crop.col0)
         else:
             self.frags[g] = crop
 
@@ -208,9 +209,10 @@ def trim_heap() -> None:
 class Reducer:
     """Feeds block results in, yields ``(layer, frame)`` pairs as soon as they are final."""
 
-    def __init__(self, vs: VectorSpec, spill_folder: str | os.PathLike[str] | None = None) -> None:
+    def __init__(self, vs: VectorSpec, spill_folder: str | os.PathLike[str] | None = None,
+                 spill_min_bytes: int = SPILL_MIN_BYTES) -> None:
         self.vs = vs
-        self.spill = Spill(spill_folder)
+        self.spill = Spill(spill_folder, spill_min_bytes)
         self.done: set[tuple[int, int]] = set()
         self.objects = {c.k: _Objects(c, vs, self.spill) for c in vs.classes if not c.network}
         self.cells = {c.k: _Cells(c, vs, self.spill) for c in vs.classes if c.network}

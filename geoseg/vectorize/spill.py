@@ -21,18 +21,21 @@ import numpy as np
 SPILL_MIN_BYTES = 16 * 1024  # smaller array sets stay in memory: a file each would cost more than it saves
 
 
-def nbytes(arrays: dict[str, np.ndarray]) -> int:
-    return sum(a.nbytes for a in arrays.values())
-
-
 class Spill:
     """One folder of parked array sets; :meth:`put` returns a key that :meth:`take` reads back exactly once."""
 
-    def __init__(self, folder: str | os.PathLike[str] | None = None) -> None:
+    def __init__(self, folder: str | os.PathLike[str] | None = None, min_bytes: int = SPILL_MIN_BYTES) -> None:
         self.parent = folder
+        self.min_bytes = min_bytes
         self.folder: Path | None = None
         self.count = 0
         self._cleanup: weakref.finalize | None = None
+
+    def park(self, arrays: dict[str, np.ndarray]) -> Path | None:
+        """Put ``arrays`` on disk if they are worth it (``min_bytes`` or more); None if they stay in memory."""
+        if sum(a.nbytes for a in arrays.values()) < self.min_bytes:
+            return None
+        return self.put(arrays)
 
     def put(self, arrays: dict[str, np.ndarray]) -> Path:
         if self.folder is None:  # created on first use: runs without network classes never touch the disk
