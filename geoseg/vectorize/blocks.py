@@ -17,7 +17,7 @@ import numpy as np
 from scipy import ndimage
 
 from geoseg.vectorize.centerlines import centerlines
-from geoseg.vectorize.instances import ObjectCrop, crop_object, pad1, split_instances, unsplittable
+from geoseg.vectorize.instances import ObjectCrop, crop_object, pad1, split_many, unsplittable
 from geoseg.vectorize.options import CELL_MARGIN, ClassVectors, VectorSpec
 from geoseg.vectorize.polygons import anchors, label_polygons, line_frame, polygon_frame
 from geoseg.vectorize.spill import Spill
@@ -90,12 +90,15 @@ class BlockVectors:
             self.frames.setdefault(layer, []).append(frame)
 
 
-def instance_labels(crop: ObjectCrop, opts: ClassVectors, vs: VectorSpec) -> np.ndarray:
-    """Instance labels of one whole object on its crop (1..n), split if the class asks for it."""
-    if not opts.split or crop.whole:
-        return crop.mask.astype(np.int32)
-    heads = {k: pad1(v) for k, v in crop.heads.items()}
-    return split_instances(pad1(crop.mask), heads, opts.post.split_depth_m / vs.m_per_px)[1:-1, 1:-1]
+def instance_labels(crops: list[ObjectCrop], opts: ClassVectors, vs: VectorSpec) -> list[np.ndarray]:
+    """Instance labels of whole objects on their crops (1..n), split if the class asks for it."""
+    out = [c.mask.astype(np.int32) if not opts.split or c.whole else None for c in crops]
+    todo = [i for i, labels in enumerate(out) if labels is None]
+    split = split_many([pad1(crops[i].mask) for i in todo], [{k: pad1(v) for k, v in crops[i].heads.items()}
+                                                           for i in todo], opts.post.split_depth_m / vs.m_per_px)
+    for i, labels in zip(todo, split):
+        out[i] = labels[1:-1, 1:-1]
+    return out
 
 
 def label_rows(labels: np.ndarray, prob: np.ndarray, row0: int, col0: int, vs: VectorSpec
@@ -128,8 +131,7 @@ def objects_frame(crops: list[ObjectCrop], shape: tuple[int, int], row0: int, co
     inst = np.zeros(shape, np.int32)
     prob = np.zeros(shape, np.float32)
     next_id = 0
-    for crop in crops:
-        labels = instance_labels(crop, opts, vs)
+    for crop, labels in zip(crops, instance_labels(crops, opts, vs)):
         r, c = crop.row0 - row0, crop.col0 - col0
         view = (slice(r, r + labels.shape[0]), slice(c, c + labels.shape[1]))
         inst[view] = np.where(labels > 0, labels + next_id, inst[view])
@@ -141,7 +143,8 @@ def objects_frame(crops: list[ObjectCrop], shape: tuple[int, int], row0: int, co
 def groups_frame(crops: list[ObjectCrop], opts: ClassVectors, vs: VectorSpec) -> gpd.GeoDataFrame:
     """Whole objects far apart (groups the reduction assembled), each split and traced on its own crop, in one
     frame: the per-frame cost is paid once per batch, not once per object."""
-    rows = [label_rows(instance_labels(c, opts, vs), c.prob, c.row0, c.col0, vs) for c in crops]
+    labels = instance_labels(crops, opts, vs)
+    rows = [label_rows(inst, c.prob, c.row0, c.col0, vs) for c, inst in zip(crops, labels)]
     return polygon_frame(*(np.concatenate([r[i] for r in rows]) for i in range(4)), opts.name, opts, vs)
 
 
