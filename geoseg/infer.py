@@ -296,6 +296,8 @@ class Outputs:
         """Every block is in, so nothing may be pending (a leftover would mean a lost object)."""
         if self.reducer is not None and self.reducer.pending():
             raise RuntimeError(f"vector reduction left {self.reducer.pending()} fragment(s) unfinished")
+        if self.reducer is not None:
+            self.reducer.close()  # its folder of parked frontier data
 
     def commit(self) -> list[str]:
         written = []

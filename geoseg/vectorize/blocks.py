@@ -10,15 +10,17 @@ global grid: cells (with their margin) inside the block are finished here, the o
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
 from scipy import ndimage
 
 from geoseg.vectorize.centerlines import centerlines
-from geoseg.vectorize.instances import ObjectCrop, crop_object, split_instances
+from geoseg.vectorize.instances import ObjectCrop, crop_object, pad1, split_many, unsplittable
 from geoseg.vectorize.options import CELL_MARGIN, ClassVectors, VectorSpec
 from geoseg.vectorize.polygons import anchors, label_polygons, line_frame, polygon_frame
+from geoseg.vectorize.spill import Spill
 
 TOP, BOTTOM, LEFT, RIGHT = range(4)
 OPPOSITE = {TOP: BOTTOM, BOTTOM: TOP, LEFT: RIGHT, RIGHT: LEFT}
@@ -36,7 +38,8 @@ class Fragment:
 @dataclass
 class CellPart:
     """A block's share of a network cell (with margin), packed small because it waits on the frontier of done
-    blocks: mask as bits, probabilities (float16) only at mask pixels; nothing at all if it has no pixel."""
+    blocks: mask as bits, probabilities (float16) only at mask pixels; nothing at all if it has no pixel. While
+    it waits, the reduction may :meth:`park` the arrays on disk."""
 
     cell: tuple[int, int]
     row0: int
@@ -44,6 +47,7 @@ class CellPart:
     shape: tuple[int, int] = (0, 0)
     bits: np.ndarray | None = None
     values: np.ndarray | None = None
+    stored: Path | None = None
 
     @classmethod
     def pack(cls, cell: tuple[int, int], row0: int, col0: int, mask: np.ndarray, prob: np.ndarray) -> "CellPart":
@@ -51,7 +55,20 @@ class CellPart:
             return cls(cell, row0, col0)
         return cls(cell, row0, col0, mask.shape, np.packbits(mask), prob[mask].astype(np.float16))
 
-    def unpack(self) -> tuple[np.ndarray, np.ndarray]:
+    @property
+    def empty(self) -> bool:
+        return self.bits is None and self.stored is None
+
+    def park(self, spill: Spill) -> None:
+        if self.bits is not None:
+            self.stored = spill.park({"bits": self.bits, "values": self.values})
+            if self.stored is not None:
+                self.bits = self.values = None
+
+    def unpack(self, spill: Spill | None = None) -> tuple[np.ndarray, np.ndarray]:
+        if self.stored is not None:
+            arrays = spill.take(self.stored)
+            self.bits, self.values, self.stored = arrays["bits"], arrays["values"], None
         mask = np.unpackbits(self.bits, count=self.shape[0] * self.shape[1]).reshape(self.shape).astype(bool)
         prob = np.zeros(self.shape, np.float32)
         prob[mask] = self.values
@@ -73,29 +90,39 @@ class BlockVectors:
             self.frames.setdefault(layer, []).append(frame)
 
 
-def instance_labels(crop: ObjectCrop, opts: ClassVectors, vs: VectorSpec) -> np.ndarray:
-    """Instance labels of one whole object on its crop (1..n), split if the class asks for it."""
-    if not opts.split:
-        return crop.mask.astype(np.int32)
-    p = crop.padded()
-    return split_instances(p.mask, p.heads, opts.post.split_depth_m / vs.m_per_px)[1:-1, 1:-1]
+def instance_labels(crops: list[ObjectCrop], opts: ClassVectors, vs: VectorSpec) -> list[np.ndarray]:
+    """Instance labels of whole objects on their crops (1..n), split if the class asks for it."""
+    out = [c.mask.astype(np.int32) if not opts.split or c.whole else None for c in crops]
+    todo = [i for i, labels in enumerate(out) if labels is None]
+    split = split_many([pad1(crops[i].mask) for i in todo], [{k: pad1(v) for k, v in crops[i].heads.items()}
+                                                           for i in todo], opts.post.split_depth_m / vs.m_per_px)
+    for i, labels in zip(todo, split):
+        out[i] = labels[1:-1, 1:-1]
+    return out
+
+
+def label_rows(labels: np.ndarray, prob: np.ndarray, row0: int, col0: int, vs: VectorSpec
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``(ids, pixel polygons, pixel counts, probability sums)`` of every positive label of a raster at global
+    ``(row0, col0)``: the rows :func:`polygon_frame` turns into features."""
+    n = int(labels.max()) if labels.size else 0
+    if n == 0:
+        return np.empty(0, np.int64), np.empty(0, object), np.empty(0, np.int64), np.empty(0)
+    polys = label_polygons(labels, row0, col0)
+    at = np.flatnonzero(labels)  # object pixels only: most of a block is background
+    vals = labels.ravel()[at]
+    n_px = np.bincount(vals, minlength=n + 1)[1:]
+    prob_sum = np.bincount(vals, weights=prob.ravel()[at].astype(np.float64), minlength=n + 1)[1:]
+    ids = anchors(at, vals, labels.shape[1], n, row0, col0, vs.scene_shape[1])
+    present = np.array(sorted(polys))
+    geoms = np.array([polys[v] for v in present], dtype=object)
+    return ids[present - 1], geoms, n_px[present - 1], prob_sum[present - 1]
 
 
 def labels_frame(labels: np.ndarray, prob: np.ndarray, row0: int, col0: int, opts: ClassVectors,
                  vs: VectorSpec) -> gpd.GeoDataFrame:
     """Polygons of every positive label of a raster at global ``(row0, col0)``, with their attributes."""
-    n = int(labels.max()) if labels.size else 0
-    if n == 0:
-        return polygon_frame(np.empty(0, np.int64), np.empty(0, object), np.empty(0), np.empty(0), opts.name,
-                             opts, vs)
-    polys = label_polygons(labels, row0, col0)
-    flat = labels.ravel()
-    n_px = np.bincount(flat, minlength=n + 1)[1:]
-    prob_sum = np.bincount(flat, weights=prob.ravel().astype(np.float64), minlength=n + 1)[1:]
-    ids = anchors(labels, n, row0, col0, vs.scene_shape[1])
-    present = np.array(sorted(polys))
-    geoms = np.array([polys[v] for v in present], dtype=object)
-    return polygon_frame(ids[present - 1], geoms, n_px[present - 1], prob_sum[present - 1], opts.name, opts, vs)
+    return polygon_frame(*label_rows(labels, prob, row0, col0, vs), opts.name, opts, vs)
 
 
 def objects_frame(crops: list[ObjectCrop], shape: tuple[int, int], row0: int, col0: int, opts: ClassVectors,
@@ -104,14 +131,21 @@ def objects_frame(crops: list[ObjectCrop], shape: tuple[int, int], row0: int, co
     inst = np.zeros(shape, np.int32)
     prob = np.zeros(shape, np.float32)
     next_id = 0
-    for crop in crops:
-        labels = instance_labels(crop, opts, vs)
+    for crop, labels in zip(crops, instance_labels(crops, opts, vs)):
         r, c = crop.row0 - row0, crop.col0 - col0
         view = (slice(r, r + labels.shape[0]), slice(c, c + labels.shape[1]))
         inst[view] = np.where(labels > 0, labels + next_id, inst[view])
         prob[view] = np.where(crop.mask, crop.prob, prob[view])
         next_id += int(labels.max())
     return labels_frame(inst, prob, row0, col0, opts, vs)
+
+
+def groups_frame(crops: list[ObjectCrop], opts: ClassVectors, vs: VectorSpec) -> gpd.GeoDataFrame:
+    """Whole objects far apart (groups the reduction assembled), each split and traced on its own crop, in one
+    frame: the per-frame cost is paid once per batch, not once per object."""
+    labels = instance_labels(crops, opts, vs)
+    rows = [label_rows(inst, c.prob, c.row0, c.col0, vs) for c, inst in zip(crops, labels)]
+    return polygon_frame(*(np.concatenate([r[i] for r in rows]) for i in range(4)), opts.name, opts, vs)
 
 
 def cell_box(cell: tuple[int, int], size: int, vs: VectorSpec, margin: int = 0) -> tuple[int, int, int, int]:
@@ -160,12 +194,14 @@ def vectorize_block(classes: np.ndarray, probs: np.ndarray, heads: dict[str, np.
         is_open = touched.any(axis=0)
         closed, frags = [], []
         local = np.full(n + 1, -1, np.int64)
+        whole = unsplittable(mask, labels, n, heads0) if opts.split else np.zeros(n + 1, bool)
         for value, sl in enumerate(ndimage.find_objects(labels), start=1):
             crop = crop_object(labels, value, sl, probs[opts.k], heads0, row0, col0)
             if is_open[value]:
                 local[value] = len(frags)
                 frags.append(Fragment(crop, tuple(int(s) for s in np.flatnonzero(touched[:, value]))))
             else:
+                crop.whole = bool(whole[value])
                 closed.append(crop)
         out.add_frame(opts.layer, objects_frame(closed, (h, w), row0, col0, opts, vs))
         if frags:

@@ -5,21 +5,27 @@ Blocks arrive in any order. Fragments of neighbouring blocks that touch across t
 an object that lies inside one block — once every block edge it touches has its neighbour done. Network cells
 are finished once every block under the cell and its margin has reported. So each object is emitted exactly
 once, its geometry and id do not depend on the block size, and only the objects and cells on the frontier of
-finished blocks are held in memory (DESIGN invariant 3).
+finished blocks are held (DESIGN invariant 3) — their arrays parked on disk (:mod:`geoseg.vectorize.spill`), so
+memory stays flat however wide the scene is.
 """
 
 from __future__ import annotations
 
+import ctypes
+import functools
+import os
 from collections import defaultdict
-from typing import Iterator
+from pathlib import Path
+from typing import Callable, Iterator
 
 import geopandas as gpd
 import numpy as np
 
-from geoseg.vectorize.blocks import (OPPOSITE, STEP, BlockVectors, CellPart, Fragment, cell_box, network_frames,
-                                     objects_frame)
+from geoseg.vectorize.blocks import (OPPOSITE, STEP, BlockVectors, CellPart, Fragment, cell_box, groups_frame,
+                                     network_frames)
 from geoseg.vectorize.instances import ObjectCrop
 from geoseg.vectorize.options import CELL_MARGIN, ClassVectors, VectorSpec
+from geoseg.vectorize.spill import SPILL_MIN_BYTES, Spill
 
 Edge = tuple[tuple[int, int], tuple[int, int]]
 
@@ -33,11 +39,12 @@ def _view(r: int, c: int, shape: tuple[int, ...]) -> tuple[slice, slice]:
 
 
 class _Objects:
-    """Fragments of one object class waiting for their neighbours."""
+    """Fragments of one object class waiting for their neighbours (large crops parked on disk)."""
 
-    def __init__(self, opts: ClassVectors, vs: VectorSpec) -> None:
-        self.opts, self.vs = opts, vs
-        self.frags: dict[int, Fragment] = {}
+    def __init__(self, opts: ClassVectors, vs: VectorSpec, spill: Spill) -> None:
+        self.opts, self.vs, self.spill = opts, vs, spill
+        self.frags: dict[int, ObjectCrop] = {}
+        self.parked: dict[int, tuple[Path, int, int]] = {}
         self.parent: dict[int, int] = {}
         self.members: dict[int, list[int]] = {}
         self.waiting: dict[int, set[Edge]] = {}
@@ -68,7 +75,8 @@ class _Objects:
         affected = set()
         for g, frag in zip(gids, frags):
             g = int(g)
-            self.frags[g], self.parent[g], self.members[g] = frag, g, [g]
+            self.keep(g, frag.crop)
+            self.parent[g], self.members[g] = g, [g]
             self.waiting[g] = set()
             for side in frag.sides:
                 nb = (block[0] + STEP[side][0], block[1] + STEP[side][1])
@@ -91,13 +99,32 @@ class _Objects:
             for g in self.waiters.pop(_edge(block, nb), ()):  # the neighbour's objects no longer wait for us
                 self.waiting[self.find(g)].discard(_edge(block, nb))
                 affected.add(g)
-        for root in {self.find(g) for g in affected}:
-            if not self.waiting[root]:
-                yield self.finish(root)
+        done = [self.finish(root) for root in sorted({self.find(g) for g in affected}) if not self.waiting[root]]
+        if done:  # one frame for all groups this block completes
+            yield groups_frame(done, self.opts, self.vs)
 
-    def finish(self, root: int) -> gpd.GeoDataFrame:
-        """Assemble a complete group on one crop and split/trace it like a whole object in one block."""
-        crops = [self.frags.pop(g).crop for g in self.members.pop(root)]
+    def keep(self, g: int, crop: ObjectCrop) -> None:
+        arrays = {"mask": crop.mask, "prob": crop.prob, **{f"head_{k}": v for k, v in crop.heads.items()}}
+        path = self.spill.park(arrays)
+        if path is not None:
+            self.parked[g] = (path, crop.row0, crop.col0)
+        else:
+            self.frags[g] = crop
+
+    def crop(self, g: int) -> ObjectCrop:
+        if g in self.frags:
+            return self.frags.pop(g)
+        path, row0, col0 = self.parked.pop(g)
+        arrays = self.spill.take(path)
+        return ObjectCrop(row0, col0, arrays.pop("mask"), arrays.pop("prob"),
+                          {k.removeprefix("head_"): v for k, v in arrays.items()})
+
+    def finish(self, root: int) -> ObjectCrop:
+        """Assemble a complete group on one crop, to be split/traced like a whole object in one block."""
+        members = self.members.pop(root)
+        crops = [self.crop(g) for g in members]
+        for g in members:  # finished for good: no strip or waiter refers to it any more
+            del self.parent[g]
         self.waiting.pop(root)
         r0 = min(c.row0 for c in crops)
         c0 = min(c.col0 for c in crops)
@@ -112,18 +139,17 @@ class _Objects:
             prob[view] += c.prob
             for k, v in c.heads.items():
                 heads[k][view] += v
-        whole = ObjectCrop(r0, c0, mask, prob, heads)
-        return objects_frame([whole], mask.shape, r0, c0, self.opts, self.vs)
+        return ObjectCrop(r0, c0, mask, prob, heads)
 
     def __len__(self) -> int:
-        return len(self.frags)
+        return len(self.frags) + len(self.parked)
 
 
 class _Cells:
-    """Shares of network cells waiting for the rest of their blocks."""
+    """Shares of network cells waiting for the rest of their blocks (parked on disk meanwhile)."""
 
-    def __init__(self, opts: ClassVectors, vs: VectorSpec) -> None:
-        self.opts, self.vs = opts, vs
+    def __init__(self, opts: ClassVectors, vs: VectorSpec, spill: Spill) -> None:
+        self.opts, self.vs, self.spill = opts, vs, spill
         self.size = vs.cell_px(opts)
         self.parts: dict[tuple[int, int], list[CellPart]] = defaultdict(list)
 
@@ -139,9 +165,11 @@ class _Cells:
             got.append(part)
             if len(got) == self.expected(part.cell):
                 yield from self.finish(part.cell)
+            else:
+                part.park(self.spill)
 
     def finish(self, cell: tuple[int, int]) -> Iterator[tuple[str, gpd.GeoDataFrame]]:
-        parts = [p for p in self.parts.pop(cell) if p.bits is not None]
+        parts = [p for p in self.parts.pop(cell) if not p.empty]
         if not parts:
             return
         r0, r1, c0, c1 = cell_box(cell, self.size, self.vs, CELL_MARGIN)
@@ -149,7 +177,7 @@ class _Cells:
         prob = np.zeros(mask.shape, np.float32)
         for p in parts:
             view = _view(p.row0 - r0, p.col0 - c0, p.shape)
-            mask[view], prob[view] = p.unpack()
+            mask[view], prob[view] = p.unpack(self.spill)
         polys, lines = network_frames(mask, prob, r0, c0, cell, self.opts, self.vs)
         yield self.opts.layer, polys
         yield self.opts.line_layer, lines
@@ -158,14 +186,36 @@ class _Cells:
         return len(self.parts)
 
 
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    try:
+        return ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # not glibc: nothing to do
+        return None
+
+
+def trim_heap() -> None:
+    """Give the heap's free pages back to the OS (glibc ``malloc_trim``, as Dask's docs advise for workers).
+
+    Each block and cell allocates and frees arrays of a few MB; glibc keeps freed heap memory mapped, and
+    with long-lived objects (frames waiting to be written) in between, the process's resident size creeps up
+    with the number of blocks instead of staying at one block's working set.
+    """
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
 class Reducer:
     """Feeds block results in, yields ``(layer, frame)`` pairs as soon as they are final."""
 
-    def __init__(self, vs: VectorSpec) -> None:
+    def __init__(self, vs: VectorSpec, spill_folder: str | os.PathLike[str] | None = None,
+                 spill_min_bytes: int = SPILL_MIN_BYTES) -> None:
         self.vs = vs
+        self.spill = Spill(spill_folder, spill_min_bytes)
         self.done: set[tuple[int, int]] = set()
-        self.objects = {c.k: _Objects(c, vs) for c in vs.classes if not c.network}
-        self.cells = {c.k: _Cells(c, vs) for c in vs.classes if c.network}
+        self.objects = {c.k: _Objects(c, vs, self.spill) for c in vs.classes if not c.network}
+        self.cells = {c.k: _Cells(c, vs, self.spill) for c in vs.classes if c.network}
         self.layer = {c.k: c.layer for c in vs.classes}
 
     def add(self, bv: BlockVectors) -> Iterator[tuple[str, gpd.GeoDataFrame]]:
@@ -178,6 +228,11 @@ class Reducer:
                 yield self.layer[k], frame
         for k, cells in self.cells.items():
             yield from cells.add(bv.parts.get(k, []))
+        trim_heap()
+
+    def close(self) -> None:
+        """Remove the folder of parked frontier data (also done when the reducer is garbage-collected)."""
+        self.spill.close()
 
     def pending(self) -> int:
         """Fragments and cells still held (0 once every block is in)."""
