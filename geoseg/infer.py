@@ -30,6 +30,7 @@ from geoseg.stitch import class_raster, predict_block, tile_cores_valid
 from geoseg.vectorize import BlockVectors, ClassVectors, Reducer, VectorSpec, vectorize_block
 
 CLASS_NODATA = 255
+TRIM_EVERY_S = 30.0  # how often the reduction gives freed heap pages back (see Reducer)
 PROB_NODATA = -1.0
 
 
@@ -251,7 +252,7 @@ class Outputs:
         self.paths = (out, raster_out, prob_out)
         self.layer_types = vspec.layers() if vspec else {}
         self.counts = {name: 0 for name in self.layer_types}
-        self.reducer = Reducer(vspec) if vspec else None
+        self.reducer = Reducer(vspec, trim_every_s=TRIM_EVERY_S) if vspec else None
         self.m_per_px = metres_per_unit(scene.crs, scene.transform) * math.sqrt(scene.pixel_area)
         self.sinks: list[RasterSink | VectorSink] = []
         self.classes = self.probs = self.vectors = None
