@@ -6,7 +6,6 @@ This page wires the data-flow modules together; each step lives in its own modul
 from __future__ import annotations
 
 import logging
-import math
 import threading
 import time
 from collections import defaultdict
@@ -62,14 +61,13 @@ class BlockResult:
 
 def run_block(job: BlockJob) -> BlockResult:
     """Read a block with its halo, predict its tiles in batches, stitch the cores, polygonise."""
-    clock, cpu = time.perf_counter, time.thread_time
-    t_load, u_load = clock(), cpu()
+    marks = [(time.perf_counter(), time.thread_time())]  # wall and this thread's CPU after each stage
     pred = get_predictor(job.bundle, job.device)
-    t0, u0 = clock(), cpu()
+    marks.append((time.perf_counter(), time.thread_time()))
     meta = pred.bundle.meta
     r0, r1, c0, c1 = block_input_span(job.block, job.spec)
     data, valid = read_block(job.scene, meta.band_indexes, (r0, r1), (c0, c1))
-    t1, u1 = clock(), cpu()
+    marks.append((time.perf_counter(), time.thread_time()))
     ran = tile_cores_valid(valid, job.block, job.spec)
     scale, t = meta.scale_for(data.dtype), job.spec.tile
 
@@ -78,7 +76,8 @@ def run_block(job: BlockJob) -> BlockResult:
 
     probs = predict_block(lambda x: pred.predict(x, job.batch_size), tile_input, ran, job.block, job.spec,
                           meta.n_outputs, job.batch_size, PROB_NODATA)
-    t2, u2 = clock(), cpu()
+    marks.append((time.perf_counter(), time.thread_time()))
+    # extra heads (boundary, distance...) stay in the worker: block-sized arrays for the vectoriser
     heads = {name: probs[sl] for name, sl in meta.head_slices().items()}
     probs = probs[:len(meta.classes)]
     h, w = probs.shape[1:]
@@ -87,18 +86,17 @@ def run_block(job: BlockJob) -> BlockResult:
     if not own.all():
         classes[~own] = CLASS_NODATA
         probs[:, ~own] = PROB_NODATA
-    t3, u3 = clock(), cpu()
+    marks.append((time.perf_counter(), time.thread_time()))
     win = job.block.window
     vectors = None
     if job.vectors is not None:  # heads (boundary, distance...) feed the instance split, then stay here
         vectors = vectorize_block(classes, probs, heads, own, job.block.index, int(win.row_off), int(win.col_off),
                                   job.vectors)
-    t4, u4 = clock(), cpu()
+    marks.append((time.perf_counter(), time.thread_time()))
+    stages = ("load", "read", "predict", "stitch", "vectorize")
     return BlockResult(job.block, classes, probs if job.want_probs else None, vectors, int(ran.sum()), int(own.sum()),
-                       {"load": t0 - t_load, "read": t1 - t0, "predict": t2 - t1, "stitch": t3 - t2,
-                        "vectorize": t4 - t3},
-                       {"load": u0 - u_load, "read": u1 - u0, "predict": u2 - u1, "stitch": u3 - u2,
-                        "vectorize": u4 - u3})
+                       {n: b[0] - a[0] for n, a, b in zip(stages, marks, marks[1:])},
+                       {n: b[1] - a[1] for n, a, b in zip(stages, marks, marks[1:])})
 
 
 def _preload(bundle: str, device: str) -> None:
@@ -237,7 +235,7 @@ def vector_spec(scene: SceneInfo, meta: BundleMeta, class_ids: tuple[int, ...], 
     classes = tuple(ClassVectors(k, meta.classes[k].name, layers[k], config.post_for(meta.classes[k].name))
                     for k in class_ids)
     return VectorSpec(classes, scene.transform, scene.crs.to_wkt(), (scene.height, scene.width), side,
-                      unit * math.sqrt(scene.pixel_area), 1.0 if scene.crs.is_geographic else unit)
+                      scene.gsd_m, 1.0 if scene.crs.is_geographic else unit)
 
 
 class Outputs:
@@ -253,7 +251,7 @@ class Outputs:
         self.layer_types = vspec.layers() if vspec else {}
         self.counts = {name: 0 for name in self.layer_types}
         self.reducer = Reducer(vspec, trim_every_s=TRIM_EVERY_S) if vspec else None
-        self.m_per_px = metres_per_unit(scene.crs, scene.transform) * math.sqrt(scene.pixel_area)
+        self.m_per_px = scene.gsd_m
         self.sinks: list[RasterSink | VectorSink] = []
         self.classes = self.probs = self.vectors = None
 

@@ -174,7 +174,7 @@ def _close(entry: tuple[DatasetReader, DatasetReader | WarpedVRT]) -> None:
 
 
 def forget_handles() -> None:
-    """Close this thread's kept handles (after a read error, or when a run ends on the calling thread)."""
+    """Close this thread's kept handles (after a read error: the next read reopens the file)."""
     cache = getattr(_HANDLES, "cache", None)
     while cache:
         _close(cache.popitem()[1])
