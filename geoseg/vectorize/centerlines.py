@@ -15,12 +15,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 import shapely
 from scipy import sparse
 from scipy.sparse import csgraph
 from skimage.morphology import skeletonize
+
+from geoseg.vectorize.morph import edt
 
 _NBR = np.array([(-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1)])
 
@@ -191,7 +192,7 @@ def centerlines(mask: np.ndarray, prob: np.ndarray, row0: int, col0: int, cell: 
         return empty
     # OpenCV's exact EDT (DIST_MASK_PRECISE) equals scipy's to float32 precision at a fifth of the cost; it
     # returns ~1e19 where the crop has no background at all, hence the cap
-    dist = np.minimum(cv2.distanceTransform(mask.astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE), h + w)
+    dist = np.minimum(edt(mask), h + w)
     widths = 2.0 * _run_means(dist[r, c], s_run, e_run)
     scores = _run_means(prob[r, c], s_run, e_run)
     # each run as a line: its pixels, plus the midpoints with the outside neighbours at either end

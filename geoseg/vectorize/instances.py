@@ -13,8 +13,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from scipy import ndimage
-from skimage.morphology import local_maxima, reconstruction
+from skimage.morphology import local_maxima
 from skimage.segmentation import watershed
+
+from geoseg.vectorize.morph import edt, reconstruct
 
 MIN_SEED_PX = 4  # seeds smaller than this are noise in a head, not a building
 MOSAIC_PX = 1 << 20  # crops split together on one mosaic (see split_many)
@@ -40,8 +42,8 @@ def _dynamic_maxima(dist: np.ndarray, h: float) -> np.ndarray:
     regional maxima of the h-maxima transform (reconstruction of ``dist - h`` under ``dist``) are plateaus that
     keep such peaks together.
     """
-    rec = reconstruction(dist - h, dist, method="dilation")
-    return local_maxima(rec, connectivity=2)
+    dist = np.asarray(dist, np.float32)
+    return local_maxima(reconstruct(dist - np.float32(h), dist), connectivity=2)
 
 
 def split_instances(mask: np.ndarray, heads: dict[str, np.ndarray], depth_px: float) -> np.ndarray:
@@ -50,11 +52,11 @@ def split_instances(mask: np.ndarray, heads: dict[str, np.ndarray], depth_px: fl
         energy = heads["boundary"].astype(np.float64)
         seeds, n = _seeds(mask & (energy < 0.5), MIN_SEED_PX)
     elif "distance" in heads:
-        dist = np.where(mask, heads["distance"], 0).astype(np.float64)
+        dist = np.where(mask, heads["distance"], 0).astype(np.float32)
         energy = -dist
         seeds, n = _seeds(_dynamic_maxima(dist, 0.05) & mask)
     else:
-        dist = ndimage.distance_transform_edt(mask)
+        dist = edt(mask)
         energy = -dist
         seeds, n = _seeds(_dynamic_maxima(dist, depth_px) & mask)
     if n <= 1:
@@ -103,24 +105,36 @@ def _split_mosaic(masks: list[np.ndarray], heads: list[dict[str, np.ndarray]], d
     views = [(slice(r, r + m.shape[0]), slice(c, c + m.shape[1])) for (r, c), m in zip(corners, masks)]
     inside = np.zeros(shape, bool)
     mosaic = np.zeros(shape, bool)
-    dist = np.zeros(shape)
+    dist = np.zeros(shape, np.float32)
     for m, hd, v in zip(masks, heads, views):
         inside[v] = True
         mosaic[v] = m
         if "distance" in hd:
             dist[v] = np.where(m, hd["distance"], 0)
-    h = 0.05 if "distance" in heads[0] else depth_px
+    h = np.float32(0.05 if "distance" in heads[0] else depth_px)
     if "distance" not in heads[0]:
-        dist = ndimage.distance_transform_edt(mosaic)
-    barrier = -h - 1.0
-    marker = np.where(inside, dist - h, barrier)
-    rec = reconstruction(marker, np.where(inside, dist, barrier), method="dilation")
-    peaks = local_maxima(rec, connectivity=2) & mosaic
+        dist = edt(mosaic)
+    barrier = -h - 1
+    rec = reconstruct(np.where(inside, dist - h, barrier), np.where(inside, dist, barrier))
+    # seed regions never cross crops (each is ringed by background), so one labelling serves them all
+    regions, _ = ndimage.label(local_maxima(rec, connectivity=2) & mosaic)
     out = []
     for m, v in zip(masks, views):
-        seeds, n = _seeds(peaks[v])
+        seeds, n = _renumber(regions[v])
         out.append(m.astype(np.int32) if n <= 1 else watershed(-dist[v], seeds, mask=m).astype(np.int32))
     return out
+
+
+def _renumber(regions: np.ndarray) -> tuple[np.ndarray, int]:
+    """A crop's seed regions numbered 1..n in raster order, as labelling the crop alone would number them."""
+    at = regions > 0
+    values = regions[at]
+    if not values.size or values.min() == values.max():
+        return regions, int(values.size > 0)
+    unique, inverse = np.unique(values, return_inverse=True)
+    seeds = np.zeros(regions.shape, np.int32)
+    seeds[at] = inverse + 1
+    return seeds, len(unique)
 
 
 def unsplittable(mask: np.ndarray, labels: np.ndarray, n: int, heads: dict[str, np.ndarray]) -> np.ndarray:

@@ -1,0 +1,46 @@
+"""Fast exact morphology on OpenCV primitives: the Euclidean distance transform and grey reconstruction.
+
+scikit-image and SciPy have both, but their versions cost most of the vectoriser's time: ``skimage``'s
+reconstruction sorts every pixel (twice) before it floods, and SciPy's EDT is several times slower than
+OpenCV's exact one. These keep those libraries' results and run on OpenCV's C++ kernels instead.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+from skimage.morphology import reconstruction
+
+# Dask runs blocks in parallel already; OpenCV's own thread pool on top would oversubscribe the cores (and the
+# model's threads). Process-wide, and geoseg uses OpenCV nowhere else.
+cv2.setNumThreads(1)
+
+_K8 = np.ones((3, 3), np.uint8)
+SWEEPS = 256        # geodesic dilations before the sort-based algorithm finishes the job
+CHECK_EVERY = 8     # sweeps between convergence checks (a check costs about one sweep)
+
+
+def edt(mask: np.ndarray) -> np.ndarray:
+    """Exact Euclidean distance of each ``mask`` pixel to the nearest background pixel (float32)."""
+    return cv2.distanceTransform(mask.astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+
+
+def reconstruct(marker: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Grey reconstruction by dilation (8-connected) of ``marker`` under ``mask``, as float32: what
+    ``skimage.morphology.reconstruction(marker, mask, method="dilation")`` returns.
+
+    Hand-written because no library has a fast one: iterated geodesic dilation (3x3 dilate, then the pointwise
+    minimum with the mask) until nothing changes. It converges in as many sweeps as the longest path a value
+    travels, a few dozen on building-sized objects, at a fifth of skimage's cost per megapixel. Past ``SWEEPS``
+    (huge objects) skimage finishes from where it got to: the fixed point, and so the result, is the same.
+    """
+    mask = np.ascontiguousarray(mask, np.float32)
+    rec = np.minimum(np.asarray(marker, np.float32), mask)
+    nxt = np.empty_like(rec)
+    for sweep in range(1, SWEEPS + 1):
+        cv2.dilate(rec, _K8, dst=nxt)  # the default border never wins a dilation
+        np.minimum(nxt, mask, out=nxt)
+        if sweep % CHECK_EVERY == 0 and np.array_equal(nxt, rec):
+            return nxt
+        rec, nxt = nxt, rec
+    return reconstruction(rec, mask, method="dilation").astype(np.float32)
