@@ -21,6 +21,7 @@ import pyogrio
 import pyogrio.raw
 import rasterio
 import rasterio.shutil
+import shapely
 from rasterio.enums import Resampling
 from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
@@ -139,40 +140,47 @@ class VectorSink:
     """
 
     def __init__(self, path: str | os.PathLike[str], layers: dict[str, str], crs: object,
-                 styles: dict[str, LayerStyle] | None = None, flush_at: int = 5_000) -> None:
+                 styles: dict[str, LayerStyle] | None = None, flush_at: int = 5_000,
+                 flush_coords: int = 250_000) -> None:
         self.path = Path(path)
         self.targets = dict(zip(layers, vector_paths(self.path, layers))) if self.path.suffix.lower() != ".gpkg" \
             else {}
         self.tmp = temp_name(self.path.with_suffix(".gpkg"))
         self.converted: list[Path] = []
         self.crs = crs
-        self.flush_at = flush_at
+        # a batch is written at 5000 features or 250k vertices (4 MB of coordinates), whichever comes first: road
+        # polygons of a big scene have thousands of vertices each, and waiting for 5000 of them held ~40 MB
+        self.flush_at, self.flush_coords = flush_at, flush_coords
+        self.coords: dict[str, int] = {name: 0 for name in layers}
         self.geometry = dict(layers)
         self.styles = styles or {}
         self.pending: dict[str, list[gpd.GeoDataFrame]] = {name: [] for name in layers}
         self.written: dict[str, int] = {name: 0 for name in layers}
+        # every layer is created (empty, with its final schema) now: an unwritable folder fails before any work,
+        # and GDAL, SQLite and PROJ set up their writer state (~20 MB) once here, not in the middle of the run
+        for layer, geometry in self.geometry.items():
+            self._write(layer, _empty(self.crs, geometry))
 
     def add(self, layer: str, frame: gpd.GeoDataFrame) -> None:
         if len(frame):
             self.pending[layer].append(frame)
-        if sum(len(f) for f in self.pending[layer]) >= self.flush_at:
+            self.coords[layer] += int(shapely.get_num_coordinates(frame.geometry.values).sum())
+        if sum(len(f) for f in self.pending[layer]) >= self.flush_at or self.coords[layer] >= self.flush_coords:
             self._flush(layer)
 
     def _flush(self, layer: str) -> None:
-        frames = self.pending[layer]
-        if not frames and self.written[layer]:
-            return
-        geometry = self.geometry[layer]
-        frame = gpd.GeoDataFrame(pd.concat(frames, ignore_index=True) if frames else _empty(self.crs, geometry),
-                                 crs=self.crs)
+        if self.pending[layer]:
+            self._write(layer, gpd.GeoDataFrame(pd.concat(self.pending[layer], ignore_index=True), crs=self.crs))
+            self.pending[layer], self.coords[layer] = [], 0
+
+    def _write(self, layer: str, frame: gpd.GeoDataFrame) -> None:
         exists = self.tmp.exists()
         # GeoPackage 1.2: our bundled GDAL would write 1.4, which QGIS 3.22 (GDAL 3.6) flags as "partially supported"
         options = {} if exists else {"dataset_options": {"VERSION": "1.2"}}
         frame.to_file(self.tmp, layer=layer, driver="GPKG", engine="pyogrio", append=exists,
-                      geometry_type=geometry, promote_to_multi=False, layer_options={"SPATIAL_INDEX": "YES"},
-                      **options)
+                      geometry_type=self.geometry[layer], promote_to_multi=False,
+                      layer_options={"SPATIAL_INDEX": "YES"}, **options)
         self.written[layer] += len(frame)
-        self.pending[layer] = []
 
     def commit(self) -> list[Path]:
         """Flush, add the styles and rename (or convert) into place; returns the files written."""
@@ -251,7 +259,9 @@ def _to_geoparquet(gpkg: Path, layer: str, out: Path, geometry: str) -> None:
 
 
 def _empty(crs: object, geometry: str = "Polygon") -> gpd.GeoDataFrame:
-    cols: dict[str, list] = {"id": [], "class": []}
-    cols.update({"length_m": [], "width_m": [], "score": []} if geometry == "LineString" else
-                {"area_m2": [], "perimeter_m": [], "score": [], "orientation": []})
+    """A layer's columns with their final types (appending to a layer made with untyped columns would store
+    ids and areas as text)."""
+    floats = ("length_m", "width_m", "score") if geometry == "LineString" else \
+        ("area_m2", "perimeter_m", "score", "orientation")
+    cols = {"id": np.empty(0, np.int64), "class": np.empty(0, object), **{c: np.empty(0) for c in floats}}
     return gpd.GeoDataFrame(cols, geometry=gpd.GeoSeries([], crs=crs))

@@ -118,3 +118,32 @@ def test_boundary_head_reaches_the_vectoriser(tmp_path, make_scene):
     frames = {layer: gpd.read_file(tmp_path / "h.gpkg", layer=layer) for layer in LAYERS}
     assert summary.objects == {layer: len(f) for layer, f in frames.items()}
     assert all(f.is_valid.all() for f in frames.values())
+
+
+def test_sink_creates_typed_layers_up_front_and_flushes_big_geometries_early(tmp_path):
+    """Every layer exists (with its final field types) before the first feature; a batch of many-vertex
+    polygons is written long before 5000 features, so the writer never holds a scene's worth of roads."""
+    import pyogrio
+
+    from geoseg.export import VectorSink
+
+    sink = VectorSink(tmp_path / "out.gpkg", {"buildings": "Polygon", "road_centerlines": "LineString"},
+                      "EPSG:32631", flush_coords=2_000)
+    assert sink.tmp.exists() and not (tmp_path / "out.gpkg").exists()
+    info = pyogrio.read_info(sink.tmp, layer="buildings")
+    fields = dict(zip(info["fields"], info["dtypes"]))
+    assert fields == {"id": "int64", "class": "object", "area_m2": "float64", "perimeter_m": "float64",
+                      "score": "float64", "orientation": "float64"}
+    assert pyogrio.read_info(sink.tmp, layer="road_centerlines")["fields"].tolist() == \
+        ["id", "class", "length_m", "width_m", "score"]
+    rings = shapely.buffer(shapely.points(np.arange(10.0) * 100 + 500000, np.full(10, 5e6)), 20, quad_segs=64)
+    frame = gpd.GeoDataFrame({"id": np.arange(10), "class": "building", "area_m2": 1.0, "perimeter_m": 1.0,
+                              "score": 0.5, "orientation": 0.0}, geometry=rings, crs="EPSG:32631")
+    sink.add("buildings", frame.iloc[:5])  # 5 x 257 vertices: under the limit, still pending
+    assert sink.written["buildings"] == 0 and len(sink.pending["buildings"]) == 1
+    sink.add("buildings", frame.iloc[5:])  # 2570 vertices: written now, far below 5000 features
+    assert sink.written["buildings"] == 10 and not sink.pending["buildings"]
+    sink.commit()
+    back = gpd.read_file(tmp_path / "out.gpkg", layer="buildings")
+    assert back["id"].dtype == np.int64 and back["id"].tolist() == list(range(10))
+    assert len(gpd.read_file(tmp_path / "out.gpkg", layer="road_centerlines")) == 0
