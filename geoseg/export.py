@@ -147,40 +147,48 @@ class VectorSink:
             else {}
         self.tmp = temp_name(self.path.with_suffix(".gpkg"))
         self.converted: list[Path] = []
-        self.crs = crs
+        self.crs = _ogr_crs(crs)
         # a batch is written at 5000 features or 250k vertices (4 MB of coordinates), whichever comes first: road
-        # polygons of a big scene have thousands of vertices each, and waiting for 5000 of them held ~40 MB
+        # polygons of a big scene have thousands of vertices each
         self.flush_at, self.flush_coords = flush_at, flush_coords
-        self.coords: dict[str, int] = {name: 0 for name in layers}
         self.geometry = dict(layers)
         self.styles = styles or {}
-        self.pending: dict[str, list[gpd.GeoDataFrame]] = {name: [] for name in layers}
+        self.fields = {name: _schema(geometry) for name, geometry in layers.items()}
+        # waiting features are held as WKB and plain arrays, what GDAL is handed anyway: a fraction of the memory
+        # of GeoDataFrames with live GEOS geometries (and no pandas bookkeeping that outlives them)
+        self.pending: dict[str, list[tuple[np.ndarray, list[np.ndarray]]]] = {name: [] for name in layers}
+        self.rows: dict[str, int] = {name: 0 for name in layers}
+        self.coords: dict[str, int] = {name: 0 for name in layers}
         self.written: dict[str, int] = {name: 0 for name in layers}
         # every layer is created (empty, with its final schema) now: an unwritable folder fails before any work,
         # and GDAL, SQLite and PROJ set up their writer state (~20 MB) once here, not in the middle of the run
-        for layer, geometry in self.geometry.items():
-            self._write(layer, _empty(self.crs, geometry))
+        for layer, fields in self.fields.items():
+            self._write(layer, np.empty(0, object), list(fields.values()))
 
     def add(self, layer: str, frame: gpd.GeoDataFrame) -> None:
         if len(frame):
-            self.pending[layer].append(frame)
-            self.coords[layer] += int(shapely.get_num_coordinates(frame.geometry.values).sum())
-        if sum(len(f) for f in self.pending[layer]) >= self.flush_at or self.coords[layer] >= self.flush_coords:
+            geoms = frame.geometry.values
+            self.pending[layer].append((shapely.to_wkb(geoms), [np.asarray(frame[f]) for f in self.fields[layer]]))
+            self.rows[layer] += len(frame)
+            self.coords[layer] += int(shapely.get_num_coordinates(geoms).sum())
+        if self.rows[layer] >= self.flush_at or self.coords[layer] >= self.flush_coords:
             self._flush(layer)
 
     def _flush(self, layer: str) -> None:
-        if self.pending[layer]:
-            self._write(layer, gpd.GeoDataFrame(pd.concat(self.pending[layer], ignore_index=True), crs=self.crs))
-            self.pending[layer], self.coords[layer] = [], 0
+        batch = self.pending[layer]
+        if batch:
+            self._write(layer, np.concatenate([wkb for wkb, _ in batch]),
+                        [np.concatenate(column) for column in zip(*(data for _, data in batch))])
+            self.pending[layer], self.rows[layer], self.coords[layer] = [], 0, 0
 
-    def _write(self, layer: str, frame: gpd.GeoDataFrame) -> None:
+    def _write(self, layer: str, wkb: np.ndarray, data: list[np.ndarray]) -> None:
         exists = self.tmp.exists()
         # GeoPackage 1.2: our bundled GDAL would write 1.4, which QGIS 3.22 (GDAL 3.6) flags as "partially supported"
         options = {} if exists else {"dataset_options": {"VERSION": "1.2"}}
-        frame.to_file(self.tmp, layer=layer, driver="GPKG", engine="pyogrio", append=exists,
-                      geometry_type=self.geometry[layer], promote_to_multi=False,
-                      layer_options={"SPATIAL_INDEX": "YES"}, **options)
-        self.written[layer] += len(frame)
+        pyogrio.raw.write(str(self.tmp), wkb, data, list(self.fields[layer]), layer=layer, driver="GPKG",
+                          geometry_type=self.geometry[layer], crs=self.crs, promote_to_multi=False, append=exists,
+                          layer_options={"SPATIAL_INDEX": "YES"}, **options)
+        self.written[layer] += len(wkb)
 
     def commit(self) -> list[Path]:
         """Flush, add the styles and rename (or convert) into place; returns the files written."""
@@ -258,10 +266,17 @@ def _to_geoparquet(gpkg: Path, layer: str, out: Path, geometry: str) -> None:
                 writer.write_batch(pa.RecordBatch.from_arrays(batch.columns, schema=schema))
 
 
-def _empty(crs: object, geometry: str = "Polygon") -> gpd.GeoDataFrame:
-    """A layer's columns with their final types (appending to a layer made with untyped columns would store
-    ids and areas as text)."""
+def _schema(geometry: str) -> dict[str, np.ndarray]:
+    """A layer's attribute columns, empty, with the types they are written with."""
     floats = ("length_m", "width_m", "score") if geometry == "LineString" else \
         ("area_m2", "perimeter_m", "score", "orientation")
-    cols = {"id": np.empty(0, np.int64), "class": np.empty(0, object), **{c: np.empty(0) for c in floats}}
-    return gpd.GeoDataFrame(cols, geometry=gpd.GeoSeries([], crs=crs))
+    return {"id": np.empty(0, np.int64), "class": np.empty(0, object), **{c: np.empty(0) for c in floats}}
+
+
+def _ogr_crs(crs: object) -> str:
+    """The CRS as GDAL is given it by geopandas: ``EPSG:n`` when it has a code, else WKT1."""
+    from pyproj import CRS
+
+    parsed = CRS.from_user_input(crs)
+    epsg = parsed.to_epsg()
+    return f"EPSG:{epsg}" if epsg else parsed.to_wkt("WKT1_GDAL")
