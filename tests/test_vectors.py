@@ -263,3 +263,17 @@ def test_default_model_head_free_split_cuts_no_slivers(tmp_path):
     assert f1[True] >= f1[False] - 0.02, f1
     assert narrow(found[True]) <= narrow(found[False]) + 1
     assert len(found[False]) <= len(found[True]) <= len(found[False]) + 5
+
+
+def test_simplify_polygons_keeps_validity_and_holes():
+    """Plain Douglas-Peucker where it is safe, the topology-preserving simplifier where DP would drop a hole or
+    break the polygon."""
+    from geoseg.vectorize.polygons import simplify_polygons
+
+    stairs = shapely.Polygon([(0, 0)] + [(x + dx, x) for x in range(1, 30) for dx in (0, 1)] + [(0, 30)])
+    holed = shapely.Polygon([(0, 0), (40, 0), (40, 40), (0, 40)], [[(10, 10), (11, 10), (11, 11), (10, 11)]])
+    out = simplify_polygons(np.array([stairs, holed], dtype=object), 1.5)
+    assert shapely.is_valid(out).all()
+    assert shapely.get_num_coordinates(out[0]) < shapely.get_num_coordinates(stairs) / 4  # DP did its job
+    assert shapely.get_num_interior_rings(shapely.simplify(holed, 1.5, preserve_topology=False)) == 0  # DP alone
+    assert shapely.get_num_interior_rings(out[1]) == 1                                                  # kept
