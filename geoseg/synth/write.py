@@ -65,9 +65,11 @@ def write_scene(spec: SynthSpec, out: str | Path, truth_out: str | Path | None =
                     win = Window(c, r, min(block, spec.width - c), min(block, spec.height - r))
                     dst.write(render_window(spec, truth, win), window=win)
         geom_types = {"buildings": "Polygon", "roads": "Polygon", "road_centerlines": "LineString"}
-        for layer in LAYERS:
-            pyogrio.write_dataframe(truth[layer], tmps[1], layer=layer, driver="GPKG",
-                                    geometry_type=geom_types[layer], promote_to_multi=False)
+        for i, layer in enumerate(LAYERS):
+            # GeoPackage 1.2, as geoseg's outputs: QGIS 3.22 (GDAL 3.4-3.6) flags 1.4 as "partially supported"
+            pyogrio.write_dataframe(truth[layer], tmps[1], layer=layer, driver="GPKG", append=i > 0,
+                                    geometry_type=geom_types[layer], promote_to_multi=False,
+                                    **({} if i else {"dataset_options": {"VERSION": "1.2"}}))
         os.replace(tmps[0], out)
         os.replace(tmps[1], truth_out)
     except (OSError, rasterio.errors.RasterioError, pyogrio.errors.DataSourceError,
