@@ -16,7 +16,6 @@ from typing import Iterable
 
 import geopandas as gpd
 import numpy as np
-import pandas as pd
 import pyogrio
 import pyogrio.raw
 import rasterio
@@ -109,6 +108,9 @@ class RasterSink:
             p.unlink(missing_ok=True)
 
 
+# GeoPackage 1.2 for every GeoPackage geoseg writes: our bundled GDAL would write 1.4, which QGIS 3.22 (GDAL 3.4-3.6)
+# flags as "partially supported"
+GPKG_CREATE = {"VERSION": "1.2"}
 VECTOR_FORMATS = {".gpkg": "GPKG", ".fgb": "FlatGeobuf", ".parquet": "GeoParquet", ".geojson": "GeoJSON"}
 
 
@@ -183,8 +185,7 @@ class VectorSink:
 
     def _write(self, layer: str, wkb: np.ndarray, data: list[np.ndarray]) -> None:
         exists = self.tmp.exists()
-        # GeoPackage 1.2: our bundled GDAL would write 1.4, which QGIS 3.22 (GDAL 3.6) flags as "partially supported"
-        options = {} if exists else {"dataset_options": {"VERSION": "1.2"}}
+        options = {} if exists else {"dataset_options": GPKG_CREATE}
         pyogrio.raw.write(str(self.tmp), wkb, data, list(self.fields[layer]), layer=layer, driver="GPKG",
                           geometry_type=self.geometry[layer], crs=self.crs, promote_to_multi=False, append=exists,
                           layer_options={"SPATIAL_INDEX": "YES"}, **options)

@@ -15,6 +15,7 @@ import rasterio.errors
 from rasterio.windows import Window
 
 from geoseg.errors import ConfigError, OutputError
+from geoseg.export import GPKG_CREATE
 from geoseg.synth.model import make_truth
 from geoseg.synth.render import render_window
 from geoseg.synth.spec import LAYERS, SynthSpec
@@ -66,10 +67,9 @@ def write_scene(spec: SynthSpec, out: str | Path, truth_out: str | Path | None =
                     dst.write(render_window(spec, truth, win), window=win)
         geom_types = {"buildings": "Polygon", "roads": "Polygon", "road_centerlines": "LineString"}
         for i, layer in enumerate(LAYERS):
-            # GeoPackage 1.2, as geoseg's outputs: QGIS 3.22 (GDAL 3.4-3.6) flags 1.4 as "partially supported"
             pyogrio.write_dataframe(truth[layer], tmps[1], layer=layer, driver="GPKG", append=i > 0,
                                     geometry_type=geom_types[layer], promote_to_multi=False,
-                                    **({} if i else {"dataset_options": {"VERSION": "1.2"}}))
+                                    **({} if i else {"dataset_options": GPKG_CREATE}))
         os.replace(tmps[0], out)
         os.replace(tmps[1], truth_out)
     except (OSError, rasterio.errors.RasterioError, pyogrio.errors.DataSourceError,
