@@ -13,6 +13,7 @@ import threading
 from contextlib import contextmanager
 from typing import Any, Callable, Iterable, Iterator
 
+from geoseg.allocator import worker_environ
 from geoseg.errors import ConfigError
 
 # distributed's housekeeping runs on the event-loop thread and competes with the model for the cores: with its
@@ -49,8 +50,9 @@ def dask_client(scheduler: str, workers: int, verbose: bool = False, security: A
             cluster = LocalCluster(n_workers=1, threads_per_worker=workers, processes=False,
                                    dashboard_address="127.0.0.1:0", silence_logs=quiet,
                                    resources={"GPU": workers} if _has_cuda() else None)
-    elif scheduler == "processes":  # the worker processes inherit the config at spawn
-        with dask.config.set(LEAN_CONFIG):
+    elif scheduler == "processes":  # the worker processes inherit the config, and the malloc policy, at spawn
+        environ = {f"distributed.nanny.pre-spawn-environ.{k}": v for k, v in worker_environ().items()}
+        with dask.config.set({**LEAN_CONFIG, **environ}):
             cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
                                    dashboard_address="127.0.0.1:0", silence_logs=quiet,
                                    resources={"GPU": 1} if _has_cuda() else None)

@@ -16,6 +16,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from geoseg.allocator import HeapTrim
 from geoseg.engine import catch_interrupts, dask_client, stream, task_resources
 from geoseg.errors import BundleError, ConfigError, SceneError
 from geoseg.export import RasterSink, VectorSink, check_output, vector_paths
@@ -29,7 +30,7 @@ from geoseg.stitch import class_raster, predict_block, tile_cores_valid
 from geoseg.vectorize import BlockVectors, ClassVectors, Reducer, VectorSpec, vectorize_block
 
 CLASS_NODATA = 255
-TRIM_EVERY_S = 30.0  # how often the reduction gives freed heap pages back (see Reducer)
+TRIM_EVERY_S = 30.0  # how often the run gives freed heap pages back (see geoseg.allocator.HeapTrim)
 PROB_NODATA = -1.0
 
 
@@ -250,7 +251,8 @@ class Outputs:
         self.paths = (out, raster_out, prob_out)
         self.layer_types = vspec.layers() if vspec else {}
         self.counts = {name: 0 for name in self.layer_types}
-        self.reducer = Reducer(vspec, trim_every_s=TRIM_EVERY_S) if vspec else None
+        self.reducer = Reducer(vspec, trim_every_s=None) if vspec else None
+        self.trim = HeapTrim(TRIM_EVERY_S)
         self.m_per_px = scene.gsd_m
         self.sinks: list[RasterSink | VectorSink] = []
         self.classes = self.probs = self.vectors = None
@@ -290,6 +292,7 @@ class Outputs:
                 self.counts[layer] += len(frame)
                 if self.vectors is not None:
                     self.vectors.add(layer, frame)
+        self.trim.maybe()
 
     def finish(self) -> None:
         """Every block is in, so nothing may be pending (a leftover would mean a lost object)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from geoseg import __version__
+from geoseg.allocator import tune_malloc
 from geoseg.cli.batch_cmd import batch
 from geoseg.cli.bench_cmd import bench
 from geoseg.cli.eval_cmd import eval_cmd
@@ -18,6 +19,7 @@ from geoseg.cli.train_cmd import train
 @click.version_option(__version__, prog_name="geoseg")
 def main() -> None:
     """Large GeoTIFFs in, GIS-ready building and road vectors out."""
+    tune_malloc()  # before any worker thread allocates (see geoseg.allocator)
     one_line_warnings()
 
 

@@ -11,17 +11,16 @@ memory stays flat however wide the scene is.
 
 from __future__ import annotations
 
-import ctypes
-import functools
 import os
-import time
 from collections import defaultdict
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Iterator
 
 import geopandas as gpd
 import numpy as np
+import rasterio
 
+from geoseg.allocator import HeapTrim
 from geoseg.vectorize.blocks import (OPPOSITE, STEP, BlockVectors, CellPart, Fragment, cell_box, groups_frame,
                                      network_frames)
 from geoseg.vectorize.instances import ObjectCrop
@@ -187,36 +186,15 @@ class _Cells:
         return len(self.parts)
 
 
-@functools.cache
-def _malloc_trim() -> Callable[[int], int] | None:
-    try:
-        return ctypes.CDLL("libc.so.6").malloc_trim
-    except (OSError, AttributeError):  # not glibc: nothing to do
-        return None
-
-
-def trim_heap() -> None:
-    """Give the heap's free pages back to the OS (glibc ``malloc_trim``, as Dask's docs advise for workers).
-
-    Each block and cell allocates and frees arrays of a few MB; glibc keeps freed heap memory mapped, and
-    with long-lived objects (frames waiting to be written) in between, the process's resident size creeps up
-    with the number of blocks instead of staying at one block's working set.
-    """
-    trim = _malloc_trim()
-    if trim is not None:
-        trim(0)
-
-
 class Reducer:
     """Feeds block results in, yields ``(layer, frame)`` pairs as soon as they are final."""
 
     def __init__(self, vs: VectorSpec, spill_folder: str | os.PathLike[str] | None = None,
-                 spill_min_bytes: int = SPILL_MIN_BYTES, trim_every_s: float = 0.0) -> None:
+                 spill_min_bytes: int = SPILL_MIN_BYTES, trim_every_s: float | None = 0.0) -> None:
         self.vs = vs
-        # malloc_trim also hands back the model's freed activations, which the next forward then faults in
-        # again: inside ``infer`` (trim after every block cost 5 % of the model's CPU at 4096²) it runs at most
-        # every ``trim_every_s`` seconds
-        self.trim_every_s, self.trimmed = trim_every_s, time.monotonic()
+        # freed heap pages go back to the OS after each block (``trim_every_s=0``), at most every
+        # ``trim_every_s`` seconds, or never (None: ``infer`` trims for the whole process, see geoseg.allocator)
+        self.trim = HeapTrim(trim_every_s)
         self.spill = Spill(spill_folder, spill_min_bytes)
         self.done: set[tuple[int, int]] = set()
         self.objects = {c.k: _Objects(c, vs, self.spill) for c in vs.classes if not c.network}
@@ -224,18 +202,17 @@ class Reducer:
         self.layer = {c.k: c.layer for c in vs.classes}
 
     def add(self, bv: BlockVectors) -> Iterator[tuple[str, gpd.GeoDataFrame]]:
-        for layer, frames in bv.frames.items():
-            for frame in frames:
-                yield layer, frame
-        self.done.add(bv.index)
-        for k, objs in self.objects.items():
-            for frame in objs.add(bv.index, bv.fragments.get(k, []), bv.strips.get(k, {}), self.done):
-                yield self.layer[k], frame
-        for k, cells in self.cells.items():
-            yield from cells.add(bv.parts.get(k, []))
-        if time.monotonic() - self.trimmed >= self.trim_every_s:
-            trim_heap()
-            self.trimmed = time.monotonic()
+        with rasterio.Env():  # one GDAL environment for the tracing of every group and cell this block finishes
+            for layer, frames in bv.frames.items():
+                for frame in frames:
+                    yield layer, frame
+            self.done.add(bv.index)
+            for k, objs in self.objects.items():
+                for frame in objs.add(bv.index, bv.fragments.get(k, []), bv.strips.get(k, {}), self.done):
+                    yield self.layer[k], frame
+            for k, cells in self.cells.items():
+                yield from cells.add(bv.parts.get(k, []))
+            self.trim.maybe()
 
     def close(self) -> None:
         """Remove the folder of parked frontier data (also done when the reducer is garbage-collected)."""
