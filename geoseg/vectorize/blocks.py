@@ -14,6 +14,7 @@ from pathlib import Path
 
 import geopandas as gpd
 import numpy as np
+import rasterio
 from scipy import ndimage
 
 from geoseg.vectorize.centerlines import centerlines
@@ -173,42 +174,43 @@ def network_frames(mask: np.ndarray, prob: np.ndarray, row0: int, col0: int, cel
 def vectorize_block(classes: np.ndarray, probs: np.ndarray, heads: dict[str, np.ndarray], own: np.ndarray,
                     index: tuple[int, int], row0: int, col0: int, vs: VectorSpec) -> BlockVectors:
     """Vectorise every class of one block (its owned pixels only)."""
-    out = BlockVectors(index)
-    h, w = classes.shape
-    H, W = vs.scene_shape
-    inner = {TOP: row0 > 0, BOTTOM: row0 + h < H, LEFT: col0 > 0, RIGHT: col0 + w < W}
-    heads0 = {name: v[0] for name, v in heads.items()}
-    for opts in vs.classes:
-        mask = (classes == opts.k) & own
-        if opts.network:
-            prob = np.where(mask, np.nan_to_num(probs[opts.k]), 0).astype(np.float32)
-            _network_block(out, mask, prob, row0, col0, opts, vs)
-            continue
-        labels, n = ndimage.label(mask)
-        edges = {TOP: labels[0], BOTTOM: labels[-1], LEFT: labels[:, 0], RIGHT: labels[:, -1]}
-        touched = np.zeros((4, n + 1), bool)
-        for side, strip in edges.items():
-            if inner[side]:
-                touched[side, strip] = True
-        touched[:, 0] = False
-        is_open = touched.any(axis=0)
-        closed, frags = [], []
-        local = np.full(n + 1, -1, np.int64)
-        whole = unsplittable(mask, labels, n, heads0) if opts.split else np.zeros(n + 1, bool)
-        for value, sl in enumerate(ndimage.find_objects(labels), start=1):
-            crop = crop_object(labels, value, sl, probs[opts.k], heads0, row0, col0)
-            if is_open[value]:
-                local[value] = len(frags)
-                frags.append(Fragment(crop, tuple(int(s) for s in np.flatnonzero(touched[:, value]))))
-            else:
-                crop.whole = bool(whole[value])
-                closed.append(crop)
-        out.add_frame(opts.layer, objects_frame(closed, (h, w), row0, col0, opts, vs))
-        if frags:
-            out.fragments[opts.k] = frags
-            out.strips[opts.k] = {side: local[strip] for side, strip in edges.items()
-                                  if inner[side] and (local[strip] >= 0).any()}
-    return out
+    with rasterio.Env():  # one GDAL environment for all tracing calls (rasterio sets one up per call otherwise)
+        out = BlockVectors(index)
+        h, w = classes.shape
+        H, W = vs.scene_shape
+        inner = {TOP: row0 > 0, BOTTOM: row0 + h < H, LEFT: col0 > 0, RIGHT: col0 + w < W}
+        heads0 = {name: v[0] for name, v in heads.items()}
+        for opts in vs.classes:
+            mask = (classes == opts.k) & own
+            if opts.network:
+                prob = np.where(mask, np.nan_to_num(probs[opts.k]), 0).astype(np.float32)
+                _network_block(out, mask, prob, row0, col0, opts, vs)
+                continue
+            labels, n = ndimage.label(mask)
+            edges = {TOP: labels[0], BOTTOM: labels[-1], LEFT: labels[:, 0], RIGHT: labels[:, -1]}
+            touched = np.zeros((4, n + 1), bool)
+            for side, strip in edges.items():
+                if inner[side]:
+                    touched[side, strip] = True
+            touched[:, 0] = False
+            is_open = touched.any(axis=0)
+            closed, frags = [], []
+            local = np.full(n + 1, -1, np.int64)
+            whole = unsplittable(mask, labels, n, heads0) if opts.split else np.zeros(n + 1, bool)
+            for value, sl in enumerate(ndimage.find_objects(labels), start=1):
+                crop = crop_object(labels, value, sl, probs[opts.k], heads0, row0, col0)
+                if is_open[value]:
+                    local[value] = len(frags)
+                    frags.append(Fragment(crop, tuple(int(s) for s in np.flatnonzero(touched[:, value]))))
+                else:
+                    crop.whole = bool(whole[value])
+                    closed.append(crop)
+            out.add_frame(opts.layer, objects_frame(closed, (h, w), row0, col0, opts, vs))
+            if frags:
+                out.fragments[opts.k] = frags
+                out.strips[opts.k] = {side: local[strip] for side, strip in edges.items()
+                                      if inner[side] and (local[strip] >= 0).any()}
+        return out
 
 
 def _network_block(out: BlockVectors, mask: np.ndarray, prob: np.ndarray, row0: int, col0: int,
