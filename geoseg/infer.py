@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from geoseg.allocator import HeapTrim
+from geoseg.allocator import HeapTrim, trim_heap
 from geoseg.engine import catch_interrupts, dask_client, stream, task_resources
 from geoseg.errors import BundleError, ConfigError, SceneError
 from geoseg.export import RasterSink, VectorSink, check_output, vector_paths
@@ -218,6 +218,7 @@ def infer(scene_path: str | Path, out: str | Path | None, config: InferConfig, *
                 if progress:
                     progress(done_px, scene.width * scene.height)
         t_final, c_final = time.perf_counter(), time.thread_time()
+        trim_heap()  # the model's buffers are no longer needed: hand them back before the COGs are built
         sink.finish()
         if interrupted.is_set():
             raise KeyboardInterrupt
