@@ -41,12 +41,18 @@ def enabled() -> bool:
 
 
 @functools.cache
-def _mallopt() -> ctypes._CFuncPtr | None:
+def _glibc(name: str) -> Callable[..., int] | None:
+    """A glibc function, or None where there is no glibc (macOS, musl): then there is nothing to tune."""
     try:
-        fn = ctypes.CDLL("libc.so.6").mallopt
-    except (OSError, AttributeError):  # not glibc (macOS, musl): nothing to tune
+        return getattr(ctypes.CDLL("libc.so.6"), name)
+    except (OSError, AttributeError):
         return None
-    fn.argtypes, fn.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+
+
+def _mallopt() -> Callable[[int, int], int] | None:
+    fn = _glibc("mallopt")
+    if fn is not None:
+        fn.argtypes, fn.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     return fn
 
 
@@ -74,14 +80,6 @@ def worker_environ() -> dict[str, str]:
     return {**{var: str(value) for _, var, value in POLICY.values()}, **_thp_environ()}
 
 
-@functools.cache
-def _malloc_trim() -> Callable[[int], int] | None:
-    try:
-        return ctypes.CDLL("libc.so.6").malloc_trim
-    except (OSError, AttributeError):  # not glibc: nothing to do
-        return None
-
-
 def trim_heap() -> None:
     """Give the heap's free pages back to the OS (glibc ``malloc_trim``, as Dask's docs advise for workers).
 
@@ -89,7 +87,7 @@ def trim_heap() -> None:
     long-lived objects (frames waiting to be written) in between, the resident size would creep up with the
     number of blocks instead of staying at one block's working set.
     """
-    trim = _malloc_trim()
+    trim = _glibc("malloc_trim")
     if trim is not None:
         trim(0)
 
