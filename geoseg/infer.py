@@ -42,6 +42,7 @@ class BlockJob:
     block: Block
     spec: TileSpec
     bundle: str
+    meta: BundleMeta
     device: str
     batch_size: int
     vectors: VectorSpec | None    # None: nothing to vectorise
@@ -61,13 +62,15 @@ class BlockResult:
 
 
 def run_block(job: BlockJob) -> BlockResult:
-    """Read a block with its halo, predict its tiles in batches, stitch the cores, polygonise."""
+    """Read a block with its halo, predict its tiles in batches, stitch the cores, polygonise.
+
+    The read comes first: the first blocks read while the model is still loading."""
     marks = [(time.perf_counter(), time.thread_time())]  # wall and this thread's CPU after each stage
-    pred = get_predictor(job.bundle, job.device)
-    marks.append((time.perf_counter(), time.thread_time()))
-    meta = pred.bundle.meta
+    meta = job.meta
     r0, r1, c0, c1 = block_input_span(job.block, job.spec)
     data, valid = read_block(job.scene, meta.band_indexes, (r0, r1), (c0, c1))
+    marks.append((time.perf_counter(), time.thread_time()))
+    pred = get_predictor(job.bundle, job.device)
     marks.append((time.perf_counter(), time.thread_time()))
     ran = tile_cores_valid(valid, job.block, job.spec)
     scale, t = meta.scale_for(data.dtype), job.spec.tile
@@ -94,7 +97,7 @@ def run_block(job: BlockJob) -> BlockResult:
         vectors = vectorize_block(classes, probs, heads, own, job.block.index, int(win.row_off), int(win.col_off),
                                   job.vectors)
     marks.append((time.perf_counter(), time.thread_time()))
-    stages = ("load", "read", "predict", "stitch", "vectorize")
+    stages = ("read", "load", "predict", "stitch", "vectorize")
     return BlockResult(job.block, classes, probs if job.want_probs else None, vectors, int(ran.sum()), int(own.sum()),
                        {n: b[0] - a[0] for n, a, b in zip(stages, marks, marks[1:])},
                        {n: b[1] - a[1] for n, a, b in zip(stages, marks, marks[1:])})
@@ -189,7 +192,7 @@ def infer(scene_path: str | Path, out: str | Path | None, config: InferConfig, *
     vspec = vector_spec(scene, meta, class_ids, layers, config, block_side(block_size, spec)) if out else None
     for p in vector_paths(out, vspec.layers()) if out and vspec else ():
         check_output(p, overwrite)
-    jobs = (BlockJob(scene, b, spec, bundle_path, config.device, batch_size, vspec, bool(prob_out))
+    jobs = (BlockJob(scene, b, spec, bundle_path, meta, config.device, batch_size, vspec, bool(prob_out))
             for b in blocks)
     stage: dict[str, float] = defaultdict(float)
     stage_cpu: dict[str, float] = defaultdict(float)
