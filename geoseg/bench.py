@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from geoseg.baseline import loop_model_only, plain_loop
 from geoseg.infer import infer
 from geoseg.models.bundle import read_meta, resolve_bundle
 from geoseg.pipeline import InferConfig
@@ -62,8 +63,9 @@ def model_only_seconds(config: InferConfig, n_tiles: int, workers: int) -> float
 
 
 def bench_infer(size: int, config: InferConfig, folder: Path | None = None, vectors: bool = True,
-                model_only: bool = True) -> dict[str, Any]:
-    """End-to-end ``infer`` on a synthetic ``size``² scene, then the model-only bound for the same tiles."""
+                model_only: bool = True, baseline: bool = False) -> dict[str, Any]:
+    """End-to-end ``infer`` on a synthetic ``size``² scene, then the model-only bound for the same tiles; with
+    ``baseline``, then the plain windowed loop and its own bound (:mod:`geoseg.baseline`)."""
     with tempfile.TemporaryDirectory() as tmp:
         folder = folder or Path(tmp)
         folder.mkdir(parents=True, exist_ok=True)
@@ -77,6 +79,7 @@ def bench_infer(size: int, config: InferConfig, folder: Path | None = None, vect
         rss = peak_rss_mb()
         model_s = model_only_seconds(config, summary.tiles_run, workers) if model_only else None
         cpu2 = cpu_seconds()
+        loop = baseline_loop(scene, Path(tmp) / "loop.tif", config, workers, summary.megapixels) if baseline else None
     # CPU seconds do not depend on what else the (shared) machine runs: their ratio shows the pipeline's own
     # overhead over the model even when wall times are noisy
     e2e_cpu, model_cpu = sum(cpu1) - sum(cpu0), sum(cpu2) - sum(cpu1)
@@ -94,4 +97,24 @@ def bench_infer(size: int, config: InferConfig, folder: Path | None = None, vect
         "stage_s": {k: round(v, 2) for k, v in summary.stage_seconds.items()},
         "stage_cpu_s": {k: round(v, 2) for k, v in summary.stage_cpu_seconds.items()},
         "objects": summary.objects,
+        **({"baseline": loop} if loop else {}),
     }
+
+
+def baseline_loop(scene: Path, out: Path, config: InferConfig, threads: int, megapixels: float) -> dict[str, Any]:
+    """The plain windowed loop on the same scene, then its model-only bound, measured like ``infer``."""
+    pred = get_predictor(str(resolve_bundle(config.model).resolve()), config.device)
+    meta = pred.bundle.meta
+    tile, halo = config.tile or meta.tile, meta.halo if config.halo is None else config.halo
+    cpu0 = cpu_seconds()
+    wall, n_tiles = plain_loop(scene, out, pred.bundle, tile, halo, threads, pred.device)
+    cpu1 = cpu_seconds()
+    model_s = loop_model_only(pred.bundle, tile, n_tiles, threads, pred.device)
+    cpu2 = cpu_seconds()
+    loop_cpu, model_cpu = sum(cpu1) - sum(cpu0), sum(cpu2) - sum(cpu1)
+    return {"what": "plain windowed loop: rasterio reads, one forward per tile on all cores, GeoTIFF out",
+            "tiles": n_tiles, "wall_s": round(wall, 2), "mpx_per_s": round(megapixels / wall, 3),
+            "model_only_s": round(model_s, 2), "efficiency": round(model_s / wall, 3),
+            "cpu_s": round(loop_cpu, 1), "model_only_cpu_s": round(model_cpu, 1),
+            "cpu_efficiency": round(model_cpu / loop_cpu, 3)}
+

@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pyogrio
 import pytest
 import rasterio
@@ -100,3 +101,33 @@ def test_bench_infer_prints_json(tiny_bundle, tmp_path):
     assert report["efficiency"] == pytest.approx(report["model_only_s"] / report["wall_s"], abs=0.05)
     assert {"read", "predict", "stitch", "vectorize", "write", "finalize"} <= set(report["stage_s"])
     assert report["peak_rss_mb"] > 0
+
+
+def test_bench_baseline_is_the_same_work(tiny_bundle, make_scene, tmp_path):
+    """The plain loop the bench compares against computes what infer computes (away from the scene edges, where
+    it zero-fills and infer reflects), and the bench reports it beside infer's figures."""
+    import json
+
+    import torch
+
+    from geoseg.baseline import plain_loop
+    from geoseg.infer import infer
+    from geoseg.models.bundle import load_bundle
+    from geoseg.pipeline import InferConfig
+
+    scene = make_scene(width=300, height=200)
+    seconds, tiles = plain_loop(scene, tmp_path / "loop.tif", load_bundle(tiny_bundle), 128, 32, 2,
+                                torch.device("cpu"))
+    infer(scene, None, InferConfig(model=str(tiny_bundle)), raster_out=tmp_path / "infer.tif")
+    with rasterio.open(tmp_path / "loop.tif") as a, rasterio.open(tmp_path / "infer.tif") as b:
+        loop, ours = a.read(1), b.read(1)
+    assert tiles == 5 * 4 and seconds > 0
+    inside = (slice(64, 128), slice(64, 256))  # tile cores whose whole input window lies inside the scene
+    assert (loop[inside] == ours[inside]).mean() > 0.999
+    assert len(np.unique(ours[inside])) > 1  # a random model: the comparison is not of two constant rasters
+
+    res = CliRunner().invoke(main, ["bench", "infer", "--size", "300", "--model", str(tiny_bundle), "--no-vectors",
+                                    "--baseline", "--workdir", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    base = json.loads(res.output.strip().splitlines()[-1])["baseline"]
+    assert base["tiles"] > 0 and base["efficiency"] == pytest.approx(base["model_only_s"] / base["wall_s"], abs=0.01)

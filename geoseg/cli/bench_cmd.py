@@ -26,11 +26,13 @@ def bench() -> None:
 @click.option("--workdir", type=click.Path(file_okay=False), help="Keep the synthetic scene here for reuse.")
 @click.option("--no-vectors", is_flag=True, help="Only the class raster (isolates vectorising cost).")
 @click.option("--no-model-only", is_flag=True, help="Skip the model-only bound (e.g. for memory-only runs).")
+@click.option("--baseline", is_flag=True, help="Also time a plain windowed loop and its own model-only bound "
+              "(the issue's yardstick), in the same process.")
 @verbose_opt
 @user_errors
 def bench_infer_cmd(size: int, model: str | None, block_size: int | None, batch_size: int | None, workers: int | None,
                     scheduler: str, device: str, workdir: str | None, no_vectors: bool, no_model_only: bool,
-                    verbose: int) -> None:
+                    baseline: bool, verbose: int) -> None:
     """End-to-end inference vs the model-only bound on the same tiles, peak RSS, time per stage."""
     from geoseg.bench import bench_infer
     from geoseg.pipeline import InferConfig
@@ -38,7 +40,7 @@ def bench_infer_cmd(size: int, model: str | None, block_size: int | None, batch_
     config = InferConfig(model=model, block_size=block_size, batch_size=batch_size, workers=workers,
                          scheduler=scheduler, device=device)
     result = bench_infer(size, config, Path(workdir) if workdir else None, vectors=not no_vectors,
-                         model_only=not no_model_only)
+                         model_only=not no_model_only, baseline=baseline)
     click.echo(json.dumps(result))
 
 
