@@ -231,6 +231,32 @@ def test_centerlines_follow_truth_and_connect_across_cells(synth):
     assert (lines["length_m"] > 0).all()
 
 
+
+def test_coarse_skeleton_gives_the_same_centerlines(synth):
+    """Centerlines traced on a 2x coarser skeleton (the default at 0.5 m) follow the full-resolution ones, keep
+    their widths, and still meet exactly at cell edges for any block size."""
+    def lines(block: int, centerline_m: float):
+        vs = make_spec(SHAPE, block, TRANSFORM, "EPSG:32631",
+                       [(2, "road", "roads", ClassPost(min_area_m2=0.0, cell_m=40.0, centerline_m=centerline_m))])
+        return vs, collect(source(synth["classes"]), vs)["road_centerlines"]
+
+    fine_vs, fine = lines(72, 0.5)
+    coarse_vs, coarse = lines(72, 1.0)
+    assert fine_vs.skeleton_step(fine_vs.classes[0]) == 1 and coarse_vs.skeleton_step(coarse_vs.classes[0]) == 2
+    a, b = shapely.union_all(fine.geometry.values), shapely.union_all(coarse.geometry.values)
+    assert shapely.intersection(a, shapely.buffer(b, 1.0)).length / a.length > 0.95
+    assert shapely.intersection(b, shapely.buffer(a, 1.0)).length / b.length > 0.95
+    assert np.median(coarse["width_m"]) == pytest.approx(np.median(fine["width_m"]), rel=0.15)
+    assert geometry_set(coarse) == geometry_set(lines(200, 1.0)[1])  # the coarse grid is global to the scene
+
+
+@pytest.mark.parametrize("gsd, step", [(0.5, 2), (0.3, 2), (0.25, 4), (1.0, 1), (2.0, 1), (0.05, 8)])
+def test_skeleton_step_and_cells_follow_the_pixel_size(gsd, step):
+    vs = make_spec(SHAPE, 64, Affine(gsd, 0, 0, 0, -gsd, 0), "EPSG:32631",
+                   [(2, "road", "roads", ClassPost(cell_m=100.0))])
+    assert vs.skeleton_step(vs.classes[0]) == step
+    assert vs.cell_px(vs.classes[0]) % 8 == 0  # cells (and the 64 px margin) are whole coarse pixels
+
 def narrow(frame) -> int:
     """Polygons less than 2 m wide (minimum rotated rectangle): slivers, not houses."""
     xy = shapely.get_coordinates(shapely.oriented_envelope(frame.geometry.values)).reshape(-1, 5, 2)

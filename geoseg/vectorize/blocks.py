@@ -167,7 +167,7 @@ def network_frames(mask: np.ndarray, prob: np.ndarray, row0: int, col0: int, cel
     polys = labels_frame(labels, prob[core], r0, c0, opts, vs)
     m = vs.m_per_px
     lines, widths, scores, ids = centerlines(mask, prob, row0, col0, (r0, r1, c0, c1), opts.post.spur_m / m,
-                                             min(opts.post.simplify_m / m, 1.0))
+                                             min(opts.post.simplify_m / m, 1.0), vs.skeleton_step(opts))
     return polys, line_frame(ids, lines, widths, scores, opts.name, vs)
 
 

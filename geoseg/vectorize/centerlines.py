@@ -154,36 +154,53 @@ def _run_means(values: np.ndarray, start: np.ndarray, end: np.ndarray) -> np.nda
     return (total[end] - total[start]) / (end - start)
 
 
+def _pool(mask: np.ndarray, step: int) -> np.ndarray:
+    """``mask`` on a grid ``step`` times coarser, anchored at its first pixel: a coarse pixel is set when at least
+    half of its pixels are (a last partial row or column of them lies past the scene's edge)."""
+    h, w = mask.shape
+    hh, ww = -(-h // step), -(-w // step)
+    full = np.zeros((hh * step, ww * step), np.uint8)
+    full[:h, :w] = mask
+    return full.reshape(hh, step, ww, step).sum(axis=(1, 3), dtype=np.int32) * 2 >= step * step
+
+
 def centerlines(mask: np.ndarray, prob: np.ndarray, row0: int, col0: int, cell: tuple[int, int, int, int],
-                spur_px: float, smooth_px: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+                spur_px: float, smooth_px: float, step: int = 1
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Centerlines of ``mask`` (a cell with its margin, at global ``row0, col0``) inside the cell
     ``(r0, r1, c0, c1)``; returns (global pixel LineStrings, estimated widths in pixels, mean class probability
-    along each line, stable ids)."""
+    along each line, stable ids).
+
+    The skeleton is traced on a grid ``step`` pixels coarser (``row0``, ``col0`` and the cell edges are multiples
+    of it, so the grid is global to the scene): thinning costs per pixel and per pass; a step of 2 cut it 6x;
+    lengths, widths and coordinates come back in scene pixels.
+    """
     empty = (np.empty(0, object), np.empty(0), np.empty(0), np.empty(0, np.int64))
     if not mask.any():
         return empty
-    skel = skeletonize(mask)
+    small = _pool(mask, step) if step > 1 else mask
+    skel = skeletonize(small)
     flat, offsets, g = _trace(skel)
     if not len(flat):
         return empty
-    h, w = mask.shape
+    h, w = small.shape
     n_paths = len(offsets) - 1
     r, c = g.rr[flat], g.cc[flat]
     pid = np.repeat(np.arange(n_paths), np.diff(offsets))
     same = pid[1:] == pid[:-1]
-    length = np.bincount(pid[1:][same], np.hypot(np.diff(r), np.diff(c))[same], n_paths)
+    length = np.bincount(pid[1:][same], np.hypot(np.diff(r), np.diff(c))[same] * step, n_paths)
     head, tail = offsets[:-1], offsets[1:] - 1
     lab = g.node[flat]
     border = (r == 0) | (r == h - 1) | (c == 0) | (c == w - 1)
     dead = (lab >= 0) & g.is_end[np.maximum(lab, 0)] & ~border
     keep = ~((dead[head] | dead[tail]) & (length < spur_px))  # short dead ends and isolated flecks go
-    xy = np.column_stack([c + 0.5, r + 0.5])  # pixel centres, (x, y) local
+    xy = np.column_stack([c + 0.5, r + 0.5]) * step  # pixel centres, (x, y) local, in scene pixels
     for pos in (head, tail):  # junction ends meet at the junction's centre
         at = pos[(lab[pos] >= 0) & ~g.is_end[np.maximum(lab[pos], 0)]]
-        xy[at] = g.centre[lab[at]][:, ::-1] + 0.5
+        xy[at] = (g.centre[lab[at]][:, ::-1] + 0.5) * step
     # runs of pixels inside the cell, each extended to the exact midpoint with its outside neighbour
     r0, r1, c0, c1 = cell
-    gr, gc = r + row0, c + col0
+    gr, gc = r * step + row0, c * step + col0  # each coarse pixel's first scene pixel
     inside = (gr >= r0) & (gr < r1) & (gc >= c0) & (gc < c1) & keep[pid]
     before = np.concatenate([[False], inside[:-1] & same])
     after = np.concatenate([inside[1:] & same, [False]])
@@ -192,9 +209,12 @@ def centerlines(mask: np.ndarray, prob: np.ndarray, row0: int, col0: int, cell: 
         return empty
     # OpenCV's exact EDT (DIST_MASK_PRECISE) equals scipy's to float32 precision at a fifth of the cost; it
     # returns ~1e19 where the crop has no background at all, hence the cap
-    dist = np.minimum(edt(mask), h + w)
+    dist = np.minimum(edt(small), h + w) * step
     widths = 2.0 * _run_means(dist[r, c], s_run, e_run)
-    scores = _run_means(prob[r, c], s_run, e_run)
+    # the class probability at the scene pixel at the centre of each coarse pixel
+    pr = np.minimum(r * step + step // 2, mask.shape[0] - 1)
+    pc = np.minimum(c * step + step // 2, mask.shape[1] - 1)
+    scores = _run_means(prob[pr, pc], s_run, e_run)
     # each run as a line: its pixels, plus the midpoints with the outside neighbours at either end
     pre, post = s_run > head[pid[s_run]], e_run < tail[pid[s_run]] + 1
     n_run = e_run - s_run

@@ -10,6 +10,7 @@ from affine import Affine
 from geoseg.pipeline import ClassPost, is_network
 
 CELL_MARGIN = 64  # context pixels around a network cell: skeletons and spur pruning are local within this
+MAX_SKELETON_STEP = 8  # coarsest skeleton grid, in scene pixels; cells and CELL_MARGIN are multiples of it
 
 
 @dataclass(frozen=True)
@@ -53,7 +54,16 @@ class VectorSpec:
 
     def cell_px(self, opts: ClassVectors) -> int:
         """Side of the global cell grid of a network class in pixels (a function of the scene, not the blocks)."""
-        return max(64, int(round(opts.post.cell_m / self.m_per_px)))
+        return max(64, int(round(opts.post.cell_m / self.m_per_px / MAX_SKELETON_STEP)) * MAX_SKELETON_STEP)
+
+    def skeleton_step(self, opts: ClassVectors) -> int:
+        """Scene pixels per side of a skeleton pixel: the largest power of two (at most MAX_SKELETON_STEP) whose
+        pixel is no coarser than ``centerline_m``. Cells and their margins are whole skeleton pixels on a grid
+        global to the scene, so neighbouring cells still thin the same pixels."""
+        step = 1
+        while step < MAX_SKELETON_STEP and 2 * step * self.m_per_px <= opts.post.centerline_m + 1e-9:
+            step *= 2
+        return step
 
     def layers(self) -> dict[str, str]:
         """Every output layer and its geometry type."""
