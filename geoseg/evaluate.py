@@ -17,7 +17,7 @@ from affine import Affine
 from rasterio.windows import Window
 
 from geoseg.errors import ConfigError
-from geoseg.metrics import apls, confusion, object_scores, scores_from_counts
+from geoseg.metrics import apls, confusion, line_scores, object_scores, scores_from_counts
 from geoseg.train.labels import IGNORE, LabelSource, footprint, load_labels
 
 CLASS_IDS = {"building": 1, "road": 2}
@@ -121,12 +121,34 @@ def evaluate(pred: str | Path, truth: str | Path, *, pred_vectors: str | Path | 
                 pm, tm, factor = road_masks(p_src, t_src, grid, k)
                 px = abs(grid.transform.a) * factor
                 out[name].update(apls(pm, tm, snap_px=max(2.0, snap_m / px)))
+            if vectors and t_src.is_vector:
+                out[name].update(centerline_scores(vectors, truth, f"{name}_centerlines", grid, aoi))
         elif vectors and t_src.is_vector:
             found, want = v_src.geometries(k, aoi), t_src.geometries(k, aoi)
             if aoi is not None:
                 want = shapely.intersection(want, aoi)
                 want = want[shapely.area(want) > 0]
             out[name].update({f"object_{m}": v for m, v in object_scores(found, want).items()})
+    return out
+
+
+def centerline_scores(pred: str | Path, truth: str | Path, layer: str, grid: Grid, aoi: object = None,
+                      tolerances: tuple[float, ...] = (1.0, 2.0)) -> dict[str, float]:
+    """Completeness/correctness/F1 of predicted centerlines within 1 and 2 m of the true ones, when both files
+    have the layer: clipped to ``aoi`` on the scoring grid, measured in metres (a geographic CRS goes to UTM)."""
+    import geopandas as gpd
+    import pyogrio
+
+    if any(layer not in pyogrio.list_layers(p)[:, 0] for p in (pred, truth)):
+        return {}
+    want, found = (gpd.read_file(p, layer=layer).to_crs(grid.crs).geometry for p in (truth, pred))
+    if aoi is not None:
+        want, found = want.intersection(aoi), found.intersection(aoi)
+    metric = want.estimate_utm_crs() if want.crs.is_geographic and len(want) else want.crs
+    want, found = want.to_crs(metric).values, found.to_crs(metric).values
+    out = {}
+    for tol in tolerances:
+        out.update({f"centerline_{k}_{tol:g}m": v for k, v in line_scores(found, want, tol).items()})
     return out
 
 

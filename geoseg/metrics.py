@@ -129,3 +129,16 @@ def apls(pred_mask: np.ndarray, truth_mask: np.ndarray, snap_px: float = 8.0, so
     score = 2 * t2p * p2t / (t2p + p2t) if t2p + p2t else 0.0
     return {"apls": score, "apls_truth_to_pred": t2p, "apls_pred_to_truth": p2t,
             "truth_nodes": len(truth_g[0]), "pred_nodes": len(pred_g[0])}
+
+
+def line_scores(pred: np.ndarray, truth: np.ndarray, tolerance: float) -> dict[str, float]:
+    """Road centerlines (Wiedemann's completeness and correctness): the share of the true centerline length that
+    lies within ``tolerance`` (map units, metres) of a predicted line, and the share of the predicted length
+    within ``tolerance`` of a true one; their harmonic mean is the F1."""
+    found, want = shapely.union_all(np.asarray(pred, object)), shapely.union_all(np.asarray(truth, object))
+    if want.is_empty or found.is_empty:
+        return {"completeness": 0.0, "correctness": 0.0, "f1": 0.0}
+    completeness = shapely.intersection(want, shapely.buffer(found, tolerance)).length / want.length
+    correctness = shapely.intersection(found, shapely.buffer(want, tolerance)).length / found.length
+    f1 = 2 * completeness * correctness / (completeness + correctness) if completeness + correctness else 0.0
+    return {"completeness": round(completeness, 4), "correctness": round(correctness, 4), "f1": round(f1, 4)}

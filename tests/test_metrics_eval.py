@@ -10,11 +10,11 @@ import pytest
 import rasterio
 from affine import Affine
 from click.testing import CliRunner
-from shapely import box
+from shapely import LineString, box
 
 from geoseg.cli import main
 from geoseg.evaluate import evaluate, seam_disagreement
-from geoseg.metrics import apls, object_scores
+from geoseg.metrics import apls, line_scores, object_scores
 from geoseg.models import BundleMeta, build_model, save_bundle
 from tests.conftest import CLASSES, write_tiny_bundle
 
@@ -99,6 +99,27 @@ def test_apls_by_hand():
     # APLS = 2 * 0.5 * 1 / 1.5 = 2/3
     assert s["apls_truth_to_pred"] == 0.5 and s["apls_pred_to_truth"] == 1.0
     assert s["apls"] == pytest.approx(2 / 3)
+
+
+def test_centerline_scores_by_hand(tmp_path):
+    truth = [LineString([(0, 0), (100, 0)])]
+    # 50 m along the truth, 0.5 m off it; 20 m that is 5 m off
+    pred = [LineString([(0, 0.5), (50, 0.5)]), LineString([(60, 5), (80, 5)])]
+    s = line_scores(np.array(pred), np.array(truth), 1.0)
+    assert s["completeness"] == pytest.approx(0.5, abs=0.01)       # 50 of the true 100 m have a line within 1 m
+    assert s["correctness"] == pytest.approx(50 / 70, abs=0.01)    # 50 of the predicted 70 m lie near the truth
+    assert s["f1"] == pytest.approx(2 * 0.5 * (50 / 70) / (0.5 + 50 / 70), abs=0.01)
+    assert line_scores(np.array(pred), np.array(truth), 6.0)["correctness"] == pytest.approx(1.0)
+    # through evaluate: files with a road_centerlines layer on both sides (truth in another CRS), roads as well
+    roads = [box(0, -4, 100, 4)]
+    for name, lines in (("truth", truth), ("pred", pred)):
+        path = _gpkg(tmp_path / f"{name}.gpkg", roads, layer="roads", crs="EPSG:4326" if name == "truth" else
+                     "EPSG:32631")
+        _gpkg(path, lines, layer="road_centerlines", crs="EPSG:4326" if name == "truth" else "EPSG:32631")
+    road = evaluate(tmp_path / "pred.gpkg", tmp_path / "truth.gpkg", resolution=1.0,
+                    classes=({"name": "background"}, {"name": "road", "layer": "roads"}))["road"]
+    assert road["centerline_completeness_1m"] == pytest.approx(0.5, abs=0.02)
+    assert road["centerline_correctness_2m"] == pytest.approx(50 / 70, abs=0.02)
 
 
 def test_seam_qa_is_zero_for_a_per_pixel_model(tmp_path, make_scene):
