@@ -6,6 +6,7 @@ shared machines are noisy; peak RSS comes from the kernel's high-water mark for 
 
 from __future__ import annotations
 
+import json
 import resource
 import subprocess
 import sys
@@ -118,3 +119,22 @@ def baseline_loop(scene: Path, out: Path, config: InferConfig, threads: int, meg
             "cpu_s": round(loop_cpu, 1), "model_only_cpu_s": round(model_cpu, 1),
             "cpu_efficiency": round(model_cpu / loop_cpu, 3)}
 
+
+
+def bench_repeat(args: list[str], runs: int) -> dict[str, Any]:
+    """``geoseg bench infer ARGS`` ``runs`` times, each in a fresh process (so no run inherits another's warm
+    heap or loaded model); every run's report and the medians, since one run on a shared machine is noisy."""
+    reports = []
+    for _ in range(runs):
+        proc = subprocess.run([sys.executable, "-m", "geoseg", "bench", "infer", *args], check=True,
+                              capture_output=True, text=True)
+        reports.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    keys = ("wall_s", "mpx_per_s", "model_only_s", "efficiency", "cpu_efficiency", "peak_rss_mb")
+
+    def medians(rows: list[dict[str, Any]]) -> dict[str, float]:
+        return {k: round(float(np.median([r[k] for r in rows])), 3) for k in keys if all(r.get(k) for r in rows)}
+
+    out = {"bench": "infer", "runs": len(reports), "median": medians(reports), "reports": reports}
+    if all("baseline" in r for r in reports):
+        out["median_baseline"] = medians([r["baseline"] for r in reports])
+    return out

@@ -28,14 +28,30 @@ def bench() -> None:
 @click.option("--no-model-only", is_flag=True, help="Skip the model-only bound (e.g. for memory-only runs).")
 @click.option("--baseline", is_flag=True, help="Also time a plain windowed loop and its own model-only bound "
               "(the issue's yardstick), in the same process.")
+@click.option("--repeat", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Runs, each in a fresh process: every report plus the medians.")
 @verbose_opt
 @user_errors
 def bench_infer_cmd(size: int, model: str | None, block_size: int | None, batch_size: int | None, workers: int | None,
                     scheduler: str, device: str, workdir: str | None, no_vectors: bool, no_model_only: bool,
-                    baseline: bool, verbose: int) -> None:
+                    baseline: bool, repeat: int, verbose: int) -> None:
     """End-to-end inference vs the model-only bound on the same tiles, peak RSS, time per stage."""
-    from geoseg.bench import bench_infer
+    from geoseg.bench import bench_infer, bench_repeat
     from geoseg.pipeline import InferConfig
+
+    if repeat > 1:
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:  # one synthetic scene for every run
+            args = ["--size", str(size), "--scheduler", scheduler, "--device", device, "--workdir", workdir or tmp]
+            for flag, value in (("--model", model), ("--block-size", block_size), ("--batch-size", batch_size),
+                                ("--workers", workers)):
+                args += [flag, str(value)] if value is not None else []
+            for flag, on in (("--no-vectors", no_vectors), ("--no-model-only", no_model_only),
+                             ("--baseline", baseline)):
+                args += [flag] if on else []
+            click.echo(json.dumps(bench_repeat(args, repeat)))
+        return
 
     config = InferConfig(model=model, block_size=block_size, batch_size=batch_size, workers=workers,
                          scheduler=scheduler, device=device)
