@@ -21,8 +21,15 @@ CHECK_EVERY = 8     # sweeps between convergence checks (a check costs about one
 
 
 def edt(mask: np.ndarray) -> np.ndarray:
-    """Exact Euclidean distance of each ``mask`` pixel to the nearest background pixel (float32)."""
-    return cv2.distanceTransform(mask.astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    """Exact Euclidean distance of each ``mask`` pixel to the nearest background pixel (float32).
+
+    OpenCV's result carries float rounding (~1e-6) that depends on the rest of the image, not only on the
+    pixel's own surroundings: the same object gave different distances alone and among others on a mosaic, and
+    so, at exact ties, different watershed lines (the vectors then depended on which blocks arrived together).
+    The squared distance on a pixel grid is an integer, so rounding it restores the exact value everywhere.
+    """
+    dist = cv2.distanceTransform(mask.astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE).astype(np.float64)
+    return np.sqrt(np.rint(dist * dist)).astype(np.float32)
 
 
 def reconstruct(marker: np.ndarray, mask: np.ndarray) -> np.ndarray:
