@@ -120,7 +120,6 @@ def baseline_loop(scene: Path, out: Path, config: InferConfig, threads: int, meg
             "cpu_efficiency": round(model_cpu / loop_cpu, 3)}
 
 
-
 def bench_repeat(args: list[str], runs: int) -> dict[str, Any]:
     """``geoseg bench infer ARGS`` ``runs`` times, each in a fresh process (so no run inherits another's warm
     heap or loaded model); every run's report and the medians, since one run on a shared machine is noisy."""

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from typing import Any, Callable, Iterable, Iterator
 
 # imported with this module (start-up, like torch), not inside each run: the import takes ~0.4 s, and in the run
-# it also held the GIL against the model loading beside it (cluster start 0.56-0.82 s -> 0.07-0.16 s at 4096²)
+# it also held the GIL against the model loading beside it (cluster start 0.56-0.82 s -> 0.07-0.19 s at 4096²)
 import dask
 from distributed import Client, LocalCluster, as_completed
 

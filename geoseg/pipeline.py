@@ -30,8 +30,8 @@ class ClassPost:
     cell_m: float = 512.0            # network classes: side of the global cell grid (bounds memory)
     spur_m: float = 8.0              # network classes: dead-end branches shorter than this are pruned
     centerline_m: float = 1.0        # network classes: pixel size the skeleton is traced at (at most; the scene's
-    #                                  own pixel when coarser). Well inside a road's width, and 2x2 fewer pixels
-    #                                  to thin at 0.5 m cut the centerline cost 4x
+    #                                  own pixel when coarser). Well inside a road's width; at 0.5 m, 2x2 fewer
+    #                                  pixels to thin cut the centerlines' CPU 2.4x
 
 
 DEFAULT_POST = {"building": ClassPost(min_area_m2=8.0, simplify_m=0.25),
