@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from geoseg.baseline import loop_model_only, plain_loop
+from geoseg.errors import GeosegError
 from geoseg.infer import infer
 from geoseg.models.bundle import read_meta, resolve_bundle
 from geoseg.pipeline import InferConfig
@@ -125,8 +126,11 @@ def bench_repeat(args: list[str], runs: int) -> dict[str, Any]:
     heap or loaded model); every run's report and the medians, since one run on a shared machine is noisy."""
     reports = []
     for _ in range(runs):
-        proc = subprocess.run([sys.executable, "-m", "geoseg", "bench", "infer", *args], check=True,
-                              capture_output=True, text=True)
+        proc = subprocess.run([sys.executable, "-m", "geoseg", "bench", "infer", *args], capture_output=True,
+                              text=True)
+        if proc.returncode:  # the run's own one-line error (a bad --model, say), not a traceback from here
+            lines = proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"]
+            raise GeosegError(lines[-1].removeprefix("geoseg: error: "))
         reports.append(json.loads(proc.stdout.strip().splitlines()[-1]))
     keys = ("wall_s", "mpx_per_s", "model_only_s", "efficiency", "cpu_efficiency", "peak_rss_mb")
 

@@ -138,3 +138,11 @@ def test_bench_baseline_is_the_same_work(tiny_bundle, make_scene, tmp_path):
     walls = sorted(r["wall_s"] for r in report["reports"])
     assert report["median"]["wall_s"] == pytest.approx(sum(walls) / 2, abs=0.01)
     assert set(report["median_baseline"]) >= {"wall_s", "efficiency"}
+
+
+def test_bench_repeat_reports_a_run_error_in_one_line(tmp_path):
+    res = CliRunner().invoke(main, ["bench", "infer", "--size", "64", "--model", str(tmp_path / "none.safetensors"),
+                                    "--no-vectors", "--repeat", "2", "--workdir", str(tmp_path)])
+    assert res.exit_code == 1
+    assert res.stderr.strip().splitlines() == [f"geoseg: error: {tmp_path / 'none.safetensors'}: bundle not found; "
+                                               "check the path, or give a registered model (default)"]
