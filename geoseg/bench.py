@@ -52,7 +52,7 @@ def model_only_seconds(config: InferConfig, n_tiles: int, workers: int) -> float
     bundle = str(resolve_bundle(config.model).resolve())
     meta = read_meta(bundle)
     tile = config.tile or meta.tile
-    pred = get_predictor(bundle, config.device)
+    pred = get_predictor(bundle, config.device, config.runtime, tile, config.precision)
     batch_size = config.batch_size or default_batch_size(pred.device)
     rng = np.random.default_rng(0)
     batch = rng.standard_normal((batch_size, meta.n_bands, tile, tile)).astype(np.float32)
@@ -65,7 +65,7 @@ def model_only_seconds(config: InferConfig, n_tiles: int, workers: int) -> float
 
 
 def bench_infer(size: int, config: InferConfig, folder: Path | None = None, vectors: bool = True,
-                model_only: bool = True, baseline: bool = False) -> dict[str, Any]:
+                model_only: bool = True, baseline: bool = False, classes_out: Path | None = None) -> dict[str, Any]:
     """End-to-end ``infer`` on a synthetic ``size``² scene, then the model-only bound for the same tiles; with
     ``baseline``, then the plain windowed loop and its own bound (:mod:`geoseg.baseline`)."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -75,7 +75,7 @@ def bench_infer(size: int, config: InferConfig, folder: Path | None = None, vect
         workers = config.workers or cpu_count()
         out = Path(tmp) / "out.gpkg"
         cpu0 = cpu_seconds()
-        summary = infer(scene, out if vectors else None, config, raster_out=Path(tmp) / "classes.tif",
+        summary = infer(scene, out if vectors else None, config, raster_out=classes_out or Path(tmp) / "classes.tif",
                         overwrite=True)
         cpu1 = cpu_seconds()
         rss = peak_rss_mb()
@@ -89,6 +89,8 @@ def bench_infer(size: int, config: InferConfig, folder: Path | None = None, vect
         "bench": "infer", "size": size, "megapixels": round(summary.megapixels, 2),
         "scheduler": config.scheduler, "workers": workers, "block_size": config.block_size,
         "batch_size": config.batch_size or "auto", "device": config.device, "tiles": summary.tiles_run,
+        "runtime": config.runtime, "ran": ran_runtime(config, summary.tiles_run), "precision": config.precision,
+        "cpu_s_per_mpx": round(e2e_cpu / summary.megapixels, 3),
         "wall_s": round(summary.seconds, 2), "mpx_per_s": round(summary.mpx_per_s, 3),
         "model_only_s": round(model_s, 2) if model_s else None,
         "efficiency": round(model_s / summary.seconds, 3) if model_s else None,
@@ -101,6 +103,16 @@ def bench_infer(size: int, config: InferConfig, folder: Path | None = None, vect
         "objects": summary.objects,
         **({"baseline": loop} if loop else {}),
     }
+
+
+def ran_runtime(config: InferConfig, tiles: int) -> str:
+    """The runtime that ran (what ``auto`` chose), read from this process's predictor cache."""
+    if config.scheduler != "threads" or not tiles:
+        return config.runtime if config.runtime != "auto" else "unknown (ran in worker processes)"
+    meta = read_meta(config.model)
+    pred = get_predictor(str(resolve_bundle(config.model).resolve()), config.device, config.runtime,
+                         config.tile or meta.tile, config.precision)
+    return str(getattr(pred, "runtime", "torch"))
 
 
 def baseline_loop(scene: Path, out: Path, config: InferConfig, threads: int, megapixels: float) -> dict[str, Any]:

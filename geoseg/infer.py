@@ -25,6 +25,7 @@ from geoseg.grid import Block, TileSpec, auto_block_size, block_input_span, bloc
 from geoseg.models.bundle import BundleMeta, gsd_mismatch, read_meta, resolve_bundle
 from geoseg.pipeline import InferConfig
 from geoseg.predict import cpu_count, default_batch_size, get_predictor, resolve_device
+from geoseg.runtime import check_runtime
 from geoseg.scene import SceneInfo, at_gsd, metres_per_unit, normalise, open_scene, read_block
 from geoseg.stitch import class_raster, predict_block, tile_cores_valid
 from geoseg.vectorize import BlockVectors, ClassVectors, Reducer, VectorSpec, vectorize_block
@@ -47,6 +48,11 @@ class BlockJob:
     batch_size: int
     vectors: VectorSpec | None    # None: nothing to vectorise
     want_probs: bool = False  # probabilities travel back to the client only when they are written
+    runtime: str = "torch"    # geoseg.runtime
+    precision: str = "fp32"
+
+    def predictor(self) -> Any:
+        return get_predictor(self.bundle, self.device, self.runtime, self.spec.tile, self.precision)
 
 
 @dataclass
@@ -70,7 +76,7 @@ def run_block(job: BlockJob) -> BlockResult:
     r0, r1, c0, c1 = block_input_span(job.block, job.spec)
     data, valid = read_block(job.scene, meta.band_indexes, (r0, r1), (c0, c1))
     marks.append((time.perf_counter(), time.thread_time()))
-    pred = get_predictor(job.bundle, job.device)
+    pred = job.predictor()
     marks.append((time.perf_counter(), time.thread_time()))
     ran = tile_cores_valid(valid, job.block, job.spec)
     scale, t = meta.scale_for(data.dtype), job.spec.tile
@@ -103,10 +109,10 @@ def run_block(job: BlockJob) -> BlockResult:
                        {n: b[1] - a[1] for n, a, b in zip(stages, marks, marks[1:])})
 
 
-def _preload(bundle: str, device: str) -> None:
+def _preload(job: BlockJob) -> None:
     """Warm the predictor cache while Dask starts; an error here is raised again by the first block."""
     try:
-        get_predictor(bundle, device)
+        job.predictor()
     except Exception:  # noqa: BLE001 - the block task reports it as a proper error
         pass
 
@@ -170,6 +176,7 @@ def infer(scene_path: str | Path, out: str | Path | None, config: InferConfig, *
                                              file_gsd, scene.gsd_m, scene.native.width, scene.native.height,
                                              scene.width, scene.height)
     batch_size = config.batch_size or default_batch_size(resolve_device(config.device))  # bad --device fails here
+    check_runtime(config.runtime, config.precision)  # and an unknown or uninstalled runtime here
     spec = TileSpec(config.tile or meta.tile, meta.halo if config.halo is None else config.halo, meta.stride)
     names = [c.name for c in meta.classes]
     wanted = config.classes or tuple(names[1:])
@@ -192,15 +199,19 @@ def infer(scene_path: str | Path, out: str | Path | None, config: InferConfig, *
     vspec = vector_spec(scene, meta, class_ids, layers, config, block_side(block_size, spec)) if out else None
     for p in vector_paths(out, vspec.layers()) if out and vspec else ():
         check_output(p, overwrite)
-    jobs = (BlockJob(scene, b, spec, bundle_path, meta, config.device, batch_size, vspec, bool(prob_out))
-            for b in blocks)
+
+    def job(b: Block) -> BlockJob:
+        return BlockJob(scene, b, spec, bundle_path, meta, config.device, batch_size, vspec, bool(prob_out),
+                        config.runtime, config.precision)
+
+    jobs = (job(b) for b in blocks)
     stage: dict[str, float] = defaultdict(float)
     stage_cpu: dict[str, float] = defaultdict(float)
     tiles_run = valid_px = done_px = 0
     with catch_interrupts() as interrupted, Outputs(scene, meta, vspec, out, raster_out, prob_out) as sink:
         stage["setup"] = time.perf_counter() - start
         if client is None and config.scheduler == "threads":  # workers share this process: load while Dask starts
-            threading.Thread(target=_preload, args=(bundle_path, config.device), daemon=True).start()
+            threading.Thread(target=_preload, args=(job(blocks[0]),), daemon=True).start()
         with nullcontext(client) if client is not None else dask_client(config.scheduler, workers, verbose) as client:
             stage["cluster_start"] = time.perf_counter() - start - stage["setup"]
             resources = task_resources(client, config.device)

@@ -53,6 +53,8 @@ class InferConfig:
     block_size: int | None = None    # default: auto, ~1024 px (a batch of tiles), several per worker
     batch_size: int | None = None    # default: 1 on CPU, 16 on CUDA
     device: str = "auto"
+    runtime: str = "torch"           # torch, onnxruntime, openvino, or auto: the fastest checked here
+    precision: str = "fp32"          # bf16/fp16: opt-in, for a named runtime (geoseg.runtime)
     workers: int | None = None       # default: one per core
     scheduler: str = "threads"
     classes: tuple[str, ...] | None = None   # default: every non-background class

@@ -12,7 +12,7 @@ import torch
 
 from geoseg.models.bundle import Bundle, load_bundle
 
-_CACHE: dict[tuple[str, str], "Predictor"] = {}
+_CACHE: dict[tuple[str, str, str, int | None, str], "Predictor"] = {}
 _LOCK = threading.Lock()
 
 
@@ -89,17 +89,24 @@ def default_batch_size(device: torch.device) -> int:
     return 16 if device.type == "cuda" else 1
 
 
-def get_predictor(bundle: str | Path | None, device: str) -> Predictor:
-    """The worker's predictor for this bundle and device, loaded on first use and then reused.
+def get_predictor(bundle: str | Path | None, device: str, runtime: str = "torch", tile: int | None = None,
+                  precision: str = "fp32") -> Predictor:
+    """The worker's predictor for this bundle, device and runtime, loaded on first use and then reused.
 
     On CPU, parallelism comes from Dask threads/processes and torch runs one intra-op thread in each
-    (see :meth:`Predictor.predict`), so results do not depend on the worker count.
+    (see :meth:`Predictor.predict`), so results do not depend on the worker count. Other runtimes
+    (``--runtime``, :mod:`geoseg.runtime`) keep the same interface and the same thread rule.
     """
-    key = (str(bundle), device)
+    key = (str(bundle), device, runtime, tile, precision)
     with _LOCK:
         pred = _CACHE.get(key)
         if pred is None:
-            pred = Predictor(load_bundle(bundle), resolve_device(device))
+            if runtime == "torch":
+                pred = Predictor(load_bundle(bundle), resolve_device(device))
+            else:
+                from geoseg.runtime import runtime_predictor
+
+                pred = runtime_predictor(bundle, device, runtime, tile, precision)
             _CACHE[key] = pred
     return pred
 

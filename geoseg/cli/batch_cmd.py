@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from geoseg.cli.options import quiet_opt, user_errors, verbose_opt
+from geoseg.cli.options import precision_opt, quiet_opt, runtime_opt, user_errors, verbose_opt
 from geoseg.pipeline import InferConfig, load_pipeline
 
 if TYPE_CHECKING:
@@ -44,6 +44,8 @@ def _cluster_opts(values: tuple[str, ...]) -> dict[str, object]:
 @click.option("--batch-size", type=int, help="Tiles per forward pass.")
 @click.option("--block-size", type=int, help="Block side in pixels.")
 @click.option("--device", help="auto, cpu or cuda[:N].")
+@runtime_opt
+@precision_opt
 @click.option("--workers", type=int, help="Local workers, SLURM jobs or Kubernetes pods (default: one per core).")
 @click.option("--concurrency", type=click.IntRange(min=1), help="Scenes at once (default: workers, at most 4).")
 @click.option("--scheduler", help="threads (default), processes, tcp://HOST:PORT or tls://HOST:PORT.")
@@ -66,7 +68,8 @@ def _cluster_opts(values: tuple[str, ...]) -> dict[str, object]:
 @user_errors
 def batch(source: str, out_dir: str, pipeline: str | None, model: str | None, classes: str | None, outputs: str,
           assets: str, tile: int | None, halo: int | None, batch_size: int | None, block_size: int | None,
-          device: str | None, workers: int | None, concurrency: int | None, scheduler: str | None,
+          device: str | None, runtime: str | None, precision: str | None, workers: int | None,
+          concurrency: int | None, scheduler: str | None,
           resample: bool | None, cluster: str | None, cluster_opt: tuple[str, ...], tls_ca_file: str | None,
           tls_cert: str | None, tls_key: str | None, retry_failed: bool, fail_exit: bool, as_json: bool, verbose: int,
           quiet: bool) -> None:
@@ -80,7 +83,7 @@ def batch(source: str, out_dir: str, pipeline: str | None, model: str | None, cl
 
     config = load_pipeline(pipeline) if pipeline else InferConfig()
     config = config.replace(model=model, tile=tile, halo=halo, batch_size=batch_size, block_size=block_size,
-                            device=device, resample=resample,
+                            device=device, runtime=runtime, precision=precision, resample=resample,
                             classes=tuple(c.strip() for c in classes.split(",")) if classes else None)
     spec = ClusterSpec(scheduler=scheduler or config.scheduler, cluster=cluster,
                        workers=workers or config.workers or cpu_count(), options=_cluster_opts(cluster_opt),

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from geoseg.cli.options import user_errors, verbose_opt
+from geoseg.cli.options import precision_opt, user_errors, verbose_opt
 
 
 @click.group()
@@ -23,6 +23,9 @@ def bench() -> None:
 @click.option("--workers", type=int)
 @click.option("--scheduler", default="threads", show_default=True)
 @click.option("--device", default="auto", show_default=True)
+@click.option("--runtime", default="torch", show_default=True, help="Model runtime (see 'geoseg infer --help'); "
+              "several, comma-separated (torch,auto), alternate run by run in fresh processes and are compared.")
+@precision_opt
 @click.option("--workdir", type=click.Path(file_okay=False), help="Keep the synthetic scene here for reuse.")
 @click.option("--no-vectors", is_flag=True, help="Only the class raster (isolates vectorising cost).")
 @click.option("--no-model-only", is_flag=True, help="Skip the model-only bound (e.g. for memory-only runs).")
@@ -30,51 +33,72 @@ def bench() -> None:
               "(the issue's yardstick), in the same process.")
 @click.option("--repeat", type=click.IntRange(min=1), default=1, show_default=True,
               help="Runs, each in a fresh process: every report plus the medians.")
+@click.option("--classes-out", type=click.Path(dir_okay=False), hidden=True, help="Keep the class raster here.")
 @verbose_opt
 @user_errors
 def bench_infer_cmd(size: int, model: str | None, block_size: int | None, batch_size: int | None, workers: int | None,
-                    scheduler: str, device: str, workdir: str | None, no_vectors: bool, no_model_only: bool,
-                    baseline: bool, repeat: int, verbose: int) -> None:
+                    scheduler: str, device: str, runtime: str, precision: str | None, workdir: str | None,
+                    no_vectors: bool, no_model_only: bool, baseline: bool, repeat: int, classes_out: str | None,
+                    verbose: int) -> None:
     """End-to-end inference vs the model-only bound on the same tiles, peak RSS, time per stage."""
     from geoseg.bench import bench_infer, bench_repeat
     from geoseg.pipeline import InferConfig
 
-    if repeat > 1:
+    runtimes = [r.strip() for r in runtime.split(",") if r.strip()]
+    if repeat > 1 or len(runtimes) > 1:
         import tempfile
 
         with tempfile.TemporaryDirectory() as tmp:  # one synthetic scene for every run
             args = ["--size", str(size), "--scheduler", scheduler, "--device", device, "--workdir", workdir or tmp]
+            args += ["--precision", precision] if precision else []
             for flag, value in (("--model", model), ("--block-size", block_size), ("--batch-size", batch_size),
                                 ("--workers", workers)):
                 args += [flag, str(value)] if value is not None else []
             for flag, on in (("--no-vectors", no_vectors), ("--no-model-only", no_model_only),
                              ("--baseline", baseline)):
                 args += [flag] if on else []
-            click.echo(json.dumps(bench_repeat(args, repeat)))
+            if len(runtimes) > 1:
+                from geoseg.runtime_bench import compare_runtimes
+
+                click.echo(json.dumps(compare_runtimes(args, runtimes, repeat)))
+            else:
+                click.echo(json.dumps(bench_repeat(args + ["--runtime", runtime], repeat)))
         return
 
     config = InferConfig(model=model, block_size=block_size, batch_size=batch_size, workers=workers,
-                         scheduler=scheduler, device=device)
+                         scheduler=scheduler, device=device, runtime=runtime, precision=precision or "fp32")
     result = bench_infer(size, config, Path(workdir) if workdir else None, vectors=not no_vectors,
-                         model_only=not no_model_only, baseline=baseline)
+                         model_only=not no_model_only, baseline=baseline,
+                         classes_out=Path(classes_out) if classes_out else None)
     click.echo(json.dumps(result))
 
 
 @bench.command("model")
 @click.option("--model", "names", multiple=True, help="Model to time (repeatable): a name of "
-              "geoseg.models.bench.DEFAULT_MODELS or an architecture; default: all of DEFAULT_MODELS.")
-@click.option("--tile", type=int, default=512, show_default=True)
+              "geoseg.models.bench.DEFAULT_MODELS or an architecture; with --runtime also a bundle ('default'). "
+              "Default: all of DEFAULT_MODELS; with --runtime, default, unet-seresnext-aspp and resunet-a/d6.")
+@click.option("--tile", type=int, help="Tile side [default: 512; with --runtime, a bundle's own].")
 @click.option("--bands", type=int, default=3, show_default=True)
 @click.option("--repeat", type=int, default=3, show_default=True, help="Timed forwards per setting (median).")
 @click.option("--threads", type=int, help="Threads for the all-threads CPU figure (default: all cores).")
+@click.option("--runtime", "runtimes", help="Compare runtimes, comma-separated: torch, onnxruntime, openvino, "
+              "openvino-bf16, torch-bf16, torch-compile (tiles/s per runtime and thread count, CPU).")
 @verbose_opt
 @user_errors
-def bench_model_cmd(names: tuple[str, ...], tile: int, bands: int, repeat: int, threads: int | None,
-                    verbose: int) -> None:
+def bench_model_cmd(names: tuple[str, ...], tile: int | None, bands: int, repeat: int, threads: int | None,
+                    runtimes: str | None, verbose: int) -> None:
     """Tiles/s (CPU, 1 and all threads; CUDA bf16 when present), parameters and GFLOP per tile, per model."""
+    if runtimes:
+        from geoseg.predict import cpu_count
+        from geoseg.runtime_bench import bench_model_runtimes
+
+        chosen = list(names) or ["default", "unet-seresnext-aspp", "resunet-a/d6"]
+        click.echo(json.dumps(bench_model_runtimes(chosen, [r.strip() for r in runtimes.split(",") if r.strip()],
+                                                   tile, bands, 3, repeat, threads or cpu_count())))
+        return
     from geoseg.models.bench import bench_model
 
-    click.echo(json.dumps(bench_model(list(names) or None, tile=tile, bands=bands, repeat=repeat,
+    click.echo(json.dumps(bench_model(list(names) or None, tile=tile or 512, bands=bands, repeat=repeat,
                                       all_threads=threads)))
 
 

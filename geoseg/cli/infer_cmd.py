@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from geoseg.cli.options import overwrite_opt, quiet_opt, user_errors, verbose_opt
+from geoseg.cli.options import overwrite_opt, precision_opt, quiet_opt, runtime_opt, user_errors, verbose_opt
 from geoseg.cli.progress import block_progress
 from geoseg.pipeline import InferConfig, load_pipeline, override_post
 
@@ -25,6 +25,8 @@ from geoseg.pipeline import InferConfig, load_pipeline, override_post
 @click.option("--batch-size", type=int, help="Tiles per forward pass.")
 @click.option("--block-size", type=int, help="Block side in pixels (rounded to whole tile cores).")
 @click.option("--device", help="auto, cpu or cuda[:N].")
+@runtime_opt
+@precision_opt
 @click.option("--workers", type=int, help="Dask threads or processes (default: one per core).")
 @click.option("--scheduler", help="threads (default), processes or tcp://HOST:PORT.")
 @click.option("--regularize", flag_value=True, default=None, help="Square building footprints (right angles).")
@@ -43,7 +45,8 @@ from geoseg.pipeline import InferConfig, load_pipeline, override_post
 @user_errors
 def infer(scene: str, out: str | None, model: str | None, pipeline: str | None, classes: str | None,
           raster_out: str | None, prob_out: str | None, tile: int | None, halo: int | None, overlap: int | None,
-          batch_size: int | None, block_size: int | None, device: str | None, workers: int | None,
+          batch_size: int | None, block_size: int | None, device: str | None, runtime: str | None,
+          precision: str | None, workers: int | None,
           scheduler: str | None, regularize: bool | None, regularize_m: float | None, simplify_m: float | None,
           min_area_m2: float | None, holes: bool | None, instance_split: bool | None, resample: bool | None,
           overwrite: bool, verbose: int, quiet: bool) -> None:
@@ -54,7 +57,8 @@ def infer(scene: str, out: str | None, model: str | None, pipeline: str | None, 
     if overlap is not None and halo is None:
         halo = overlap // 2
     config = config.replace(model=model, tile=tile, halo=halo, batch_size=batch_size, block_size=block_size,
-                            device=device, workers=workers, scheduler=scheduler, resample=resample,
+                            device=device, runtime=runtime, precision=precision, workers=workers,
+                            scheduler=scheduler, resample=resample,
                             classes=tuple(c.strip() for c in classes.split(",")) if classes else None)
     config = override_post(config, regularize=regularize, regularize_m=regularize_m, simplify_m=simplify_m,
                            min_area_m2=min_area_m2, holes=holes, instance_split=instance_split)

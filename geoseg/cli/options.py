@@ -14,6 +14,16 @@ from geoseg.errors import GeosegError
 verbose_opt = click.option("-v", "--verbose", count=True, help="More output; -v also shows tracebacks.")
 quiet_opt = click.option("-q", "--quiet", is_flag=True, help="No progress bar and no summary.")
 overwrite_opt = click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
+# the names of geoseg.runtime.RUNTIMES / PRECISIONS, spelled out so that --help imports no torch
+RUNTIME_NAMES = ("auto", "torch", "onnxruntime", "openvino")
+PRECISION_NAMES = ("fp32", "bf16", "fp16")
+runtime_opt = click.option(
+    "--runtime", type=click.Choice(RUNTIME_NAMES),
+    help="Model runtime: torch, onnxruntime (pip install 'geoseg[onnx]'), openvino (pip install "
+         "'geoseg[openvino]'), or auto: the fastest one installed that matches torch's output here [default: torch].")
+precision_opt = click.option(
+    "--precision", type=click.Choice(PRECISION_NAMES),
+    help="fp32 (default, exact), or bf16/fp16 for a named runtime that supports it (faster, not exact).")
 
 
 class _WorkerFailures(logging.Filter):

@@ -35,16 +35,17 @@ class Probabilities(torch.nn.Module):
         return (seg, torch.sigmoid(out[:, self.k:])) if self.has_heads else seg
 
 
-def deepness_metadata(bundle: Bundle) -> dict[str, str]:
+def deepness_metadata(bundle: Bundle, tile: int | None = None) -> dict[str, str]:
     """The metadata_props Deepness reads, plus the full geoseg metadata under ``geoseg``."""
     meta = bundle.meta
+    tile = tile or meta.tile
     props = {
         "model_type": "Segmentor",
         "class_names": {i: c.name for i, c in enumerate(meta.classes)},
         "resolution": meta.gsd * 100.0,
-        "tiles_size": meta.tile,
-        "tile_size": meta.tile,
-        "tiles_overlap": round(100 * 2 * meta.halo / meta.tile),
+        "tiles_size": tile,
+        "tile_size": tile,
+        "tiles_overlap": round(100 * 2 * meta.halo / tile),
         "seg_thresh": 0.5,
         "standardization_mean": list(meta.mean),
         "standardization_std": list(meta.std),
@@ -54,15 +55,18 @@ def deepness_metadata(bundle: Bundle) -> dict[str, str]:
     return out
 
 
-def export_onnx(bundle: Bundle, out: str | Path, *, opset: int = 18) -> Path:
-    """Export at the bundle's tile size with a dynamic batch, attach Deepness metadata, write atomically."""
+def export_onnx(bundle: Bundle, out: str | Path, *, opset: int = 18, tile: int | None = None,
+                extra_props: dict[str, str] | None = None) -> Path:
+    """Export at ``tile`` (default: the bundle's tile size) with a dynamic batch, attach Deepness metadata (and
+    ``extra_props``), write atomically. :mod:`geoseg.graph_cache` uses it for the ``--runtime`` graphs."""
     try:
         import onnx
     except ImportError:
         raise BundleError("ONNX export needs the onnx extra: pip install 'geoseg[onnx]'") from None
     out = Path(out)
     meta = bundle.meta
-    x = torch.zeros(2, meta.n_bands, meta.tile, meta.tile)
+    tile = tile or meta.tile
+    x = torch.zeros(2, meta.n_bands, tile, tile)
     names = ["classes", "heads"] if meta.n_outputs > len(meta.classes) else ["classes"]
     module = Probabilities(bundle).eval()
     batch = ({0: torch.export.Dim("batch", min=1, max=1024)},)
@@ -76,7 +80,7 @@ def export_onnx(bundle: Bundle, out: str | Path, *, opset: int = 18) -> Path:
     except Exception as err:  # torch.export raises many types; report them as one line
         raise BundleError(f"{bundle.path}: ONNX export of {meta.arch} failed: {str(err).splitlines()[0]}") from None
     model = program.model_proto
-    for key, value in deepness_metadata(bundle).items():
+    for key, value in {**deepness_metadata(bundle, tile), **(extra_props or {})}.items():
         prop = model.metadata_props.add()
         prop.key, prop.value = key, value
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
