@@ -29,10 +29,12 @@ RUNTIMES = ("auto", "torch", "onnxruntime", "openvino")
 PRECISIONS = ("fp32", "bf16", "fp16")
 # runtime -> (module it needs, the extra that installs it with the ONNX exporter)
 _NEEDS = {"onnxruntime": ("onnxruntime", "onnx"), "openvino": ("openvino", "openvino")}
-# what a check must show before a runtime replaces torch: fp32 is held to the same outputs; reduced precision
-# (opt-in only, never picked by auto) to the same classes on at least 99.9 % of pixels
+# what a check must show before a runtime replaces torch: fp32 is held to the same outputs. Reduced precision
+# (opt-in only, never picked by auto) to the same classes on 99 % of the check tiles' pixels: they are seeded
+# noise, where near-ties are far more common than on imagery (README, Benchmarks: its held-out IoU)
 MAX_PROB_DIFF = 1e-3
 MIN_CLASS_AGREEMENT = 0.999
+MIN_CLASS_AGREEMENT_REDUCED = 0.99
 CHECK_SEED = 19
 LOG = logging.getLogger("geoseg")
 
@@ -77,8 +79,9 @@ def ort_providers(available: list[str], device: torch.device, precision: str,
     index = device.index or 0
     out: list[Any] = []
     if "TensorrtExecutionProvider" in available:
-        trt: dict[str, Any] = {"device_id": index, "trt_fp16_enable": precision == "fp16",
-                               "trt_bf16_enable": precision == "bf16"}
+        trt: dict[str, Any] = {"device_id": index}
+        if precision != "fp32":  # only when asked: older providers reject the bf16 key
+            trt[f"trt_{precision}_enable"] = True
         if cache is not None:  # TensorRT builds its engine once per graph, not once per run
             trt.update(trt_engine_cache_enable=True, trt_engine_cache_path=str(cache))
         out.append(("TensorrtExecutionProvider", trt))
@@ -277,9 +280,10 @@ class _Checker:
             return dict(self.records[key])
         pred, n = self.predictor(runtime), len(self.x)
         rec = compare(pred.predict(self.x, n), self.reference(), len(self.bundle.meta.classes))
-        exact = self.precision == "fp32"
-        rec["ok"] = rec["class_agreement"] >= MIN_CLASS_AGREEMENT and (rec["max_prob_diff"] <= MAX_PROB_DIFF
-                                                                       or not exact)
+        if self.precision == "fp32":
+            rec["ok"] = rec["class_agreement"] >= MIN_CLASS_AGREEMENT and rec["max_prob_diff"] <= MAX_PROB_DIFF
+        else:
+            rec["ok"] = rec["class_agreement"] >= MIN_CLASS_AGREEMENT_REDUCED
         rec["seconds_per_tile"] = _seconds_per_tile(lambda: pred.predict(self.x, n), n)
         self.records[key] = rec
         write_check(self.graph, key, rec)

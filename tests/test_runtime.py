@@ -125,19 +125,22 @@ def test_auto_takes_the_fastest_runtime_that_passed(tiny_bundle: Path) -> None:
     assert getattr(pred, "runtime", "torch") == min(timed, key=lambda k: timed[k])
 
 
-def test_a_runtime_that_disagrees_is_refused(tiny_bundle: Path, tmp_path: Path) -> None:
-    from tests.conftest import write_tiny_bundle
-
-    path = write_tiny_bundle(tmp_path / "d.safetensors", seed=5)
-    graph = graph_cache.cached_graph(path, 128)
+def test_a_runtime_that_disagrees_is_refused(tiny_bundle: Path, tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    shared = graph_cache.cached_graph(tiny_bundle, 128)
+    monkeypatch.setenv("GEOSEG_CACHE_DIR", str(tmp_path))  # a cache of its own, holding the same graph
+    (tmp_path / "graphs").mkdir()
+    graph = tmp_path / "graphs" / shared.name
+    graph.write_bytes(shared.read_bytes())
+    assert graph_cache.cached_graph(tiny_bundle, 128) == graph
     tag = runtime.device_tag(torch.device("cpu"))
     graph_cache.write_check(graph, f"{tag}/torch", {"seconds_per_tile": 1.0})
     for name in GRAPH_RUNTIMES:  # as if the runtime had computed other classes on this machine
         graph_cache.write_check(graph, f"{tag}/{name}/fp32", {"ok": False, "max_prob_diff": 0.4,
                                                               "class_agreement": 0.9, "seconds_per_tile": 0.1})
     with pytest.raises(BundleError, match="differs from torch.*--runtime torch"):
-        runtime.runtime_predictor(path, "cpu", "onnxruntime", 128)
-    assert isinstance(runtime.runtime_predictor(path, "cpu", "auto", 128), Predictor)
+        runtime.runtime_predictor(tiny_bundle, "cpu", "onnxruntime", 128)
+    assert isinstance(runtime.runtime_predictor(tiny_bundle, "cpu", "auto", 128), Predictor)
 
 
 def test_uninstalled_runtime_fails_in_one_line_naming_the_extra(monkeypatch: pytest.MonkeyPatch, make_scene,
@@ -192,3 +195,17 @@ def test_checks_json_is_plain_and_per_machine(tiny_bundle: Path) -> None:
     runtime.runtime_predictor(tiny_bundle, "cpu", "onnxruntime", 128)
     raw = json.loads(graph.with_suffix(".checks.json").read_text())
     assert all(key.startswith("cpu:") for key in raw)
+
+
+def test_bf16_is_opt_in_and_checked() -> None:
+    """The trained default model (its tile-512 graph is the one the test above exported) in bf16."""
+    default = str(BUNDLED_DIR / "default.safetensors")
+    tiles = np.random.default_rng(2).normal(size=(1, 3, 512, 512)).astype(np.float32)
+    expected = Predictor(load_bundle(default), torch.device("cpu")).predict(tiles, 1)
+    pred = get_predictor(default, "cpu", "openvino", 512, "bf16")
+    assert isinstance(pred, GraphPredictor) and pred.precision == "bf16"
+    out = pred.predict(tiles, 1)
+    assert (out[:, :3].argmax(1) == expected[:, :3].argmax(1)).mean() >= 0.99
+    np.testing.assert_allclose(out[:, :3].sum(1), 1.0, atol=1e-2)
+    record = graph_cache.read_checks(pred.graph)[f"{runtime.device_tag(pred.device)}/openvino/bf16"]
+    assert record["ok"] and record["class_agreement"] >= runtime.MIN_CLASS_AGREEMENT_REDUCED
