@@ -35,7 +35,7 @@ def predict_block(feed: Feed, data: np.ndarray, valid: np.ndarray, ran: np.ndarr
     ``n_outputs`` is given, the float32 probabilities and heads (``prob_fill`` there). Memory is the block-sized
     results plus one batch in flight, whatever the block size.
     """
-    h, c, t = spec.halo, spec.core, spec.tile
+    c, t = spec.core, spec.tile
     n_r = block.tile_rows[1] - block.tile_rows[0]
     n_c = block.tile_cols[1] - block.tile_cols[0]
     classes = np.full((n_r * c, n_c * c), class_fill, np.uint8)

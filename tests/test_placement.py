@@ -29,8 +29,8 @@ def cpu_task(_: int) -> str:
 def mixed_client():
     workers = {"gpu": {"cls": Worker, "options": {"nthreads": 2, "resources": {"GPU": 1}}},
                "cpu": {"cls": Worker, "options": {"nthreads": 1}}}
-    with SpecCluster(workers=workers, scheduler={"cls": Scheduler, "options": {"dashboard_address": ":0"}}) as cluster, \
-            Client(cluster) as client:
+    scheduler = {"cls": Scheduler, "options": {"dashboard_address": ":0"}}
+    with SpecCluster(workers=workers, scheduler=scheduler) as cluster, Client(cluster) as client:
         client.wait_for_workers(2)
         yield client
 
