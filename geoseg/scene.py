@@ -70,7 +70,7 @@ class SceneInfo:
     @property
     def gsd_m(self) -> float:
         """Pixel size in ground metres (the side of a square pixel of the same area)."""
-        return metres_per_unit(self.crs, self.transform) * float(np.sqrt(self.pixel_area))
+        return metres_per_unit(self.crs, self.transform, (self.height, self.width)) * float(np.sqrt(self.pixel_area))
 
     @property
     def file_grid(self) -> Grid:
@@ -243,9 +243,18 @@ def normalise(data: np.ndarray, valid: np.ndarray, scale: float, mean: tuple[flo
     return out
 
 
-def metres_per_unit(crs: CRS, transform: Affine) -> float:
-    """Length of one CRS unit in metres (approximate for geographic CRSs: at the scene's top-left)."""
-    if crs.is_geographic:
-        lat = np.radians(transform.f)
-        return float(111_320.0 * np.sqrt(np.cos(lat) ** 2 + 1.0) / np.sqrt(2.0))
-    return float(crs.linear_units_factor[1])
+def metres_per_unit(crs: CRS, transform: Affine, shape: tuple[int, int] | None = None) -> float:
+    """Ground metres per CRS unit: for a geographic CRS the side of a square with the area of one degree², at
+    the scene's centre (its top-left without ``shape``), on the CRS's own ellipsoid (pyproj's geodesics)."""
+    if not crs.is_geographic:
+        return float(crs.linear_units_factor[1])
+    import pyproj
+
+    rows, cols = shape or (0, 0)
+    lon, lat = transform * (cols / 2, rows / 2)
+    geod = pyproj.CRS.from_user_input(crs.to_wkt()).get_geod() or pyproj.Geod(ellps="WGS84")
+    h = 1e-3  # degrees: central differences over ~100 m, where the scale is linear to 1e-9
+    lat = float(np.clip(lat, -90 + 2 * h, 90 - 2 * h))
+    east = geod.inv(lon - h, lat, lon + h, lat)[2] / (2 * h)  # metres per degree of longitude here
+    north = geod.inv(lon, lat - h, lon, lat + h)[2] / (2 * h)  # metres per degree of latitude here
+    return float(np.sqrt(east * north))
