@@ -228,16 +228,27 @@ def _on_grid(src: rasterio.DatasetReader, info: SceneInfo) -> DatasetReader | Wa
                      resampling=SCENE_RESAMPLING, add_alpha=info.data_bands == info.count)
 
 
+def to_unit(data: np.ndarray, scale: float) -> np.ndarray:
+    """Pixel values to the model's 0..1 range as the bundle says (``data / scale``), clipped; NaN becomes 0.
+
+    The first half of :func:`normalise`; training applies it before augmentation (which works on 0..1 images)
+    and then calls :func:`normalise` with ``scale=1``, so both sides standardise in the same function."""
+    return np.clip(np.nan_to_num(np.divide(data, scale, dtype=np.float32)), 0.0, 1.0)
+
+
 def normalise(data: np.ndarray, valid: np.ndarray, scale: float, mean: tuple[float, ...],
               std: tuple[float, ...]) -> np.ndarray:
-    """Scale to 0..1 as the bundle says, then standardise; invalid pixels become 0 (the mean).
+    """``(clip(data / scale, 0, 1) - mean) / std`` per band; invalid pixels become 0 (the mean).
 
-    Folded into one multiply-add per pixel: ``x / (scale * std) - mean / std``.
+    The one normalisation of training and inference (DESIGN: train/serve skew). Folded into one multiply-add
+    and one clip per pixel: ``x / (scale * std) - mean / std``, clipped to the standardised image of 0..1.
     """
-    gain = (1.0 / (scale * np.asarray(std, np.float64))).astype(np.float32)[:, None, None]
-    offset = (-np.asarray(mean, np.float64) / np.asarray(std, np.float64)).astype(np.float32)[:, None, None]
+    std64, mean64 = np.asarray(std, np.float64), np.asarray(mean, np.float64)
+    gain = (1.0 / (scale * std64)).astype(np.float32)[:, None, None]
+    offset = (-mean64 / std64).astype(np.float32)[:, None, None]
     out = np.multiply(data, gain, dtype=np.float32)
     out += offset
+    np.clip(out, offset, ((1.0 - mean64) / std64).astype(np.float32)[:, None, None], out=out)
     if not valid.all():
         out[:, ~valid] = 0.0
     return out

@@ -19,6 +19,7 @@ from geoseg.errors import ConfigError, GeosegError, OutputError
 from geoseg.models.bundle import BundleMeta, ClassInfo, save_bundle
 from geoseg.models.registry import build_model
 from geoseg.predict import cpu_count, resolve_device
+from geoseg.scene import normalise
 from geoseg.synth import SynthSpec, write_scene
 from geoseg.train.checkpoint import load_state, save_state
 from geoseg.train.config import TrainConfig
@@ -88,15 +89,15 @@ def make_schedule(cfg: TrainConfig, opt: torch.optim.Optimizer) -> torch.optim.l
 
 def to_tensors(batch: dict[str, np.ndarray], cfg: TrainConfig, device: torch.device
                ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Normalised inputs (as the bundle's predictor normalises) and the targets, on the device."""
+    """Inputs normalised by inference's own function (nodata included) and the targets, on the device."""
     img = torch.from_numpy(batch["image"]).permute(0, 3, 1, 2).to(device)
-    mean = torch.tensor(cfg.mean, device=device).view(1, -1, 1, 1)
-    std = torch.tensor(cfg.std, device=device).view(1, -1, 1, 1)
+    x = np.stack([normalise(np.moveaxis(im, -1, 0), ok, 1.0, cfg.mean, cfg.std)
+                  for im, ok in zip(batch["image"], batch["valid"])])
     targets = {"mask": torch.from_numpy(batch["mask"]).long().to(device), "colour": img}
     for key in ("boundary", "distance"):
         if key in batch:
             targets[key] = torch.from_numpy(batch[key]).float().to(device)
-    return (img - mean) / std, targets
+    return torch.from_numpy(x).to(device), targets
 
 
 def train(cfg: TrainConfig, *, resume: bool = False, log: Callable[[dict], None] | None = None,
