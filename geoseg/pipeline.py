@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import re
 import types
 import typing
 from dataclasses import dataclass, field
+from collections.abc import Hashable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -102,9 +104,15 @@ def parse(cls: type[T], raw: Any, where: str) -> T:
     Any wrong key, type or container fails with one line naming ``where`` (the file and section) and the key path.
     """
     try:
-        return TypeAdapter(cls).validate_python(raw)
+        return typing.cast(T, _adapter(typing.cast(Hashable, cls)).validate_python(raw))
     except ValidationError as err:
         raise ConfigError(_one_line(err, cls, where)) from None
+
+
+@functools.cache
+def _adapter(cls: Hashable) -> TypeAdapter:
+    """pydantic builds a validator per type once (a few ms each)."""
+    return TypeAdapter(cls)
 
 
 def check_keys(cls: type, raw: Any, where: str) -> dict[str, Any]:
