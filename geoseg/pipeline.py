@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import functools
 import re
 import types
 import typing
 from dataclasses import dataclass, field
-from collections.abc import Hashable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -98,21 +96,21 @@ def override_post(config: InferConfig, **changes: Any) -> InferConfig:
     return dataclasses.replace(config, post=post)
 
 
+_ADAPTERS: dict[type, TypeAdapter] = {}  # pydantic builds a validator per config type once (a few ms each)
+
+
 def parse(cls: type[T], raw: Any, where: str) -> T:
     """Validate plain YAML data against a config dataclass (pydantic, from its type hints) and build it.
 
     Any wrong key, type or container fails with one line naming ``where`` (the file and section) and the key path.
     """
+    adapter = _ADAPTERS.get(cls)
+    if adapter is None:
+        adapter = _ADAPTERS[cls] = TypeAdapter(cls)
     try:
-        return typing.cast(T, _adapter(typing.cast(Hashable, cls)).validate_python(raw))
+        return typing.cast(T, adapter.validate_python(raw))
     except ValidationError as err:
         raise ConfigError(_one_line(err, cls, where)) from None
-
-
-@functools.cache
-def _adapter(cls: Hashable) -> TypeAdapter:
-    """pydantic builds a validator per type once (a few ms each)."""
-    return TypeAdapter(cls)
 
 
 def check_keys(cls: type, raw: Any, where: str) -> dict[str, Any]:
