@@ -147,6 +147,7 @@ def test_missing_cluster_extra_is_one_line(cluster: str, extra: str, tmp_path: P
 
 # --- runs -------------------------------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_run_resume_tamper_retry_and_changed_parameters(tmp_path: Path, make_scene: Any, tiny_bundle: Path) -> None:
     scenes = make_archive(make_scene, tmp_path / "in")
     out = tmp_path / "out"
@@ -243,6 +244,7 @@ def test_cli_stac_json_summary_and_exit_codes(tmp_path: Path, make_scene: Any, t
     assert "good" in table.stdout and "skipped" in table.stdout and "failed" in table.stdout
 
 
+@pytest.mark.slow
 def test_sigint_stops_gracefully_and_the_next_run_resumes(tmp_path: Path, make_scene: Any, tiny_bundle: Path
                                                           ) -> None:
     folder = tmp_path / "in"

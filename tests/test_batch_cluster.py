@@ -87,6 +87,7 @@ def assert_same_outputs(a: Path, b: Path, name: str) -> None:
     assert layers_content(a / f"{name}.gpkg") == layers_content(b / f"{name}.gpkg")
 
 
+@pytest.mark.slow
 def test_killed_client_then_killed_worker(tmp_path: Path, make_scene: Any, tiny_bundle: Path, two_workers: Any
                                           ) -> None:
     address, workers = two_workers

@@ -48,6 +48,7 @@ def cluster(tmp_path):
         log.close()
 
 
+@pytest.mark.slow
 def test_remote_cluster_gives_the_same_outputs(make_scene, tiny_bundle, tmp_path, cluster):
     scene = make_scene(width=300, height=260)
     outs = {}

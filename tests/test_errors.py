@@ -328,6 +328,7 @@ def geoseg_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "geoseg", *args]
 
 
+@pytest.mark.slow
 def test_subprocess_user_errors(tmp_path: Path, out_dir: Path, tiny_bundle: Path, make_scene: Any) -> None:
     """Three representative errors, and -v, as real processes (run side by side to save wall time).
 
