@@ -51,8 +51,8 @@ def two_workers(tmp_path: Path) -> Any:
                                 stdout=log, stderr=log, cwd=ROOT) for i in range(2)]
     procs += workers
     try:
-        with Client(address, timeout="600s", set_as_default=False) as client:  # generous nets: a busy machine
-            client.wait_for_workers(2, timeout=600)
+        with Client(address, timeout="1h", set_as_default=False) as client:  # pytest-timeout is the net
+            client.wait_for_workers(2)
         yield address, workers
     finally:
         for p in reversed(procs):  # workers first, at once: their graceful close can wait on running tasks

@@ -67,7 +67,7 @@ def test_cli_bad_pipeline_exits_1_with_one_line(tmp_path, make_scene):
     bad = tmp_path / "bad.yaml"
     bad.write_text("infer:\n  post: [1, 2]\n")
     run = subprocess.run([sys.executable, "-m", "geoseg", "infer", str(scene), "--out", str(tmp_path / "o.gpkg"),
-                          "--pipeline", str(bad)], capture_output=True, text=True, timeout=600)
+                          "--pipeline", str(bad)], capture_output=True, text=True)
     assert run.returncode == 1
     lines = run.stderr.strip().splitlines()
     assert len(lines) == 1 and str(bad) in lines[0] and "infer.post" in lines[0], run.stderr
