@@ -73,8 +73,12 @@ class RasterSink:
             self.stage, "w", driver="GTiff", width=scene.width, height=scene.height, count=count, dtype=dtype,
             crs=scene.crs, transform=scene.transform, nodata=nodata, tiled=True, blockxsize=COG_BLOCK,
             blockysize=COG_BLOCK, compress="ZSTD", ZSTD_LEVEL=1, BIGTIFF="IF_SAFER")  # staging: fast codec
-        for i, desc in enumerate(descriptions, start=1):
-            self.dataset.set_band_description(i, desc)
+        try:
+            for i, desc in enumerate(descriptions, start=1):
+                self.dataset.set_band_description(i, desc)
+        except BaseException:  # e.g. Ctrl-C while the file is being created: no caller holds this sink yet
+            self.abort()
+            raise
 
     def write(self, window: Window, data: np.ndarray) -> None:
         self.dataset.write(data if data.ndim == 3 else data[None], window=window)
@@ -164,8 +168,12 @@ class VectorSink:
         self.written: dict[str, int] = {name: 0 for name in layers}
         # every layer is created (empty, with its final schema) now: an unwritable folder fails before any work,
         # and GDAL, SQLite and PROJ set up their writer state (~20 MB) once here, not in the middle of the run
-        for layer, fields in self.fields.items():
-            self._write(layer, np.empty(0, object), list(fields.values()))
+        try:
+            for layer, fields in self.fields.items():
+                self._write(layer, np.empty(0, object), list(fields.values()))
+        except BaseException:  # e.g. Ctrl-C while the file is being created: no caller holds this sink yet
+            self.abort()
+            raise
 
     def add(self, layer: str, frame: gpd.GeoDataFrame) -> None:
         if len(frame):

@@ -66,21 +66,25 @@ def _worker_ordinal() -> int:
     return name if isinstance(name, int) else 0
 
 
-def norm_terms(scale: float, mean: Sequence[float], std: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
-    """Per-band float32 gain and offset of ``x / (scale * std) - mean / std``, folded exactly as
-    :func:`geoseg.scene.normalise` folds them, so the device gives the same bits on CPU."""
-    std64 = np.asarray(std, np.float64)
+def norm_terms(scale: float, mean: Sequence[float],
+               std: Sequence[float]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-band float32 gain, offset and upper bound of ``(clip(x / scale, 0, 1) - mean) / std``, folded exactly
+    as :func:`geoseg.scene.normalise` folds them (the lower bound is the offset), so the device gives the same
+    bits on CPU."""
+    std64, mean64 = np.asarray(std, np.float64), np.asarray(mean, np.float64)
     gain = (1.0 / (scale * std64)).astype(np.float32)
-    offset = (-np.asarray(mean, np.float64) / std64).astype(np.float32)
-    return gain, offset
+    offset = (-mean64 / std64).astype(np.float32)
+    return gain, offset, ((1.0 - mean64) / std64).astype(np.float32)
 
 
-def normalise_tiles(raw: torch.Tensor, valid: torch.Tensor | None, gain: torch.Tensor,
-                    offset: torch.Tensor) -> torch.Tensor:
-    """Raw tiles ``(n, bands, t, t)`` of any dtype to float32 model input on their own device; invalid pixels
-    become 0 after normalising. A multiply then an add (two roundings, as numpy does), never a fused one."""
+def normalise_tiles(raw: torch.Tensor, valid: torch.Tensor | None, gain: torch.Tensor, offset: torch.Tensor,
+                    upper: torch.Tensor) -> torch.Tensor:
+    """Raw tiles ``(n, bands, t, t)`` of any dtype to float32 model input on their own device, clipped to the
+    standardised image of 0..1; invalid pixels become 0 after normalising. A multiply then an add (two roundings,
+    as numpy does), never a fused one."""
     x = raw.to(torch.float32) * gain.view(1, -1, 1, 1)  # out of place: float32 input must not be changed
     x.add_(offset.view(1, -1, 1, 1))
+    torch.clamp(x, offset.view(1, -1, 1, 1), upper.view(1, -1, 1, 1), out=x)
     if valid is not None:
         x.masked_fill_(~valid[:, None], 0.0)
     return x
@@ -141,7 +145,7 @@ class Predictor:
 
     bundle: Bundle
     device: torch.device
-    _terms: dict[float, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict, init=False, repr=False)
+    _terms: dict[float, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = field(default_factory=dict, init=False, repr=False)
     _local: threading.local = field(default_factory=threading.local, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -254,14 +258,14 @@ class Predictor:
             return x
         return torch.cat([x, x.new_zeros((batch_size - len(x),) + tuple(x.shape[1:]))])
 
-    def _norm(self, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
-        """The bundle's gain and offset for ``scale`` as tensors on the device, made once per scale."""
+    def _norm(self, scale: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The bundle's gain, offset and upper bound for ``scale`` as tensors on the device, made once per scale."""
         terms = self._terms.get(scale)
         if terms is None:
             meta = self.bundle.meta
-            gain, offset = norm_terms(scale, meta.mean, meta.std)
-            terms = self._terms[scale] = (torch.from_numpy(gain).to(self.device),
-                                          torch.from_numpy(offset).to(self.device))
+            gain, offset, upper = (torch.from_numpy(a).to(self.device) for a in norm_terms(scale, meta.mean,
+                                                                                            meta.std))
+            terms = self._terms[scale] = (gain, offset, upper)
         return terms
 
     def _probs(self, x: torch.Tensor) -> torch.Tensor:

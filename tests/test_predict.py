@@ -23,23 +23,23 @@ MEAN, STD = (0.5, 0.4, 0.3), (0.25, 0.2, 0.3)
 
 def raw_tiles(dtype: str, n: int = 3, t: int = 128, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
-    top = {"uint8": 255, "uint16": 65535}.get(dtype, 1.0)
-    data = (rng.random((n, 3, t, t)) * top).astype(dtype)
+    top = {"uint8": 255, "uint16": 65535}.get(dtype, 1.5)
+    data = (rng.random((n, 3, t, t)) * top - (0.2 if top == 1.5 else 0)).astype(dtype)  # floats pass 0..1
     valid = rng.random((n, t, t)) > 0.1
     if dtype.startswith("float"):
         data[:, 1][~valid] = np.nan  # non-finite pixels are invalid ones
     return data, valid
 
 
-@pytest.mark.parametrize("dtype, scale", [("uint8", 255.0), ("uint16", 65535.0), ("float32", 1.0),
-                                          ("float64", 1.0)])
+@pytest.mark.parametrize("dtype, scale", [("uint8", 255.0), ("uint16", 65535.0), ("uint16", 4095.0),
+                                          ("float32", 1.0), ("float64", 1.0)])  # 4095: 12-bit data, clipped
 def test_normalise_on_the_device_equals_the_numpy_normalise(dtype: str, scale: float) -> None:
     data, valid = raw_tiles(dtype)
-    gain, offset = (torch.from_numpy(a) for a in norm_terms(scale, MEAN, STD))
-    got = normalise_tiles(torch.from_numpy(data), torch.from_numpy(valid), gain, offset).numpy()
+    terms = [torch.from_numpy(a) for a in norm_terms(scale, MEAN, STD)]
+    got = normalise_tiles(torch.from_numpy(data), torch.from_numpy(valid), *terms).numpy()
     want = np.stack([normalise(d, v, scale, MEAN, STD) for d, v in zip(data, valid)])
     assert got.dtype == np.float32 and np.array_equal(got, want)  # bit for bit, invalid pixels 0
-    all_valid = normalise_tiles(torch.from_numpy(data[:1]), None, gain, offset).numpy()
+    all_valid = normalise_tiles(torch.from_numpy(data[:1]), None, *terms).numpy()
     assert np.array_equal(all_valid, normalise(data[0], np.ones(valid.shape[1:], bool), scale, MEAN, STD)[None],
                           equal_nan=True)
     assert np.array_equal(data, raw_tiles(dtype)[0], equal_nan=True)  # the input is left as it was

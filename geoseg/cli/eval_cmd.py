@@ -44,6 +44,10 @@ def eval_cmd(pred: str | None, truth: str, raster: str | None, classes: str, res
     spec = ({"name": "background"},) + tuple({"name": n, "layer": f"{n}s"} for n in names)
     scores = evaluate(raster or pred, truth, pred_vectors=pred if raster and pred else None, classes=spec,
                       resolution=resolution, snap_m=snap_m)
+    skipped = [n for n in names if n not in scores]
+    if skipped and not quiet:
+        click.echo(f"{truth}: no {', '.join(skipped)} labels (layer {', '.join(n + 's' for n in skipped)} missing): "
+                   f"not scored", err=True)
     if seams:
         scores["seams"] = seam_disagreement(seams, model, tile, halo, device="auto")
     text = json.dumps({c: {k: v if isinstance(v, int) else round(float(v), 4) for k, v in s.items()}
