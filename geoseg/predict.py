@@ -145,7 +145,8 @@ class Predictor:
 
     bundle: Bundle
     device: torch.device
-    _terms: dict[float, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = field(default_factory=dict, init=False, repr=False)
+    _terms: dict[float, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = field(default_factory=dict, init=False,
+                                                                                 repr=False)
     _local: threading.local = field(default_factory=threading.local, init=False, repr=False)
 
     def __post_init__(self) -> None:
