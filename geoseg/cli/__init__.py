@@ -12,6 +12,7 @@ from geoseg.cli.eval_cmd import eval_cmd
 from geoseg.cli.infer_cmd import infer
 from geoseg.cli.models_cmd import models
 from geoseg.cli.options import one_line_warnings
+from geoseg.cli.signals import sigterm_as_interrupt
 from geoseg.cli.train_cmd import train
 
 
@@ -21,6 +22,7 @@ def main() -> None:
     """Large GeoTIFFs in, GIS-ready building and road vectors out."""
     tune_malloc()  # before any worker thread allocates (see geoseg.allocator)
     one_line_warnings()
+    sigterm_as_interrupt()
 
 
 main.add_command(infer)
