@@ -2,6 +2,7 @@
 inside QGIS. Prints one JSON object on stdout.
 
   qgis_probe.py layers GPKG [RASTER]        how QGIS opens geoseg's outputs (renderers, class labels)
+  qgis_probe.py load PLUGINS_DIR JSON       run geoseg:infer as the toolbox does, outputs loaded into the project
   qgis_probe.py cancel PLUGINS_DIR JSON     run geoseg:infer with JSON parameters, cancelling at the first progress
 """
 
@@ -33,12 +34,39 @@ def layers(gpkg, raster=None):
     return out
 
 
-def cancel(plugins_dir, params):
+def start_plugin(plugins_dir):
     sys.path.insert(0, plugins_dir)
     import geoseg  # the plugin package, as QGIS imports it
 
     plugin = geoseg.classFactory(None)
     plugin.initProcessing()
+    return plugin
+
+
+def load(plugins_dir, params):
+    """The toolbox's path: run, then Processing loads the outputs into the project (with post-processors)."""
+    sys.path.insert(0, "/usr/share/qgis/python/plugins")
+    import processing
+    from processing.core.Processing import Processing
+
+    Processing.initialize()
+    plugin = start_plugin(plugins_dir)  # noqa: F841 - keeps the provider alive
+    results = processing.runAndLoadResults("geoseg:infer", params)
+    out = {"results": {k: str(v) for k, v in results.items()}, "layers": {}}
+    for layer in QgsProject.instance().mapLayers().values():
+        renderer = layer.renderer()
+        info = {"renderer": renderer.type() if renderer else None, "features": getattr(layer, "featureCount",
+                                                                                        lambda: None)()}
+        if renderer and renderer.type() == "singleSymbol":
+            info["colour"] = renderer.symbol().color().name()
+        if renderer and renderer.type() == "paletted":
+            info["classes"] = [[int(c.value), c.label, c.color.name(), c.color.alpha()] for c in renderer.classes()]
+        out["layers"][layer.name()] = info
+    return out
+
+
+def cancel(plugins_dir, params):
+    plugin = start_plugin(plugins_dir)  # noqa: F841
     alg = QgsApplication.processingRegistry().algorithmById("geoseg:infer").create()
     context = QgsProcessingContext()
     context.setProject(QgsProject.instance())
@@ -65,6 +93,6 @@ def cancel(plugins_dir, params):
 if sys.argv[1] == "layers":
     result = layers(*sys.argv[2:])
 else:
-    result = cancel(sys.argv[2], json.loads(sys.argv[3]))
+    result = {"load": load, "cancel": cancel}[sys.argv[1]](sys.argv[2], json.loads(sys.argv[3]))
 print(json.dumps(result))
 app.exitQgis()

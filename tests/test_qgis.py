@@ -145,3 +145,20 @@ def test_cancel_leaves_nothing(qgis: dict[str, Any], tmp_path: Path, tiny_bundle
     assert seen["progress"] and 0 < seen["progress"][0] < 100, seen
     assert any("cancelled" in e for e in seen["errors"]), seen
     assert list(out_dir.iterdir()) == []
+
+
+def test_toolbox_run_loads_outputs_styled(qgis: dict[str, Any], tmp_path: Path, tiny_bundle: Path) -> None:
+    """As from the toolbox (processing.runAndLoadResults): every output lands in the project, styled."""
+    scene = write_scene(tmp_path / "scene.tif", 256)
+    params = {"INPUT": str(scene), "OUTPUT": str(tmp_path / "b.gpkg"), "RASTER_OUTPUT": str(tmp_path / "c.tif"),
+              "MODEL": str(tiny_bundle), "MIN_AREA_M2": 0, "DEVICE": 1}
+    seen = probe(qgis["env"], "load", str(qgis["plugins"]), json.dumps(params))
+    meta = read_meta(str(tiny_bundle))
+    layers = seen["layers"]
+    assert set(layers) == {"buildings", "roads", "road_centerlines", "Class raster"}, layers
+    assert layers["buildings"]["features"] > 0
+    for c in meta.classes[1:]:
+        assert layers[c.layer]["renderer"] == "singleSymbol" and layers[c.layer]["colour"] == c.colour, layers
+    raster = layers["Class raster"]
+    assert raster["renderer"] == "paletted"
+    assert raster["classes"] == [[k, c.name, c.colour, 0 if k == 0 else 255] for k, c in enumerate(meta.classes)]
