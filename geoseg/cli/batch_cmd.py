@@ -70,8 +70,8 @@ def batch(source: str, out_dir: str, pipeline: str | None, model: str | None, cl
           assets: str, tile: int | None, halo: int | None, batch_size: int | None, block_size: int | None,
           device: str | None, workers: int | None, concurrency: int | None, scheduler: str | None,
           resample: bool | None, cluster: str | None, cluster_opt: tuple[str, ...], tls_ca_file: str | None,
-          tls_cert: str | None, tls_key: str | None, retry_failed: bool, fail_exit: bool, as_json: bool, progress_mode: str,
-          verbose: int, quiet: bool) -> None:
+          tls_cert: str | None, tls_key: str | None, retry_failed: bool, fail_exit: bool, as_json: bool,
+          progress_mode: str, verbose: int, quiet: bool) -> None:
     """Segment every scene of INPUT into --out-dir, skipping scenes already done.
 
     INPUT is a folder (searched recursively for .tif/.tiff), a glob (quoted), a text manifest (one path per

@@ -259,13 +259,16 @@ class EvalAlgorithm(_GeosegAlgorithm):
 
 
 def html_report(scores, pred, truth):
-    """One table: a row per class, a column per score."""
+    """One table: a row per score, a column per class."""
+    classes = list(scores)
     names = sorted({k for s in scores.values() for k in s})
-    head = "".join(f"<th>{html.escape(n)}</th>" for n in names)
-    rows = "".join("<tr><th>{}</th>{}</tr>".format(
-        html.escape(c), "".join(f"<td>{s[n]:.3f}</td>" if isinstance(s.get(n), float) else
-                                f"<td>{html.escape(str(s.get(n, '')))}</td>" for n in names))
-        for c, s in scores.items())
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in classes)
+
+    def cell(value):
+        return f"<td>{value:.3f}</td>" if isinstance(value, float) else f"<td>{html.escape(str(value))}</td>"
+
+    rows = "".join(f"<tr><th align='left'>{html.escape(n)}</th>"
+                   + "".join(cell(scores[c].get(n, "")) for c in classes) + "</tr>" for n in names)
     return (f"<html><head><meta charset='utf-8'><title>geoseg eval</title></head><body><h2>geoseg eval</h2>"
-            f"<p>{html.escape(pred)} against {html.escape(truth)}</p><table border='1'><tr><th>class</th>{head}"
+            f"<p>{html.escape(pred)} against {html.escape(truth)}</p><table border='1'><tr><th>score</th>{head}"
             f"</tr>{rows}</table></body></html>\n")
