@@ -74,10 +74,10 @@ def test_every_pipeline_loads(path):
 
 
 @pytest.mark.parametrize("text,needle", [
-    ("infer:\n  block_size: big\n", "block_size must be int"),
-    ("infer:\n  tiles: 3\n", "unknown key(s) tiles"),
-    ("infer:\n  post:\n    building: {min_area: 3}\n", "unknown key(s) min_area"),
-    ("train:\n  out: x.safetensors\n  steps: many\n", "steps must be int"),
+    ("infer:\n  block_size: big\n", "infer.block_size: should be a valid integer"),
+    ("infer:\n  tiles: 3\n", "unknown key tiles; did you mean tile?"),
+    ("infer:\n  post:\n    building: {min_area: 3}\n", "infer.post.building: unknown key min_area"),
+    ("train:\n  out: x.safetensors\n  steps: many\n", "train.steps: should be a valid integer"),
     ("infer: [\n", "not valid YAML"),
 ])
 def test_bad_pipeline_fails_in_one_line(tmp_path, text, needle):

@@ -51,6 +51,10 @@ def eval_cmd(pred: str | None, truth: str, raster: str | None, classes: str, res
                       resolution=resolution, snap_m=snap_m)
     if progress_mode == "json":
         emit_progress("eval", 1, steps)
+    skipped = [n for n in names if n not in scores]
+    if skipped and not quiet:
+        click.echo(f"{truth}: no {', '.join(skipped)} labels (layer {', '.join(n + 's' for n in skipped)} missing): "
+                   f"not scored", err=True)
     if seams:
         scores["seams"] = seam_disagreement(seams, model, tile, halo, device="auto")
         if progress_mode == "json":
