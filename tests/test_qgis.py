@@ -162,3 +162,19 @@ def test_toolbox_run_loads_outputs_styled(qgis: dict[str, Any], tmp_path: Path, 
     raster = layers["Class raster"]
     assert raster["renderer"] == "paletted"
     assert raster["classes"] == [[k, c.name, c.colour, 0 if k == 0 else 255] for k, c in enumerate(meta.classes)]
+
+
+def test_batch_in_qgis(qgis: dict[str, Any], tmp_path: Path, tiny_bundle: Path) -> None:
+    folder = tmp_path / "scenes"
+    folder.mkdir()
+    write_scene(folder / "a.tif", 128)
+    write_scene(folder / "b.tif", 64, bands=2)  # fails (band mismatch): reported, the other scene still done
+    out_dir = tmp_path / "results"
+    ran = qgis_process(qgis["env"], "--json", "run", "geoseg:batch", "--", f"INPUT={folder}", f"OUTPUT_DIR={out_dir}",
+                       f"MODEL={tiny_bundle}", "DEVICE=1")
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    results = json.loads(ran.stdout)["results"]
+    assert (results["DONE"], results["FAILED"]) == (1, 1), results
+    assert (out_dir / "a.gpkg").is_file() and (out_dir / "a_classes.tif").is_file()
+    assert not list(out_dir.glob("b*"))
+    assert "has 2 band(s)" in ran.stdout + ran.stderr  # the failed scene's reason, in the Processing log

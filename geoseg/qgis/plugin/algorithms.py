@@ -73,7 +73,7 @@ class _GeosegAlgorithm(QgsProcessingAlgorithm):
 class ClassRasterStyle(QgsProcessingLayerPostProcessorInterface):
     """Applies the class raster's own QML (written beside it by geoseg) when Processing loads it."""
 
-    instances = []  # Processing keeps only a raw pointer: the Python objects must outlive the algorithm
+    instances: list = []  # Processing keeps only a raw pointer: the Python objects must outlive the algorithm
 
     def postProcessLayer(self, layer, context, feedback):  # noqa: N802
         qml = Path(layer.source()).with_suffix(".qml")
