@@ -142,6 +142,9 @@ class InferAlgorithm(_GeosegAlgorithm):
         if layer is None:
             raise QgsProcessingException(self.invalidRasterError(parameters, "INPUT"))
         scene = layer.source().split("|")[0]
+        if layer.providerType() != "gdal" or not os.path.isfile(scene):
+            raise QgsProcessingException(f"{layer.name()}: geoseg reads GeoTIFF files; this layer is not a local file "
+                                         "(save it with Export > Save As... GeoTIFF first)")
         out = self.parameterAsFileOutput(parameters, "OUTPUT", context)
         raster = self.parameterAsOutputLayer(parameters, "RASTER_OUTPUT", context)
         args = ["infer", scene, "--out", out, "--overwrite"] + self._common_args(parameters, context)

@@ -11,6 +11,8 @@ class GeosegPlugin:
         self.provider = None
 
     def initProcessing(self):  # noqa: N802 - QGIS calls it (qgis_process too, which has no GUI)
+        if self.provider is not None:  # the desktop may call it, then initGui again
+            return
         self.provider = GeosegProvider()
         QgsApplication.processingRegistry().addProvider(self.provider)
 

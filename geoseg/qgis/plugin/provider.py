@@ -20,6 +20,9 @@ class GeosegProvider(QgsProcessingProvider):
         for alg in (InferAlgorithm(), BatchAlgorithm(), EvalAlgorithm()):
             self.addAlgorithm(alg)
 
+    def supportedOutputRasterLayerExtensions(self):  # noqa: N802 - geoseg writes Cloud-Optimised GeoTIFFs only
+        return ["tif"]
+
     def canBeActivated(self):  # noqa: N802
         return bool(geoseg_command())
 

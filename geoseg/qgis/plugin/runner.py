@@ -63,7 +63,8 @@ def run_geoseg(args, feedback):
     feedback.pushCommandInfo(" ".join(argv))
     try:
         proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
-                                text=True, encoding="utf-8", errors="replace", env=child_env())
+                                text=True, encoding="utf-8", errors="replace", env=child_env(),
+                                creationflags=getattr(subprocess, "CREATE_NO_WINDOW", 0))  # no console on Windows
     except OSError as err:
         raise QgsProcessingException(f"cannot start geoseg ({command[0]}: {err.strerror}); run 'geoseg qgis "
                                      "install' again from the environment geoseg is installed in") from None
