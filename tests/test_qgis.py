@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pytest
 import rasterio
+import torch
 from affine import Affine
 
 from geoseg.models.bundle import read_meta
@@ -132,6 +133,13 @@ def test_bad_input_is_a_processing_error(qgis: dict[str, Any], tmp_path: Path, t
     said = ran.stdout + ran.stderr
     assert "has 2 band(s) but model" in said and "Traceback" not in said, said
     assert list(out_dir.iterdir()) == []
+    if not torch.cuda.is_available():  # DEVICE=cuda on a machine without CUDA: geoseg's one line, as the error
+        good = write_scene(tmp_path / "good.tif", 64)
+        ran = qgis_process(qgis["env"], "run", "geoseg:infer", "--", f"INPUT={good}", f"OUTPUT={out_dir / 'b.gpkg'}",
+                           f"MODEL={tiny_bundle}", "DEVICE=2")
+        said = ran.stdout + ran.stderr
+        assert ran.returncode != 0 and "no CUDA device is available" in said and "Traceback" not in said, said
+        assert list(out_dir.iterdir()) == []
 
 
 def test_cancel_leaves_nothing(qgis: dict[str, Any], tmp_path: Path, tiny_bundle: Path) -> None:
