@@ -21,7 +21,7 @@ from geoseg.allocator import HeapTrim, trim_heap
 from geoseg.engine import catch_interrupts, dask_client, stream, task_resources
 from geoseg.errors import BundleError, ConfigError, SceneError
 from geoseg.export import RasterSink, VectorSink, check_output, vector_paths
-from geoseg.styles import layer_styles
+from geoseg.styles import class_palette, layer_styles
 from geoseg.grid import Block, TileSpec, auto_block_size, block_input_span, block_side, make_blocks
 from geoseg.models.bundle import BundleMeta, gsd_mismatch, read_meta, resolve_bundle
 from geoseg.pipeline import InferConfig
@@ -265,7 +265,7 @@ class Outputs:
         try:
             if raster_out:
                 self.classes = RasterSink(raster_out, self.scene, 1, "uint8", CLASS_NODATA, "NEAREST", ("class",),
-                                          regrid="nearest")
+                                          regrid="nearest", palette=class_palette(self.meta))
                 self.sinks.append(self.classes)
             if prob_out:
                 self.probs = RasterSink(prob_out, self.scene, len(self.names), "float32", PROB_NODATA, "AVERAGE",

@@ -162,7 +162,7 @@ def test_run_resume_tamper_retry_and_changed_parameters(tmp_path: Path, make_sce
     assert first.failed == 2
     m1 = rows(out)
     for name in ("s0", "s1", "s2"):
-        files = {p.name for p in out.glob(f"{name}*")}
+        files = {p.name for p in out.glob(f"{name}*") if p.suffix not in (".xml", ".qml")}  # class style sidecars
         assert files == {f"{name}.gpkg", f"{name}_classes.tif"}
         assert m1[name]["status"] == "done" and m1[name]["run_id"] == first.run_id
         assert json.loads(m1[name]["outputs"]) == {f: sha256_file(out / f) for f in files}
@@ -232,7 +232,8 @@ def test_cli_stac_json_summary_and_exit_codes(tmp_path: Path, make_scene: Any, t
     gone = next(s for s in summary["scenes"] if s["name"] == "gone")
     assert "missing.tif" in gone["reason"] and "cannot read" in gone["reason"]
     assert json.loads((out / SUMMARY_NAME).read_text())["run_id"] == summary["run_id"]
-    assert {p.name for p in out.glob("good*")} == {"good.gpkg", "good_classes.tif"}
+    assert {p.name for p in out.glob("good*")} == {"good.gpkg", "good_classes.tif", "good_classes.tif.aux.xml",
+                                                   "good_classes.qml"}
     assert scene.exists()
 
     result = CliRunner().invoke(main, args + ["--no-fail-exit"])  # the failure is not retried: skipped
