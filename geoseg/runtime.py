@@ -17,13 +17,16 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
 import numpy as np
 import torch
 
 from geoseg.errors import BundleError, ConfigError, GeosegError
 from geoseg.models.bundle import Bundle, load_bundle
+
+if TYPE_CHECKING:
+    from geoseg.predict import CoreBatch, TileBatch
 
 RUNTIMES = ("auto", "torch", "onnxruntime", "openvino")
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -186,6 +189,25 @@ class GraphPredictor:
                 batch = np.concatenate([batch, np.zeros((batch_size - len(batch),) + batch.shape[1:], np.float32)])
             out[i:i + batch_size] = self.run(batch)[:min(batch_size, n - i)]
         return out
+
+    def feed(self, batches: Iterable[TileBatch], *, scale: float, halo: int, batch_size: int,
+             want_probs: bool) -> Iterator[CoreBatch]:
+        """:meth:`geoseg.predict.Predictor.feed` on CPU: raw tiles normalised with the torch predictor's own
+        functions (the same input bits), the graph run, then cores and class bytes as torch computes them."""
+        from geoseg.predict import CoreBatch, class_argmax, norm_terms, normalise_tiles
+
+        meta, k = self.bundle.meta, len(self.bundle.meta.classes)
+        gain, offset, upper = (torch.from_numpy(a) for a in norm_terms(scale, meta.mean, meta.std))
+        for tiles, masks in batches:
+            torch.set_num_threads(1)  # the torch steps around the graph follow the same thread rule
+            with torch.inference_mode():
+                valid = None if masks is None else torch.from_numpy(np.stack(masks))
+                x = normalise_tiles(torch.from_numpy(np.stack(tiles)), valid, gain, offset, upper).numpy()
+                probs = torch.from_numpy(self.predict(x, batch_size))
+                t = probs.shape[-1]
+                cores = probs[:, :, halo:t - halo, halo:t - halo]
+                classes = class_argmax(cores[:, :k])
+            yield CoreBatch(classes.numpy(), cores.numpy() if want_probs else None)
 
 
 def device_tag(device: torch.device) -> str:

@@ -209,3 +209,15 @@ def test_bf16_is_opt_in_and_checked() -> None:
     np.testing.assert_allclose(out[:, :3].sum(1), 1.0, atol=1e-2)
     record = graph_cache.read_checks(pred.graph)[f"{runtime.device_tag(pred.device)}/openvino/bf16"]
     assert record["ok"] and record["class_agreement"] >= runtime.MIN_CLASS_AGREEMENT_REDUCED
+
+
+def test_bench_infer_compares_runtimes_run_by_run(tiny_bundle: Path, tmp_path: Path) -> None:
+    result = invoke(["bench", "infer", "--size", "300", "--model", tiny_bundle, "--runtime", "torch,onnxruntime",
+                     "--no-vectors", "--no-model-only", "--workdir", tmp_path])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert [r["runtime"] for r in report["reports"]["onnxruntime"]] == ["onnxruntime"]
+    assert report["reports"]["torch"][0]["ran"] == "torch"
+    median = report["median"]["onnxruntime"]
+    assert median["ran"] == "onnxruntime" and median["class_agreement_vs_first"] >= 0.999
+    assert median["speedup_mpx_per_s"] > 0 and median["cpu_per_mpx_ratio"] > 0

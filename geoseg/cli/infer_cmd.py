@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from geoseg.cli.options import overwrite_opt, precision_opt, quiet_opt, runtime_opt, user_errors, verbose_opt
-from geoseg.cli.progress import block_progress
+from geoseg.cli.progress import progress_for, progress_opt
 from geoseg.pipeline import InferConfig, load_pipeline, override_post
 
 
@@ -40,6 +40,7 @@ from geoseg.pipeline import InferConfig, load_pipeline, override_post
               help="If the scene's pixel size differs from the model's GSD, read it resampled (bilinear) to the "
                    "model's GSD and write the rasters back on the scene's grid; vectors are in map coordinates.")
 @overwrite_opt
+@progress_opt
 @verbose_opt
 @quiet_opt
 @user_errors
@@ -49,7 +50,7 @@ def infer(scene: str, out: str | None, model: str | None, pipeline: str | None, 
           precision: str | None, workers: int | None,
           scheduler: str | None, regularize: bool | None, regularize_m: float | None, simplify_m: float | None,
           min_area_m2: float | None, holes: bool | None, instance_split: bool | None, resample: bool | None,
-          overwrite: bool, verbose: int, quiet: bool) -> None:
+          overwrite: bool, progress_mode: str, verbose: int, quiet: bool) -> None:
     """Segment SCENE (GeoTIFF) into building and road polygons."""
     from geoseg.infer import infer as run
 
@@ -62,7 +63,7 @@ def infer(scene: str, out: str | None, model: str | None, pipeline: str | None, 
                             classes=tuple(c.strip() for c in classes.split(",")) if classes else None)
     config = override_post(config, regularize=regularize, regularize_m=regularize_m, simplify_m=simplify_m,
                            min_area_m2=min_area_m2, holes=holes, instance_split=instance_split)
-    with block_progress("infer", enabled=not quiet) as progress:
+    with progress_for("infer", progress_mode, quiet) as progress:
         summary = run(scene, out, config, raster_out=raster_out, prob_out=prob_out, overwrite=overwrite,
                       verbose=verbose > 0, progress=progress)
     if not quiet:
