@@ -12,20 +12,21 @@ from collections import defaultdict
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
 from geoseg.allocator import HeapTrim, trim_heap
 from geoseg.engine import catch_interrupts, dask_client, stream, task_resources
-from geoseg.errors import BundleError, ConfigError, SceneError
-from geoseg.export import RasterSink, VectorSink, check_output, vector_paths
+from geoseg.bands import select_bands
+from geoseg.preflight import check_fit, check_run
+from geoseg.export import RasterSink, VectorSink
 from geoseg.styles import layer_styles
 from geoseg.grid import Block, TileSpec, auto_block_size, block_input_span, block_side, make_blocks
-from geoseg.models.bundle import BundleMeta, gsd_mismatch, read_meta, resolve_bundle
+from geoseg.models.bundle import BundleMeta
 from geoseg.pipeline import InferConfig
 from geoseg.predict import cpu_count, default_batch_size, get_predictor, resolve_device
-from geoseg.scene import SceneInfo, at_gsd, metres_per_unit, normalise, open_scene, read_block
+from geoseg.scene import SceneInfo, at_gsd, metres_per_unit, normalise, read_block
 from geoseg.stitch import class_raster, predict_block, tile_cores_valid
 from geoseg.vectorize import BlockVectors, ClassVectors, Reducer, VectorSpec, vectorize_block
 
@@ -112,19 +113,9 @@ def _preload(bundle: str, device: str) -> None:
 
 
 def check_bundle_fits(scene: SceneInfo, meta: BundleMeta, bundle_name: str, resample: bool = False) -> None:
-    """Band count and dtype are checked before any compute (errors); the pixel size too (a warning, unless the
-    scene is to be resampled to the model's GSD)."""
-    if scene.data_bands != meta.n_bands:
-        raise SceneError(f"{scene.path}: has {scene.data_bands} band(s) but model {bundle_name} expects "
-                         f"{meta.n_bands} ({', '.join(meta.band_names)}); pick a matching model or select bands "
-                         "with 'gdal_translate -b'")
-    try:
-        meta.scale_for(np.dtype(scene.dtype))
-    except BundleError as err:
-        raise SceneError(f"{scene.path}: {err}") from None
-    message = None if resample else gsd_mismatch(scene.gsd_m, meta, str(scene.path))
-    if message:
-        logging.getLogger("geoseg").warning(message)
+    """Bands, dtype (errors) and pixel size (a warning unless resampled) of a scene against a bundle."""
+    select_bands(scene, meta, None, bundle_name)
+    check_fit(scene, meta, bundle_name, resample)
 
 
 @dataclass
@@ -150,17 +141,19 @@ class InferSummary:
 
 def infer(scene_path: str | Path, out: str | Path | None, config: InferConfig, *, raster_out: str | Path | None = None,
           prob_out: str | Path | None = None, overwrite: bool = False, verbose: bool = False,
-          progress: Callable[[int, int], None] | None = None, client: Any = None) -> InferSummary:
+          progress: Callable[[int, int], None] | None = None, client: Any = None,
+          inputs: Mapping[str, str | Path | None] | None = None) -> InferSummary:
     """Run a bundle over a scene and write the requested outputs; nothing is left half-written.
 
     ``client``: an existing ``distributed.Client`` to run on (``geoseg batch`` shares one between scenes);
-    by default one is started for ``config.scheduler`` and closed at the end.
+    by default one is started for ``config.scheduler`` and closed at the end. ``inputs``: other files the run
+    reads (a pipeline YAML...), which no output may be.
     """
     start = time.perf_counter()
-    scene = open_scene(scene_path)
-    bundle_path = str(resolve_bundle(config.model).resolve())
-    meta = read_meta(bundle_path)
-    check_bundle_fits(scene, meta, config.model or "default", config.resample)
+    checked = check_run(scene_path, out, config, raster_out=raster_out, prob_out=prob_out, overwrite=overwrite,
+                        inputs=inputs)
+    scene, bundle_path, meta, spec, class_ids = checked.scene, checked.bundle, checked.meta, checked.spec, \
+        checked.class_ids
     scene_px, resampled = scene.width * scene.height, None
     if config.resample:  # the whole pipeline runs on the model-GSD grid; raster outputs go back to the scene's
         file_gsd, scene = scene.gsd_m, at_gsd(scene, meta.gsd)
@@ -170,28 +163,12 @@ def infer(scene_path: str | Path, out: str | Path | None, config: InferConfig, *
                                              file_gsd, scene.gsd_m, scene.native.width, scene.native.height,
                                              scene.width, scene.height)
     batch_size = config.batch_size or default_batch_size(resolve_device(config.device))  # bad --device fails here
-    spec = TileSpec(config.tile or meta.tile, meta.halo if config.halo is None else config.halo, meta.stride)
-    names = [c.name for c in meta.classes]
-    wanted = config.classes or tuple(names[1:])
-    unknown = [c for c in wanted if c not in names[1:]]
-    if unknown:
-        raise ConfigError(f"--classes {','.join(unknown)}: not in model {config.model or 'default'}; "
-                          f"choose from {', '.join(names[1:])}")
-    class_ids = tuple(names.index(c) for c in wanted)
-    outputs = [p for p in (out, raster_out, prob_out) if p]
-    if not outputs:
-        raise ConfigError("nothing to write: give --out, --raster-out or --prob-out")
-    for p in outputs:
-        check_output(p, overwrite)
 
     workers = config.workers or cpu_count()
     block_size = config.block_size or auto_block_size(scene.height, scene.width, spec, workers, batch_size)
     # the largest blocks first, so the last tasks are small and workers finish together
     blocks = sorted(make_blocks(scene.height, scene.width, spec, block_size), key=lambda b: -b.n_tiles)
-    layers = {k: meta.classes[k].layer or f"{meta.classes[k].name}s" for k in class_ids}
-    vspec = vector_spec(scene, meta, class_ids, layers, config, block_side(block_size, spec)) if out else None
-    for p in vector_paths(out, vspec.layers()) if out and vspec else ():
-        check_output(p, overwrite)
+    vspec = vector_spec(scene, meta, class_ids, checked.layers, config, block_side(block_size, spec)) if out else None
     jobs = (BlockJob(scene, b, spec, bundle_path, meta, config.device, batch_size, vspec, bool(prob_out))
             for b in blocks)
     stage: dict[str, float] = defaultdict(float)

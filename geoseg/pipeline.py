@@ -56,6 +56,8 @@ class InferConfig:
     workers: int | None = None       # default: one per core
     scheduler: str = "threads"
     classes: tuple[str, ...] | None = None   # default: every non-background class
+    bands: tuple[int, ...] | None = None     # 1-based scene bands in the model's order; default: matched by the
+    #                                          scene's band labels, else the bundle's band indexes
     resample: bool = False           # read the scene at the model's GSD, write raster outputs on the scene's grid
     post: dict[str, ClassPost] = field(default_factory=lambda: dict(DEFAULT_POST))
 
@@ -131,6 +133,12 @@ def load_pipeline(path: str | Path) -> InferConfig:
                                          **check_keys(ClassPost, values, f"{path}: infer.post.{name}"))
     if "classes" in section and section["classes"] is not None:
         section["classes"] = tuple(section["classes"])
+    if section.get("bands") is not None:
+        from geoseg.bands import parse_bands
+
+        raw = section["bands"]
+        section["bands"] = parse_bands(",".join(map(str, raw)) if isinstance(raw, list) else str(raw),
+                                       f"{path}: infer.bands")
     try:
         return InferConfig(post=post, **section)
     except TypeError as err:

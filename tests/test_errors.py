@@ -197,7 +197,7 @@ def test_band_mismatch_fails_before_compute(tmp_path: Path, out_dir: Path, tiny_
     start = time.perf_counter()
     result = invoke(infer_args(scene, out_dir / "b.gpkg", tiny_bundle))
     assert time.perf_counter() - start < 5
-    assert_user_error(result, "scene.tif", "has 4 band(s)", "expects 3", "gdal_translate -b")
+    assert_user_error(result, "scene.tif", "has 4 band(s)", "expects 3", "--bands 1,2,3")
     assert_nothing_written(tmp_path, out_dir)
 
 

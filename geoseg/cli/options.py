@@ -16,6 +16,15 @@ quiet_opt = click.option("-q", "--quiet", is_flag=True, help="No progress bar an
 overwrite_opt = click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
 
 
+def values_from(pipeline: str | None, config: Any, cli: dict[str, Any]) -> dict[str, str]:
+    """Where each config value given by the pipeline file (and not overridden on the command line) came from,
+    so an error about it names the file and key."""
+    if not pipeline:
+        return {}
+    return {key: f"{pipeline}: infer.{key}" for key, value in cli.items()
+            if value is None and getattr(config, key, None) is not None}
+
+
 class _WorkerFailures(logging.Filter):
     """Drops the log record (with traceback) a Dask worker writes for a failed task: the client re-raises the
     same exception, which is then reported once, as one line."""
