@@ -63,15 +63,20 @@ def match_labels(labels: list[str | None], names: tuple[str, ...]) -> tuple[int,
     return tuple(found)
 
 
+def check_band_count(bands: tuple[int, ...], meta: BundleMeta, model: str, bands_from: str = "--bands") -> None:
+    if len(bands) != meta.n_bands:
+        raise ConfigError(f"{bands_from} {','.join(map(str, bands))}: {len(bands)} band(s), but model {model} "
+                          f"expects {meta.n_bands} ({', '.join(meta.band_names)}); give {meta.n_bands}, e.g. "
+                          f"--bands {','.join(map(str, range(1, meta.n_bands + 1)))}")
+
+
 def select_bands(scene: SceneInfo, meta: BundleMeta, bands: tuple[int, ...] | None, model: str,
                  bands_from: str = "--bands") -> tuple[tuple[int, ...], str | None]:
     """The scene bands to read (1-based, in the model's order) and a one-line note when they were matched by
     the scene's labels; raises a one-line error with a ``--bands`` hint that works."""
     expects = f"model {model} expects {meta.n_bands} ({', '.join(meta.band_names)})"
     if bands is not None:
-        if len(bands) != meta.n_bands:
-            raise ConfigError(f"{bands_from} {','.join(map(str, bands))}: {len(bands)} band(s), but {expects}; "
-                              f"give {meta.n_bands}, e.g. --bands {','.join(map(str, range(1, meta.n_bands + 1)))}")
+        check_band_count(bands, meta, model, bands_from)
         if max(bands) > scene.count:
             raise ConfigError(f"{bands_from} {','.join(map(str, bands))}: {scene.path} has only {scene.count} "
                               f"band(s); choose among 1..{scene.count}")

@@ -9,13 +9,14 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
 import numpy as np
 
-from geoseg.bands import select_bands
+from geoseg.bands import check_band_count, select_bands
 from geoseg.errors import BundleError, ConfigError, OutputError, SceneError
 from geoseg.grid import TileSpec, check_tiling
 from geoseg.models.bundle import BundleMeta, gsd_mismatch, read_meta, resolve_bundle
@@ -25,6 +26,17 @@ from geoseg.pipeline import InferConfig, is_network
 from geoseg.scene import SceneInfo, open_scene
 
 log = logging.getLogger("geoseg")
+
+
+@dataclass(frozen=True)
+class CheckedModel:
+    """The bundle (resolved path and metadata), tiling, classes to vectorise and their layer names."""
+
+    bundle: str
+    meta: BundleMeta
+    spec: TileSpec
+    class_ids: tuple[int, ...]
+    layers: dict[int, str]
 
 
 @dataclass(frozen=True)
@@ -43,11 +55,12 @@ class CheckedRun:
 def check_run(scene_path: PathLike, out: PathLike | None, config: InferConfig, *,
               raster_out: PathLike | None = None, prob_out: PathLike | None = None, overwrite: bool = False,
               inputs: Mapping[str, PathLike | None] | None = None,
-              value_from: Mapping[str, str] | None = None) -> CheckedRun:
+              value_from: Mapping[str, str] | None = None, warn: bool = True) -> CheckedRun:
     """Check paths, bundle, bands, tiling and classes; nothing is written or computed.
 
     ``inputs``: other files the run reads (e.g. ``{"--pipeline": path}``), never to be an output.
     ``value_from``: where a config value came from (``{"tile": "pipe.yaml: infer.tile"}``) for the messages.
+    ``warn``: log the warnings (pixel size, bands matched by label); the CLI's early call leaves them to the run.
     """
     outputs = [(o, p) for o, p in (("--out", out), ("--raster-out", raster_out), ("--prob-out", prob_out)) if p]
     if not outputs:
@@ -62,32 +75,43 @@ def check_run(scene_path: PathLike, out: PathLike | None, config: InferConfig, *
                                   f"{', '.join(VECTOR_FORMATS)}")
         else:
             check_raster_suffix(path, option)
-    bundle = resolve_bundle(config.model).resolve()
+    model = check_model(config, value_from)
+    bundle, spec, class_ids = model.bundle, model.spec, model.class_ids
     readers = {"scene": scene_path, "--model": bundle, **(inputs or {})}
     check_distinct(outputs, readers)
     scene = open_scene(scene_path)
-    model = config.model or "default"
-    meta = read_meta(bundle)
-    where = dict(value_from or {})
-    bands, note = select_bands(scene, meta, config.bands, model, where.get("bands", "--bands"))
-    if note:
+    name = config.model or "default"
+    bands, note = select_bands(scene, model.meta, config.bands, name, (value_from or {}).get("bands", "--bands"))
+    if note and warn:
         log.warning(note)
-    meta = dataclasses.replace(meta, band_indexes=bands)
-    check_fit(scene, meta, str(bundle), config.resample)
-    tile = meta.tile if config.tile is None else config.tile
-    halo = meta.halo if config.halo is None else config.halo
-    check_tiling(tile, halo, meta.stride, where.get("tile", "--tile" if config.tile is not None else
-                                                    f"{bundle}: tile"),
-                 where.get("halo", "--halo" if config.halo is not None else f"{bundle}: halo"))
-    spec = TileSpec(tile, halo, meta.stride)
-    class_ids = check_classes(config, meta, model, where.get("classes", "--classes"))
-    layers = {k: meta.classes[k].layer or f"{meta.classes[k].name}s" for k in class_ids}
+    meta = dataclasses.replace(model.meta, band_indexes=bands)
+    check_fit(scene, meta, bundle, config.resample or not warn)
+    layers = model.layers
     if out:
         files = layer_files(out, config, meta, class_ids, layers, str(bundle))
         for path in files:
             check_output(path, overwrite)
         check_distinct([o for o in outputs if o[0] != "--out"] + [("--out", p) for p in files], readers)
-    return CheckedRun(scene, str(bundle), meta, spec, class_ids, layers)
+    return CheckedRun(scene, bundle, meta, spec, class_ids, layers)
+
+
+def check_model(config: InferConfig, value_from: Mapping[str, str] | None = None) -> CheckedModel:
+    """The scene-independent checks (``geoseg batch`` makes them once, before any scene): the bundle, tiling,
+    classes and the number of ``--bands``."""
+    bundle = str(resolve_bundle(config.model).resolve())
+    meta = read_meta(bundle)
+    where = dict(value_from or {})
+    name = config.model or "default"
+    if config.bands is not None:
+        check_band_count(config.bands, meta, name, where.get("bands", "--bands"))
+    tile = meta.tile if config.tile is None else config.tile
+    halo = meta.halo if config.halo is None else config.halo
+    check_tiling(tile, halo, meta.stride, where.get("tile", "--tile" if config.tile is not None else
+                                                    f"{bundle}: tile"),
+                 where.get("halo", "--halo" if config.halo is not None else f"{bundle}: halo"))
+    class_ids = check_classes(config, meta, name, where.get("classes", "--classes"))
+    layers = {k: meta.classes[k].layer or f"{meta.classes[k].name}s" for k in class_ids}
+    return CheckedModel(bundle, meta, TileSpec(tile, halo, meta.stride), class_ids, layers)
 
 
 def check_fit(scene: SceneInfo, meta: BundleMeta, bundle: str, resample: bool = False) -> None:
@@ -133,3 +157,26 @@ def layer_files(out: PathLike, config: InferConfig, meta: BundleMeta, class_ids:
     if path.suffix.lower() == ".gpkg":
         return [path]
     return [path.with_name(f"{path.stem}_{layer}{path.suffix}") for layer in names]
+
+
+def check_batch_paths(source: str, out_dir: PathLike, inputs: Mapping[str, PathLike | None],
+                      asset_keys: tuple[str, ...]) -> int:
+    """``geoseg batch``'s inputs exist and its output folder can be one; returns the number of scenes found.
+
+    Batch writes .gpkg and .tif files into ``out_dir``: an input file there (a pipeline, a bundle) could be
+    replaced, so it is refused. Each scene is checked against its own outputs by :func:`check_run`.
+    """
+    from geoseg.batch.inputs import list_scenes  # standard library only
+
+    folder = Path(out_dir)
+    if folder.exists() and not folder.is_dir():
+        raise OutputError(f"--out-dir {folder}: is a file, not a folder; give a folder (created if missing)")
+    refs = list_scenes(source, exclude=folder, asset_keys=asset_keys)
+    for label, path in inputs.items():
+        if path is None or not Path(path).is_file():
+            continue
+        inside = Path(os.path.realpath(path)).parent == Path(os.path.realpath(folder))
+        if inside and Path(path).suffix.lower() in (".gpkg", ".tif", ".tiff"):
+            raise OutputError(f"{label} {path}: lies in --out-dir {folder}, where batch writes .gpkg/.tif outputs; "
+                              "keep inputs outside the output folder")
+    return len(refs)

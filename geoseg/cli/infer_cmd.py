@@ -64,7 +64,8 @@ def infer(scene: str, out: str | None, model: str | None, pipeline: str | None, 
     # every user error answers here, before torch, Dask and the engine are imported (geoseg.preflight)
     inputs = {"--pipeline": pipeline}
     check_run(scene, out, config, raster_out=raster_out, prob_out=prob_out, overwrite=overwrite, inputs=inputs,
-              value_from=values_from(pipeline, base, {"tile": tile, "halo": halo, "bands": bands, "classes": classes}))
+              value_from=values_from(pipeline, base, {"tile": tile, "halo": halo, "bands": bands, "classes": classes}),
+              warn=False)
     from geoseg.infer import infer as run
 
     with block_progress("infer", enabled=not quiet) as progress:
