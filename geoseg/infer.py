@@ -6,7 +6,6 @@ This page wires the data-flow modules together; each step lives in its own modul
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections import defaultdict
 from contextlib import nullcontext
@@ -20,6 +19,7 @@ from geoseg.allocator import HeapTrim, trim_heap
 from geoseg.engine import catch_interrupts, dask_client, stream, task_resources
 from geoseg.bands import select_bands
 from geoseg.preflight import check_fit, check_run
+from geoseg.preload import preloading
 from geoseg.export import RasterSink, VectorSink
 from geoseg.styles import layer_styles
 from geoseg.grid import Block, TileSpec, auto_block_size, block_input_span, block_side, make_blocks
@@ -104,14 +104,6 @@ def run_block(job: BlockJob) -> BlockResult:
                        {n: b[1] - a[1] for n, a, b in zip(stages, marks, marks[1:])})
 
 
-def _preload(bundle: str, device: str) -> None:
-    """Warm the predictor cache while Dask starts; an error here is raised again by the first block."""
-    try:
-        get_predictor(bundle, device)
-    except Exception:  # noqa: BLE001 - the block task reports it as a proper error
-        pass
-
-
 def check_bundle_fits(scene: SceneInfo, meta: BundleMeta, bundle_name: str, resample: bool = False) -> None:
     """Bands, dtype (errors) and pixel size (a warning unless resampled) of a scene against a bundle."""
     select_bands(scene, meta, None, bundle_name)
@@ -176,9 +168,10 @@ def infer(scene_path: str | Path, out: str | Path | None, config: InferConfig, *
     tiles_run = valid_px = done_px = 0
     with catch_interrupts() as interrupted, Outputs(scene, meta, vspec, out, raster_out, prob_out) as sink:
         stage["setup"] = time.perf_counter() - start
-        if client is None and config.scheduler == "threads":  # workers share this process: load while Dask starts
-            threading.Thread(target=_preload, args=(bundle_path, config.device), daemon=True).start()
-        with nullcontext(client) if client is not None else dask_client(config.scheduler, workers, verbose) as client:
+        # workers that share this process load the model while Dask starts
+        preload = client is None and config.scheduler == "threads"
+        start_client = nullcontext(client) if client is not None else dask_client(config.scheduler, workers, verbose)
+        with preloading(bundle_path, config.device, preload), start_client as client:
             stage["cluster_start"] = time.perf_counter() - start - stage["setup"]
             resources = task_resources(client, config.device)
             for res in stream(client, run_block, jobs, inflight=2 * workers, resources=resources):
