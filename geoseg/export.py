@@ -10,7 +10,6 @@ import contextlib
 import json
 import os
 import sqlite3
-import uuid
 from pathlib import Path
 from typing import Iterable
 
@@ -27,15 +26,11 @@ from rasterio.windows import Window
 
 from geoseg.errors import OutputError
 from geoseg.paths import VECTOR_FORMATS, check_output  # noqa: F401 - check_output: callers import it from here
+from geoseg.tempfiles import temp_name  # owned names: geoseg.tempfiles removes those of killed runs
 from geoseg.scene import SceneInfo
 from geoseg.styles import LAYER_STYLES_SQL, LayerStyle
 
 COG_BLOCK = 512
-
-
-def temp_name(path: Path) -> Path:
-    """A hidden temporary name beside ``path`` (same filesystem, so the final rename is atomic)."""
-    return path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}{path.suffix}")
 
 
 class RasterSink:

@@ -20,6 +20,7 @@ from geoseg.engine import catch_interrupts, dask_client, stream, task_resources
 from geoseg.bands import select_bands
 from geoseg.preflight import check_fit, check_run
 from geoseg.preload import preloading
+from geoseg.tempfiles import remove_stale
 from geoseg.export import RasterSink, VectorSink
 from geoseg.styles import layer_styles
 from geoseg.grid import Block, TileSpec, auto_block_size, block_input_span, block_side, make_blocks
@@ -146,6 +147,10 @@ def infer(scene_path: str | Path, out: str | Path | None, config: InferConfig, *
                         inputs=inputs)
     scene, bundle_path, meta, spec, class_ids = checked.scene, checked.bundle, checked.meta, checked.spec, \
         checked.class_ids
+    removed, freed = remove_stale([Path(p).absolute().parent for p in (out, raster_out, prob_out) if p])
+    if removed:
+        logging.getLogger("geoseg").info("removed %d temporary file(s), %.1f MB, left by killed runs", removed,
+                                         freed / 1e6)
     scene_px, resampled = scene.width * scene.height, None
     if config.resample:  # the whole pipeline runs on the model-GSD grid; raster outputs go back to the scene's
         file_gsd, scene = scene.gsd_m, at_gsd(scene, meta.gsd)
