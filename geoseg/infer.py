@@ -19,10 +19,12 @@ from geoseg.allocator import HeapTrim, trim_heap
 from geoseg.engine import catch_interrupts, dask_client, stream, task_resources
 from geoseg.bands import select_bands
 from geoseg.preflight import check_fit, check_run
+from geoseg.plan import plan_line
 from geoseg.preload import preloading
 from geoseg.tempfiles import remove_stale
 from geoseg.export import RasterSink, VectorSink
 from geoseg.styles import layer_styles
+from geoseg.summary import layer_measure
 from geoseg.grid import Block, TileSpec, auto_block_size, block_input_span, block_side, make_blocks
 from geoseg.models.bundle import BundleMeta
 from geoseg.pipeline import InferConfig
@@ -126,6 +128,8 @@ class InferSummary:
     # CPU seconds per stage: worker threads' block stages, this thread's writing and finishing (robust to a busy
     # machine, where the wall-clock stages are not)
     stage_cpu_seconds: dict[str, float] = field(default_factory=dict)
+    measures: dict[str, float] = field(default_factory=dict)  # per layer: metres (lines) or square metres
+    layer_types: dict[str, str] = field(default_factory=dict)  # per layer: Polygon or LineString
 
     @property
     def mpx_per_s(self) -> float:
@@ -165,6 +169,8 @@ def infer(scene_path: str | Path, out: str | Path | None, config: InferConfig, *
     block_size = config.block_size or auto_block_size(scene.height, scene.width, spec, workers, batch_size)
     # the largest blocks first, so the last tasks are small and workers finish together
     blocks = sorted(make_blocks(scene.height, scene.width, spec, block_size), key=lambda b: -b.n_tiles)
+    logging.getLogger("geoseg").info(plan_line(scene, spec, blocks, workers, batch_size,
+                                               str(resolve_device(config.device))))
     vspec = vector_spec(scene, meta, class_ids, checked.layers, config, block_side(block_size, spec)) if out else None
     jobs = (BlockJob(scene, b, spec, bundle_path, meta, config.device, batch_size, vspec, bool(prob_out))
             for b in blocks)
@@ -205,7 +211,7 @@ def infer(scene_path: str | Path, out: str | Path | None, config: InferConfig, *
         stage_cpu["finalize"] = time.thread_time() - c_final
     km2 = valid_px * sink.m_per_px**2 / 1e6
     return InferSummary(sink.counts, written, scene_px / 1e6, km2, time.perf_counter() - start, dict(stage),
-                        tiles_run, resampled, dict(stage_cpu))
+                        tiles_run, resampled, dict(stage_cpu), sink.measures, sink.layer_types)
 
 
 def vector_spec(scene: SceneInfo, meta: BundleMeta, class_ids: tuple[int, ...], layers: dict[int, str],
@@ -230,6 +236,7 @@ class Outputs:
         self.paths = (out, raster_out, prob_out)
         self.layer_types = vspec.layers() if vspec else {}
         self.counts = {name: 0 for name in self.layer_types}
+        self.measures = {name: 0.0 for name in self.layer_types}  # metres of lines, square metres of polygons
         self.reducer = Reducer(vspec, trim_every_s=None) if vspec else None
         self.trim = HeapTrim(TRIM_EVERY_S)
         self.m_per_px = scene.gsd_m
@@ -269,6 +276,7 @@ class Outputs:
         if self.reducer is not None and res.vectors is not None:
             for layer, frame in self.reducer.add(res.vectors):
                 self.counts[layer] += len(frame)
+                self.measures[layer] += layer_measure(frame, self.layer_types[layer])
                 if self.vectors is not None:
                     self.vectors.add(layer, frame)
         self.trim.maybe()

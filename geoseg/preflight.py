@@ -23,6 +23,7 @@ from geoseg.models.bundle import BundleMeta, gsd_mismatch, read_meta, resolve_bu
 from geoseg.paths import (VECTOR_FORMATS, PathLike, check_distinct, check_input, check_output,
                           check_raster_suffix)
 from geoseg.pipeline import InferConfig, is_network
+from geoseg.plan import check_declared
 from geoseg.scene import SceneInfo, open_scene
 
 log = logging.getLogger("geoseg")
@@ -80,6 +81,7 @@ def check_run(scene_path: PathLike, out: PathLike | None, config: InferConfig, *
     readers = {"scene": scene_path, "--model": bundle, **(inputs or {})}
     check_distinct(outputs, readers)
     scene = open_scene(scene_path)
+    check_declared(scene)
     name = config.model or "default"
     bands, note = select_bands(scene, model.meta, config.bands, name, (value_from or {}).get("bands", "--bands"))
     if note and warn:

@@ -5,10 +5,11 @@ from __future__ import annotations
 import click
 
 from geoseg.bands import parse_bands
-from geoseg.cli.options import overwrite_opt, quiet_opt, user_errors, values_from, verbose_opt
+from geoseg.cli.options import info_lines, overwrite_opt, quiet_opt, user_errors, values_from, verbose_opt
 from geoseg.cli.progress import block_progress
 from geoseg.pipeline import InferConfig, load_pipeline, override_post
 from geoseg.preflight import check_run
+from geoseg.summary import summary_line
 
 
 @click.command()
@@ -68,12 +69,12 @@ def infer(scene: str, out: str | None, model: str | None, pipeline: str | None, 
               warn=False)
     from geoseg.infer import infer as run
 
-    with block_progress("infer", enabled=not quiet) as progress:
+    with info_lines(not quiet), block_progress("infer", enabled=not quiet) as progress:
         summary = run(scene, out, config, raster_out=raster_out, prob_out=prob_out, overwrite=overwrite,
                       verbose=verbose > 0, progress=progress, inputs=inputs)
     if not quiet:
-        objects = ", ".join(f"{n} {layer}" for layer, n in summary.objects.items())
+        line = summary_line(summary.valid_km2, summary.objects, summary.measures, summary.layer_types)
         if summary.resampled:
-            objects += "; resampled from {:.3g} m to {:.3g} m".format(*summary.resampled)
-        click.echo(f"{objects}; {summary.valid_km2:.3f} km² covered; {summary.seconds:.1f} s, "
-                   f"{summary.mpx_per_s:.2f} Mpx/s -> {', '.join(summary.outputs)}", err=True)
+            line += "; resampled from {:.3g} m to {:.3g} m".format(*summary.resampled)
+        click.echo(f"{line}; {summary.seconds:.1f} s, {summary.mpx_per_s:.2f} Mpx/s -> {', '.join(summary.outputs)}",
+                   err=True)
