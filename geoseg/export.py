@@ -28,7 +28,7 @@ from geoseg.errors import OutputError
 from geoseg.paths import VECTOR_FORMATS, check_output  # noqa: F401 - check_output: callers import it from here
 from geoseg.tempfiles import temp_name  # owned names: geoseg.tempfiles removes those of killed runs
 from geoseg.scene import SceneInfo
-from geoseg.styles import LAYER_STYLES_SQL, LayerStyle
+from geoseg.styles import LAYER_STYLES_SQL, ClassPalette, LayerStyle, write_class_sidecars
 
 COG_BLOCK = 512
 
@@ -42,7 +42,8 @@ class RasterSink:
     """
 
     def __init__(self, path: str | os.PathLike[str], scene: SceneInfo, count: int, dtype: str, nodata: float,
-                 resampling: str, descriptions: tuple[str, ...] = (), regrid: str = "nearest") -> None:
+                 resampling: str, descriptions: tuple[str, ...] = (), regrid: str = "nearest",
+                 palette: ClassPalette | None = None) -> None:
         self.path = Path(path)
         self.stage = temp_name(self.path).with_suffix(".stage.tif")
         self.final_tmp = temp_name(self.path)
@@ -52,8 +53,15 @@ class RasterSink:
             self.stage, "w", driver="GTiff", width=scene.width, height=scene.height, count=count, dtype=dtype,
             crs=scene.crs, transform=scene.transform, nodata=nodata, tiled=True, blockxsize=COG_BLOCK,
             blockysize=COG_BLOCK, compress="ZSTD", ZSTD_LEVEL=1, BIGTIFF="IF_SAFER")  # staging: fast codec
-        for i, desc in enumerate(descriptions, start=1):
-            self.dataset.set_band_description(i, desc)
+        self.palette = palette  # a class raster: its colour table travels with the staged file into the COG
+        try:
+            for i, desc in enumerate(descriptions, start=1):
+                self.dataset.set_band_description(i, desc)
+            if palette:
+                self.dataset.write_colormap(1, palette.colormap)
+        except BaseException:  # e.g. Ctrl-C while the file is being created: no caller holds this sink yet
+            self.abort()
+            raise
 
     def write(self, window: Window, data: np.ndarray) -> None:
         self.dataset.write(data if data.ndim == 3 else data[None], window=window)
@@ -67,6 +75,8 @@ class RasterSink:
                                      BLOCKSIZE=COG_BLOCK, OVERVIEWS="AUTO", RESAMPLING=self.resampling,
                                      BIGTIFF="IF_SAFER", NUM_THREADS="ALL_CPUS")
             os.replace(self.final_tmp, self.path)
+            if self.palette:
+                write_class_sidecars(self.path, self.palette)
         finally:
             self.abort()
         return self.path
@@ -142,8 +152,12 @@ class VectorSink:
         self.written: dict[str, int] = {name: 0 for name in layers}
         # every layer is created (empty, with its final schema) now: an unwritable folder fails before any work,
         # and GDAL, SQLite and PROJ set up their writer state (~20 MB) once here, not in the middle of the run
-        for layer, fields in self.fields.items():
-            self._write(layer, np.empty(0, object), list(fields.values()))
+        try:
+            for layer, fields in self.fields.items():
+                self._write(layer, np.empty(0, object), list(fields.values()))
+        except BaseException:  # e.g. Ctrl-C while the file is being created: no caller holds this sink yet
+            self.abort()
+            raise
 
     def add(self, layer: str, frame: gpd.GeoDataFrame) -> None:
         if len(frame):

@@ -10,6 +10,7 @@ import time
 from collections import defaultdict
 from contextlib import nullcontext
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -23,14 +24,14 @@ from geoseg.plan import plan_line
 from geoseg.preload import preloading
 from geoseg.tempfiles import remove_stale
 from geoseg.export import RasterSink, VectorSink
-from geoseg.styles import layer_styles
+from geoseg.styles import class_palette, layer_styles
 from geoseg.summary import layer_measure
 from geoseg.grid import Block, TileSpec, auto_block_size, block_input_span, block_side, make_blocks
 from geoseg.models.bundle import BundleMeta
 from geoseg.pipeline import InferConfig
 from geoseg.predict import cpu_count, default_batch_size, get_predictor, resolve_device
-from geoseg.scene import SceneInfo, at_gsd, metres_per_unit, normalise, read_block
-from geoseg.stitch import class_raster, predict_block, tile_cores_valid
+from geoseg.scene import SceneInfo, at_gsd, metres_per_unit, read_block
+from geoseg.stitch import predict_block, tile_cores_valid
 from geoseg.vectorize import BlockVectors, ClassVectors, Reducer, VectorSpec, vectorize_block
 
 CLASS_NODATA = 255
@@ -77,27 +78,25 @@ def run_block(job: BlockJob) -> BlockResult:
     pred = get_predictor(job.bundle, job.device)
     marks.append((time.perf_counter(), time.thread_time()))
     ran = tile_cores_valid(valid, job.block, job.spec)
-    scale, t = meta.scale_for(data.dtype), job.spec.tile
-
-    def tile_input(r: int, q: int) -> np.ndarray:  # normalised per tile: no float copy of the whole block
-        return normalise(data[:, r:r + t, q:q + t], valid[r:r + t, q:q + t], scale, meta.mean, meta.std)
-
-    probs = predict_block(lambda x: pred.predict(x, job.batch_size), tile_input, ran, job.block, job.spec,
-                          meta.n_outputs, job.batch_size, PROB_NODATA)
+    want_probs = job.want_probs or job.vectors is not None  # vector scores and heads need them, classes do not
+    feed = partial(pred.feed, scale=meta.scale_for(data.dtype), halo=job.spec.halo, batch_size=job.batch_size,
+                   want_probs=want_probs)
+    classes, probs = predict_block(feed, data, valid, ran, job.block, job.spec, job.batch_size, CLASS_NODATA,
+                                   meta.n_outputs if want_probs else 0, PROB_NODATA)
     marks.append((time.perf_counter(), time.thread_time()))
     # extra heads (boundary, distance...) stay in the worker: block-sized arrays for the vectoriser
-    heads = {name: probs[sl] for name, sl in meta.head_slices().items()}
-    probs = probs[:len(meta.classes)]
-    h, w = probs.shape[1:]
-    own = valid[job.spec.halo:job.spec.halo + h, job.spec.halo:job.spec.halo + w] & (probs[0] >= 0)
-    classes = class_raster(probs)
+    heads = {name: probs[sl] for name, sl in meta.head_slices().items()} if probs is not None else {}
+    probs = probs[:len(meta.classes)] if probs is not None else None
+    h, w = classes.shape
+    own = valid[job.spec.halo:job.spec.halo + h, job.spec.halo:job.spec.halo + w] & (classes != CLASS_NODATA)
     if not own.all():
         classes[~own] = CLASS_NODATA
-        probs[:, ~own] = PROB_NODATA
+        if probs is not None:
+            probs[:, ~own] = PROB_NODATA
     marks.append((time.perf_counter(), time.thread_time()))
     win = job.block.window
     vectors = None
-    if job.vectors is not None:  # heads (boundary, distance...) feed the instance split, then stay here
+    if job.vectors is not None and probs is not None:  # heads (boundary, distance...) feed the instance split
         vectors = vectorize_block(classes, probs, heads, own, job.block.index, int(win.row_off), int(win.col_off),
                                   job.vectors)
     marks.append((time.perf_counter(), time.thread_time()))
@@ -248,7 +247,7 @@ class Outputs:
         try:
             if raster_out:
                 self.classes = RasterSink(raster_out, self.scene, 1, "uint8", CLASS_NODATA, "NEAREST", ("class",),
-                                          regrid="nearest")
+                                          regrid="nearest", palette=class_palette(self.meta))
                 self.sinks.append(self.classes)
             if prob_out:
                 self.probs = RasterSink(prob_out, self.scene, len(self.names), "float32", PROB_NODATA, "AVERAGE",

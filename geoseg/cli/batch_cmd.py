@@ -10,6 +10,7 @@ import click
 
 from geoseg.bands import parse_bands
 from geoseg.cli.options import quiet_opt, user_errors, values_from, verbose_opt
+from geoseg.cli.progress import emit_progress, progress_opt
 from geoseg.pipeline import InferConfig, load_pipeline
 from geoseg.preflight import check_batch_paths, check_model
 
@@ -65,15 +66,17 @@ def _cluster_opts(values: tuple[str, ...]) -> dict[str, object]:
 @click.option("--fail-exit/--no-fail-exit", default=True, show_default=True,
               help="Exit 1 when a scene failed or was quarantined in this run.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON instead of a table.")
+@progress_opt
 @verbose_opt
 @quiet_opt
 @user_errors
 def batch(source: str, out_dir: str, pipeline: str | None, model: str | None, classes: str | None, outputs: str,
-          assets: str, bands: str | None, tile: int | None, halo: int | None, batch_size: int | None, block_size: int | None,
+          assets: str, bands: str | None, tile: int | None, halo: int | None, batch_size: int | None,
+          block_size: int | None,
           device: str | None, workers: int | None, concurrency: int | None, scheduler: str | None,
           resample: bool | None, cluster: str | None, cluster_opt: tuple[str, ...], tls_ca_file: str | None,
-          tls_cert: str | None, tls_key: str | None, retry_failed: bool, fail_exit: bool, as_json: bool, verbose: int,
-          quiet: bool) -> None:
+          tls_cert: str | None, tls_key: str | None, retry_failed: bool, fail_exit: bool, as_json: bool,
+          progress_mode: str, verbose: int, quiet: bool) -> None:
     """Segment every scene of INPUT into --out-dir, skipping scenes already done.
 
     INPUT is a folder (searched recursively for .tif/.tiff), a glob (quoted), a text manifest (one path per
@@ -95,7 +98,9 @@ def batch(source: str, out_dir: str, pipeline: str | None, model: str | None, cl
                        tls_ca_file=tls_ca_file, tls_cert=tls_cert, tls_key=tls_key)
     options = BatchOptions(outputs=tuple(o.strip() for o in outputs.split(",") if o.strip()),
                            retry_failed=retry_failed, concurrency=concurrency,
-                           asset_keys=asset_keys, verbose=verbose > 0)
+                           asset_keys=asset_keys, verbose=verbose > 0,
+                           progress=(lambda done, total: emit_progress("batch", done, total))
+                           if progress_mode == "json" else None)
     log = (lambda line: None) if quiet else (lambda line: click.echo(f"geoseg batch: {line}", err=True))
     summary = run_batch(source, out_dir, config, options, spec, argv=sys.argv, log=log)
     if as_json:

@@ -6,7 +6,7 @@ import click
 
 from geoseg.bands import parse_bands
 from geoseg.cli.options import info_lines, overwrite_opt, quiet_opt, user_errors, values_from, verbose_opt
-from geoseg.cli.progress import block_progress
+from geoseg.cli.progress import progress_for, progress_opt
 from geoseg.pipeline import InferConfig, load_pipeline, override_post
 from geoseg.preflight import check_run
 from geoseg.summary import summary_line
@@ -43,6 +43,7 @@ from geoseg.summary import summary_line
               help="If the scene's pixel size differs from the model's GSD, read it resampled (bilinear) to the "
                    "model's GSD and write the rasters back on the scene's grid; vectors are in map coordinates.")
 @overwrite_opt
+@progress_opt
 @verbose_opt
 @quiet_opt
 @user_errors
@@ -51,7 +52,7 @@ def infer(scene: str, out: str | None, model: str | None, pipeline: str | None, 
           batch_size: int | None, block_size: int | None, device: str | None, workers: int | None,
           scheduler: str | None, regularize: bool | None, regularize_m: float | None, simplify_m: float | None,
           min_area_m2: float | None, holes: bool | None, instance_split: bool | None, resample: bool | None,
-          overwrite: bool, verbose: int, quiet: bool) -> None:
+          overwrite: bool, progress_mode: str, verbose: int, quiet: bool) -> None:
     """Segment SCENE (GeoTIFF) into building and road polygons."""
     base = load_pipeline(pipeline) if pipeline else InferConfig()
     if overlap is not None and halo is None:
@@ -69,7 +70,8 @@ def infer(scene: str, out: str | None, model: str | None, pipeline: str | None, 
               warn=False)
     from geoseg.infer import infer as run
 
-    with info_lines(not quiet), block_progress("infer", enabled=not quiet) as progress:
+    # plan and progress lines go to logs in the default mode; --progress json and none keep stderr for their own
+    with info_lines(not quiet and progress_mode == "bar"), progress_for("infer", progress_mode, quiet) as progress:
         summary = run(scene, out, config, raster_out=raster_out, prob_out=prob_out, overwrite=overwrite,
                       verbose=verbose > 0, progress=progress, inputs=inputs)
     if not quiet:
