@@ -10,7 +10,6 @@ import contextlib
 import json
 import os
 import sqlite3
-import uuid
 from pathlib import Path
 from typing import Iterable
 
@@ -26,32 +25,12 @@ from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 
 from geoseg.errors import OutputError
+from geoseg.paths import VECTOR_FORMATS, check_output  # noqa: F401 - check_output: callers import it from here
+from geoseg.tempfiles import temp_name  # owned names: geoseg.tempfiles removes those of killed runs
 from geoseg.scene import SceneInfo
 from geoseg.styles import LAYER_STYLES_SQL, ClassPalette, LayerStyle, write_class_sidecars
 
 COG_BLOCK = 512
-
-
-def check_output(path: str | os.PathLike[str], overwrite: bool) -> Path:
-    """Fail before any compute if ``path`` exists (without overwrite) or its folder is not writable."""
-    path = Path(path)
-    folder = path.parent if str(path.parent) else Path(".")
-    if path.exists() and not overwrite:
-        raise OutputError(f"{path}: already exists; pass --overwrite to replace it")
-    if not folder.is_dir():
-        raise OutputError(f"{path}: folder {folder} does not exist; create it first")
-    probe = folder / f".geoseg-probe-{uuid.uuid4().hex}"
-    try:
-        probe.touch()
-        probe.unlink()
-    except OSError as err:
-        raise OutputError(f"{path}: cannot write in folder {folder} ({err.strerror}); choose another --out") from None
-    return path
-
-
-def temp_name(path: Path) -> Path:
-    """A hidden temporary name beside ``path`` (same filesystem, so the final rename is atomic)."""
-    return path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}{path.suffix}")
 
 
 class RasterSink:
@@ -121,7 +100,6 @@ class RasterSink:
 # GeoPackage 1.2 for every GeoPackage geoseg writes: our bundled GDAL would write 1.4, which QGIS 3.22 (GDAL 3.4-3.6)
 # flags as "partially supported"
 GPKG_CREATE = {"VERSION": "1.2"}
-VECTOR_FORMATS = {".gpkg": "GPKG", ".fgb": "FlatGeobuf", ".parquet": "GeoParquet", ".geojson": "GeoJSON"}
 
 
 def vector_paths(path: str | os.PathLike[str], layers: Iterable[str]) -> list[Path]:

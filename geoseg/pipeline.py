@@ -72,6 +72,9 @@ class InferConfig:
     workers: int | None = None       # default: one per core
     scheduler: str = "threads"
     classes: Annotated[tuple[str, ...] | None, BeforeValidator(names)] = None  # default: every non-background
+    # 1-based scene bands in the model's order (``[3, 2, 1]`` or ``3,2,1``); default: matched by the scene's band
+    # labels, else the bundle's band indexes
+    bands: Annotated[tuple[int, ...] | None, BeforeValidator(band_numbers)] = None
     resample: bool = False           # read the scene at the model's GSD, write raster outputs on the scene's grid
     post: dict[str, ClassPost] = field(default_factory=lambda: dict(DEFAULT_POST))
 
@@ -183,6 +186,16 @@ def _unwrap(kind: Any) -> Any:
             kind = next(a for a in typing.get_args(kind) if a is not type(None))
         else:
             return kind
+
+
+def band_numbers(value: Any) -> Any:
+    """``bands: 3,2,1`` or ``[3, 2, 1]``: 1-based band numbers, as ``--bands`` takes them."""
+    if value is None or isinstance(value, bool):
+        return value
+    from geoseg.bands import parse_bands
+
+    text = value if isinstance(value, str) else ",".join(map(str, value)) if isinstance(value, list) else str(value)
+    return parse_bands(text, "bands")
 
 
 def names(value: Any) -> Any:

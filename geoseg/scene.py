@@ -108,8 +108,10 @@ def open_scene(path: str | os.PathLike[str]) -> SceneInfo:
                 gcps, _ = src.gcps
                 has_rpcs = src.rpcs is not None
     except RasterioIOError as err:
-        raise SceneError(f"{path}: not a readable GeoTIFF ({_gdal_reason(err, path)}); geoseg reads GeoTIFF/COG "
-                         "scenes: convert it first, e.g. 'gdal_translate -of COG in.img out.tif'") from None
+        kind = sniff_format(path)
+        reason = f"a {kind} file" if kind else _gdal_reason(err, path)
+        raise SceneError(f"{path}: not a GeoTIFF ({reason}); geoseg accepts only GeoTIFF/COG scenes: convert it "
+                         f"first, e.g. 'gdal_translate -of COG {path} {Path(path).with_suffix('.tif').name}'") from None
     if info.crs is None or info.transform == Affine.identity():
         if gcps or has_rpcs:
             kind = "GCPs" if gcps else "RPCs"
@@ -123,6 +125,23 @@ def open_scene(path: str | os.PathLike[str]) -> SceneInfo:
     if info.transform.is_degenerate:
         raise SceneError(f"{path}: degenerate geotransform {tuple(info.transform)[:6]}; fix its georeferencing")
     return info
+
+
+# leading bytes of formats a scene often comes as: named in the error instead of GDAL's "not recognized as being in
+# a supported file format", which reads as if GDAL could not read them (it can; geoseg only opens GeoTIFFs)
+_MAGIC = ((b"\xff\xd8\xff", "JPEG"), (b"\x89PNG", "PNG"), (b"\x00\x00\x00\x0cjP  ", "JPEG 2000"),
+          (b"\xff\x4f\xff\x51", "JPEG 2000"), (b"PK\x03\x04", "ZIP"), (b"GIF8", "GIF"), (b"BM", "BMP"),
+          (b"\x89HDF", "HDF5"), (b"CDF", "netCDF"))
+
+
+def sniff_format(path: str) -> str | None:
+    """The format a non-GeoTIFF file is in, from its first bytes (None when not one we name)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(16)
+    except OSError:
+        return None
+    return next((name for magic, name in _MAGIC if head.startswith(magic)), None)
 
 
 def _gdal_reason(err: Exception, path: str = "") -> str:

@@ -61,7 +61,10 @@ def test_infer_in_a_subprocess_is_quiet_without_tty(make_scene, tiny_bundle, tmp
     loud = subprocess.run(cmd + ["--overwrite"], capture_output=True, text=True, timeout=300)
     assert loud.returncode == 0, loud.stderr
     lines = loud.stderr.strip().splitlines()
-    assert len(lines) == 1 and "Mpx/s" in lines[0]  # no progress bar without a TTY, one summary line
+    # no progress bar without a TTY: the plan before work, progress lines, then one summary line
+    assert lines[0].startswith(f"geoseg: {scene}: 200x150 px") and "tiles" in lines[0] and "blocks" in lines[0]
+    assert all(line.startswith("geoseg: infer: ") for line in lines[1:-1]), lines
+    assert lines[-1].startswith("scene ") and "Mpx/s" in lines[-1]
     assert out.exists()
 
 

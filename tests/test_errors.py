@@ -97,7 +97,7 @@ def test_text_file_is_not_a_raster(tmp_path: Path, out_dir: Path, tiny_bundle: P
     scene = tmp_path / "scene.tif"
     scene.write_text("this is not a GeoTIFF\n")
     result = invoke(infer_args(scene, out_dir / "b.gpkg", tiny_bundle))
-    assert_user_error(result, "scene.tif", "not a readable GeoTIFF", "convert")
+    assert_user_error(result, "scene.tif", "not a GeoTIFF", "convert")
     assert_nothing_written(tmp_path, out_dir)
 
 
@@ -108,7 +108,7 @@ def test_png_is_refused_by_the_driver_allow_list(tmp_path: Path, out_dir: Path, 
                        transform=Affine(0.5, 0, 500000, 0, -0.5, 5000000)) as dst:
         dst.write(np.zeros((3, 64, 64), np.uint8))
     result = invoke(infer_args(scene, out_dir / "b.gpkg", tiny_bundle))
-    assert_user_error(result, "scene.png", "not a readable GeoTIFF")
+    assert_user_error(result, "scene.png", "not a GeoTIFF (a PNG file)", "accepts only GeoTIFF")
     assert_nothing_written(tmp_path, out_dir)
 
 
@@ -195,7 +195,7 @@ def test_band_mismatch_fails_before_compute(tmp_path: Path, out_dir: Path, tiny_
     # MINISBLACK: four data bands (e.g. RGB + NIR); GDAL's default for 4 x uint8 is RGBA, whose alpha only masks
     scene = make_scene(bands=4, photometric="MINISBLACK")
     result = invoke(infer_args(scene, out_dir / "b.gpkg", tiny_bundle))  # no_compute: fails if Dask starts
-    assert_user_error(result, "scene.tif", "has 4 band(s)", "expects 3", "gdal_translate -b")
+    assert_user_error(result, "scene.tif", "has 4 band(s)", "expects 3", "--bands 1,2,3")
     assert_nothing_written(tmp_path, out_dir)
 
 

@@ -1,5 +1,5 @@
-"""A progress bar with rate and ETA on a terminal, nothing when quiet or not a TTY; or, for programs, a JSON
-progress stream."""
+"""A progress bar with rate and ETA on a terminal, progress lines in logs, nothing when quiet; or, for programs,
+a JSON progress stream."""
 
 from __future__ import annotations
 
@@ -14,9 +14,15 @@ import click
 
 @contextmanager
 def block_progress(label: str, enabled: bool) -> Iterator[Callable[[int, int], None] | None]:
-    """Yield a ``progress(done_px, total_px)`` callback driving a rich bar, or None when disabled."""
-    if not enabled or not sys.stderr.isatty():
+    """Yield a ``progress(done_px, total_px)`` callback driving a rich bar (or log lines without a terminal), or
+    None when disabled."""
+    if not enabled:
         yield None
+        return
+    if not sys.stderr.isatty():  # logs: an estimate, then a line every so often (geoseg.plan)
+        from geoseg.plan import progress_lines
+
+        yield progress_lines(f"geoseg: {label}", lambda line: print(line, file=sys.stderr, flush=True))
         return
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, \
