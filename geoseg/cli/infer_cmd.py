@@ -48,7 +48,8 @@ from geoseg.summary import summary_line
 @quiet_opt
 @user_errors
 def infer(scene: str, out: str | None, model: str | None, pipeline: str | None, classes: str | None,
-          bands: str | None, raster_out: str | None, prob_out: str | None, tile: int | None, halo: int | None, overlap: int | None,
+          bands: str | None, raster_out: str | None, prob_out: str | None, tile: int | None, halo: int | None,
+          overlap: int | None,
           batch_size: int | None, block_size: int | None, device: str | None, workers: int | None,
           scheduler: str | None, regularize: bool | None, regularize_m: float | None, simplify_m: float | None,
           min_area_m2: float | None, holes: bool | None, instance_split: bool | None, resample: bool | None,
