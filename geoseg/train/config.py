@@ -9,10 +9,11 @@ from typing import Any
 from geoseg.errors import ConfigError
 from geoseg.pipeline import check_keys, read_yaml
 
-LOSSES = ("ce", "bce", "dice", "jaccard", "lovasz", "focal", "tversky", "tanimoto")
+LOSSES = ("ce", "bce", "dice", "jaccard", "lovasz", "focal", "tversky", "tanimoto", "ohem")
 HEAD_LOSSES = ("bce", "mse", "l1", "tanimoto", "dice")
 HEAD_KINDS = ("boundary", "distance", "colour")
-AUGMENTS = ("flip", "rot90", "scale_rotate", "colour", "blur", "noise")
+AUGMENTS = ("flip", "rot90", "scale_rotate", "colour", "blur", "noise", "gamma", "gray", "channel_shuffle",
+            "downscale")
 SCHEDULES = ("onecycle", "cosine")
 
 
@@ -25,6 +26,8 @@ class SynthData:
     seed: int = 1000
     density: float = 1.0
     val_count: int = 0  # further scenes (seeds after the training ones) held out for validation
+    look: str = "classic"  # geoseg.synth look per scene; "random" draws one per seed from the training looks
+    gsd: tuple[float, ...] = ()  # [lo, hi] metres: each seed rendered at its own GSD, resampled to train.gsd
 
 
 @dataclass(frozen=True)
@@ -151,7 +154,14 @@ def load_train_config(path: str | Path) -> TrainConfig:
         raise ConfigError(f"{path}: has no 'train' section; see pipelines/default.yaml")
     raw = check_keys(TrainConfig, raw, f"{path}: train")
     if raw.get("synth") is not None:
-        raw["synth"] = SynthData(**check_keys(SynthData, raw["synth"], f"{path}: train.synth"))
+        synth = check_keys(SynthData, raw["synth"], f"{path}: train.synth")
+        synth["gsd"] = tuple(float(v) for v in synth.get("gsd") or ())
+        if synth["gsd"] and (len(synth["gsd"]) != 2 or not 0 < synth["gsd"][0] <= synth["gsd"][1]):
+            raise ConfigError(f"{path}: train.synth.gsd must be [lo, hi] metres with 0 < lo <= hi")
+        from geoseg.synth.looks import LOOK_NAMES
+        if synth.get("look", "classic") not in LOOK_NAMES:
+            raise ConfigError(f"{path}: train.synth.look: unknown {synth['look']!r}; valid: {', '.join(LOOK_NAMES)}")
+        raw["synth"] = SynthData(**synth)
     if raw.get("data") is not None:
         data = check_keys(DataConfig, raw["data"], f"{path}: train.data")
         scenes = data.get("scenes") or []
