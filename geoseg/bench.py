@@ -6,6 +6,7 @@ shared machines are noisy; peak RSS comes from the kernel's high-water mark for 
 
 from __future__ import annotations
 
+import importlib
 import json
 import resource
 import subprocess
@@ -13,14 +14,16 @@ import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
 from geoseg.baseline import loop_model_only, plain_loop
 from geoseg.errors import GeosegError
-from geoseg.infer import infer
+from geoseg.engine import dask_client
+from geoseg.infer import InferSummary, infer
 from geoseg.models.bundle import read_meta, resolve_bundle
 from geoseg.pipeline import InferConfig
 from geoseg.predict import cpu_count, default_batch_size, get_predictor
@@ -47,54 +50,129 @@ def bench_scene(size: int, folder: Path) -> Path:
     return path
 
 
-def model_only_seconds(config: InferConfig, n_tiles: int, workers: int) -> float:
-    """Time the model alone on ``n_tiles`` tiles, batched and spread over ``workers`` threads like ``infer``."""
+def model_only_seconds(config: InferConfig, n_tiles: int, workers: int, want_probs: bool = True) -> float:
+    """Time the model alone on ``n_tiles`` tiles, batched and spread over ``workers`` threads like ``infer``.
+
+    Through the same feed as the block tasks (raw tiles up, cores back), every result dropped as it comes: each
+    thread holds one batch in flight, so memory depends on tile and batch size, not on the scene."""
     bundle = str(resolve_bundle(config.model).resolve())
     meta = read_meta(bundle)
-    tile = config.tile or meta.tile
+    tile, halo = config.tile or meta.tile, meta.halo if config.halo is None else config.halo
     pred = get_predictor(bundle, config.device)
     batch_size = config.batch_size or default_batch_size(pred.device)
-    rng = np.random.default_rng(0)
-    batch = rng.standard_normal((batch_size, meta.n_bands, tile, tile)).astype(np.float32)
+    raw = np.random.default_rng(0).integers(0, 256, (batch_size, meta.n_bands, tile, tile), dtype=np.uint8)
+    scale = meta.scale_for(raw.dtype)
+
+    def run(n_batches: int) -> None:
+        batches = ((list(raw), None) for _ in range(n_batches))
+        for _ in pred.feed(batches, scale=scale, halo=halo, batch_size=batch_size, want_probs=want_probs):
+            pass
+
+    run(1)  # warm-up, as infer's first block also pays it
     n_batches = -(-n_tiles // batch_size)
-    pred.predict(batch[:1], batch_size)  # warm-up, as infer's first block also pays it
+    shares = [n_batches // workers + (i < n_batches % workers) for i in range(workers)]
     start = time.perf_counter()
     with ThreadPoolExecutor(workers) as pool:
-        list(pool.map(lambda _: pred.predict(batch, batch_size), range(n_batches)))
+        list(pool.map(run, shares))
     return time.perf_counter() - start
 
 
+def _warm_worker() -> None:
+    """Imports are start-up, not the run."""
+    importlib.import_module("geoseg.infer")
+
+
+@contextmanager
+def bench_client(scheduler: str, workers: int) -> Iterator[tuple[Any, Callable[[], float] | None]]:
+    """For ``processes``: a local process cluster started (and its workers warmed) before the timed run, and a
+    reader of the workers' total process CPU; for other schedulers, none (``infer`` starts its own)."""
+    if scheduler != "processes":
+        yield None, None
+        return
+    with dask_client(scheduler, workers) as client:
+        client.run(_warm_worker)
+
+        def worker_cpu() -> float:
+            return float(sum(client.run(time.process_time).values()))
+
+        yield client, worker_cpu
+
+
+def project_mpx_per_s(driver_cpu_s_per_mpx: float | None, worker_nonmodel_cpu_s_per_mpx: float | None,
+                      model_mpx_s: float | None, cores: int) -> dict[str, Any]:
+    """Mpx/s a machine with ``cores`` cores could sustain: the slowest of the serial stage (the driver, one
+    process: ``1 / driver_cpu_s_per_mpx``), the parallel CPU stages (``cores / worker_nonmodel_cpu_s_per_mpx``)
+    and the model (``model_mpx_s``). A stage measured at no cost (or not measured) bounds nothing."""
+    terms = {"serial_mpx_s": 1 / driver_cpu_s_per_mpx if driver_cpu_s_per_mpx and driver_cpu_s_per_mpx > 0 else None,
+             "parallel_mpx_s": (cores / worker_nonmodel_cpu_s_per_mpx
+                                if worker_nonmodel_cpu_s_per_mpx and worker_nonmodel_cpu_s_per_mpx > 0 else None),
+             "model_mpx_s": model_mpx_s or None}
+    bounds = {k: v for k, v in terms.items() if v is not None}
+    limit = min(bounds, key=lambda k: bounds[k]) if bounds else None
+    return {"cores": cores, **{k: None if v is None else float(f"{v:.4g}") for k, v in terms.items()},
+            "limited_by": limit, "projected_mpx_per_s": float(f"{bounds[limit]:.4g}") if limit else None}
+
+
+def cpu_split(summary: InferSummary, driver_cpu_s: float, worker_cpu_s: float | None) -> dict[str, Any]:
+    """Driver CPU and the workers' non-model CPU, per Mpx. The model is the block stages ``load`` and
+    ``predict`` (on CPU the latter includes the feed's normalise, argmax and core copies)."""
+    mpx = summary.megapixels
+    driver = getattr(summary, "driver_cpu_s", None) or driver_cpu_s  # infer's own figure where it has one
+    out: dict[str, Any] = {"driver_cpu_s": round(driver, 3), "driver_cpu_s_per_mpx": round(driver / mpx, 4)}
+    if worker_cpu_s is None:
+        return {**out, "worker_cpu_s": None, "worker_nonmodel_cpu_s_per_mpx": None,
+                "cpu_split": "worker CPU needs --scheduler processes; the driver figure includes the worker threads"}
+    model = sum(summary.stage_cpu_seconds.get(k, 0.0) for k in ("load", "predict"))
+    return {**out, "worker_cpu_s": round(worker_cpu_s, 3), "worker_model_cpu_s": round(model, 3),
+            "worker_nonmodel_cpu_s_per_mpx": round((worker_cpu_s - model) / mpx, 4),
+            "cpu_split": "process CPU of the driver and of the local worker processes over the run"}
+
+
 def bench_infer(size: int, config: InferConfig, folder: Path | None = None, vectors: bool = True,
-                model_only: bool = True, baseline: bool = False) -> dict[str, Any]:
+                model_only: bool = True, baseline: bool = False, project_cores: int = 16,
+                project_model_mpx_s: float | None = None) -> dict[str, Any]:
     """End-to-end ``infer`` on a synthetic ``size``² scene, then the model-only bound for the same tiles; with
-    ``baseline``, then the plain windowed loop and its own bound (:mod:`geoseg.baseline`)."""
+    ``baseline``, then the plain windowed loop and its own bound (:mod:`geoseg.baseline`). With the
+    ``processes`` scheduler the cluster is started before the timed run, and the CPU split and the projection
+    to ``project_cores`` cores come with it."""
     with tempfile.TemporaryDirectory() as tmp:
         folder = folder or Path(tmp)
         folder.mkdir(parents=True, exist_ok=True)
         scene = bench_scene(size, folder)
         workers = config.workers or cpu_count()
         out = Path(tmp) / "out.gpkg"
-        cpu0 = cpu_seconds()
-        summary = infer(scene, out if vectors else None, config, raster_out=Path(tmp) / "classes.tif",
-                        overwrite=True)
-        cpu1 = cpu_seconds()
+        with bench_client(config.scheduler, workers) as (client, worker_cpu):
+            w0 = worker_cpu() if worker_cpu else 0.0
+            cpu0, driver0 = cpu_seconds(), time.process_time()
+            summary = infer(scene, out if vectors else None, config, raster_out=Path(tmp) / "classes.tif",
+                            overwrite=True, client=client)
+            cpu1, driver_s = cpu_seconds(), time.process_time() - driver0
+            worker_s = worker_cpu() - w0 if worker_cpu else None
         rss = peak_rss_mb()
-        model_s = model_only_seconds(config, summary.tiles_run, workers) if model_only else None
+        model_s = model_only_seconds(config, summary.tiles_run, workers, vectors) if model_only else None
         cpu2 = cpu_seconds()
         loop = baseline_loop(scene, Path(tmp) / "loop.tif", config, workers, summary.megapixels) if baseline else None
+    split = cpu_split(summary, driver_s, worker_s)
+    model_rate = project_model_mpx_s or (summary.megapixels / model_s if model_s else None)
+    projection = project_mpx_per_s(split["driver_cpu_s_per_mpx"], split["worker_nonmodel_cpu_s_per_mpx"],
+                                   model_rate, project_cores) if worker_s is not None else None
+    if projection:
+        projection["model_rate"] = "given" if project_model_mpx_s else "measured (model-only bound, this machine)"
     # CPU seconds do not depend on what else the (shared) machine runs: their ratio shows the pipeline's own
-    # overhead over the model even when wall times are noisy
+    # overhead over the model even when wall times are noisy (with processes: this process's CPU only)
     e2e_cpu, model_cpu = sum(cpu1) - sum(cpu0), sum(cpu2) - sum(cpu1)
     return {
         "bench": "infer", "size": size, "megapixels": round(summary.megapixels, 2),
         "scheduler": config.scheduler, "workers": workers, "block_size": config.block_size,
         "batch_size": config.batch_size or "auto", "device": config.device, "tiles": summary.tiles_run,
         "wall_s": round(summary.seconds, 2), "mpx_per_s": round(summary.mpx_per_s, 3),
-        "model_only_s": round(model_s, 2) if model_s else None,
+        "model_only_s": round(model_s, 3) if model_s else None,
         "efficiency": round(model_s / summary.seconds, 3) if model_s else None,
         "cpu_s": round(e2e_cpu, 1), "sys_s": round(cpu1[1] - cpu0[1], 1),
         "model_only_cpu_s": round(model_cpu, 1) if model_s else None,
-        "cpu_efficiency": round(model_cpu / e2e_cpu, 3) if model_s else None,
+        "cpu_efficiency": round(model_cpu / e2e_cpu, 3) if model_s and worker_s is None else None,
+        **split, "projected_mpx_per_s": projection["projected_mpx_per_s"] if projection else None,
+        "projection": projection,
         "peak_rss_mb": round(rss["self"], 1), "peak_rss_children_mb": round(rss["children"], 1),
         "stage_s": {k: round(v, 2) for k, v in summary.stage_seconds.items()},
         "stage_cpu_s": {k: round(v, 2) for k, v in summary.stage_cpu_seconds.items()},
@@ -132,7 +210,8 @@ def bench_repeat(args: list[str], runs: int) -> dict[str, Any]:
             lines = proc.stderr.strip().splitlines() or [f"exit status {proc.returncode}"]
             raise GeosegError(lines[-1].removeprefix("geoseg: error: "))
         reports.append(json.loads(proc.stdout.strip().splitlines()[-1]))
-    keys = ("wall_s", "mpx_per_s", "model_only_s", "efficiency", "cpu_efficiency", "peak_rss_mb")
+    keys = ("wall_s", "mpx_per_s", "model_only_s", "efficiency", "cpu_efficiency", "peak_rss_mb",
+            "driver_cpu_s_per_mpx", "worker_nonmodel_cpu_s_per_mpx", "projected_mpx_per_s")
 
     def medians(rows: list[dict[str, Any]]) -> dict[str, float]:
         return {k: round(float(np.median([r[k] for r in rows])), 3) for k in keys if all(r.get(k) for r in rows)}

@@ -81,13 +81,12 @@ def _has_cuda() -> bool:
     return torch.cuda.is_available()
 
 
-def task_resources(client: Any, device: str) -> dict[str, float] | None:
-    """``{"GPU": 1}`` when the cluster has workers marked with a ``GPU`` resource and the device is not ``cpu``:
-    block tasks then run only on those workers. Without GPU-marked workers, tasks go anywhere (as before)."""
-    if device == "cpu":
-        return None
-    workers = client.scheduler_info(n_workers=-1).get("workers", {}).values()
-    return {"GPU": 1} if any(w.get("resources", {}).get("GPU") for w in workers) else None
+def task_resources(client: Any, device: str, kind: str = "block") -> dict[str, float] | None:
+    """The resources a task of ``kind`` asks for on this cluster (see :mod:`geoseg.placement`): a share of a
+    ``GPU`` resource when the cluster has GPU workers and the device is not ``cpu``, else None (anywhere)."""
+    from geoseg.placement import gpu_workers, resources_for
+
+    return resources_for(kind, device, gpu_workers(client) if device != "cpu" else {})
 
 
 @contextmanager

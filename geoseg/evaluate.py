@@ -73,7 +73,22 @@ def label_source(path: str | Path, grid: Grid, classes: tuple[dict, ...], what: 
         raise ConfigError(f"{path}: {what} not found; check the path")
     kind = {"label_raster": str(path)} if is_raster(path) else {"labels": str(path)}
     return load_labels(str(path), grid.crs, grid.transform, (grid.width, grid.height), classes,
-                       required=what == "truth", **kind)
+                       required=what == "truth", missing_ok=True, **kind)
+
+
+def unlabelled_classes(truth: str | Path, classes: tuple[dict, ...]) -> list[str]:
+    """Classes a vector truth has no layer for: not scored (a buildings-only truth scores buildings only)."""
+    if is_raster(truth) or not Path(truth).exists():
+        return []
+    import pyogrio
+
+    layers = set(pyogrio.list_layers(truth)[:, 0])
+    wanted = {c["name"]: c.get("layer") or f"{c['name']}s" for c in classes[1:]}
+    missing = [name for name, layer in wanted.items() if layer not in layers]
+    if len(missing) == len(wanted):
+        raise ConfigError(f"{truth}: has none of the class layers {', '.join(wanted.values())} (its layers: "
+                          f"{', '.join(sorted(layers))}); name the classes with --classes")
+    return missing
 
 
 def pixel_counts(pred: LabelSource, truth: LabelSource, grid: Grid, n_classes: int, window: int = 2048,
@@ -105,6 +120,7 @@ def evaluate(pred: str | Path, truth: str | Path, *, pred_vectors: str | Path | 
              snap_m: float = 4.0, window: int = 2048, area: Window | None = None) -> dict[str, dict[str, float]]:
     """Per class: pixel IoU/precision/recall/F1; buildings (polygon classes): the SpaceNet object metric when
     polygons are given; roads: APLS (see :func:`geoseg.metrics.apls`). ``area`` limits scoring to a window."""
+    skipped = set(unlabelled_classes(truth, classes))
     grid = grid_of(pred, truth, resolution)
     p_src, t_src = label_source(pred, grid, classes, "prediction"), label_source(truth, grid, classes, "truth")
     counts = pixel_counts(p_src, t_src, grid, len(classes), window, area)
@@ -115,6 +131,8 @@ def evaluate(pred: str | Path, truth: str | Path, *, pred_vectors: str | Path | 
         if area is not None else None
     for k in range(1, len(classes)):
         name = classes[k]["name"]
+        if name in skipped:
+            continue
         out[name] = {f"pixel_{m}": v for m, v in scores_from_counts(*counts[k]).items()}
         out[name].update({f"pixel_{m}": int(v) for m, v in zip(("tp", "fp", "fn"), counts[k])})  # for pooling
         if "road" in name:

@@ -10,7 +10,6 @@ import contextlib
 import json
 import os
 import sqlite3
-import uuid
 from pathlib import Path
 from typing import Iterable
 
@@ -26,32 +25,12 @@ from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 
 from geoseg.errors import OutputError
+from geoseg.paths import VECTOR_FORMATS, check_output  # noqa: F401 - check_output: callers import it from here
+from geoseg.tempfiles import temp_name  # owned names: geoseg.tempfiles removes those of killed runs
 from geoseg.scene import SceneInfo
-from geoseg.styles import LAYER_STYLES_SQL, LayerStyle
+from geoseg.styles import LAYER_STYLES_SQL, ClassPalette, LayerStyle, write_class_sidecars
 
 COG_BLOCK = 512
-
-
-def check_output(path: str | os.PathLike[str], overwrite: bool) -> Path:
-    """Fail before any compute if ``path`` exists (without overwrite) or its folder is not writable."""
-    path = Path(path)
-    folder = path.parent if str(path.parent) else Path(".")
-    if path.exists() and not overwrite:
-        raise OutputError(f"{path}: already exists; pass --overwrite to replace it")
-    if not folder.is_dir():
-        raise OutputError(f"{path}: folder {folder} does not exist; create it first")
-    probe = folder / f".geoseg-probe-{uuid.uuid4().hex}"
-    try:
-        probe.touch()
-        probe.unlink()
-    except OSError as err:
-        raise OutputError(f"{path}: cannot write in folder {folder} ({err.strerror}); choose another --out") from None
-    return path
-
-
-def temp_name(path: Path) -> Path:
-    """A hidden temporary name beside ``path`` (same filesystem, so the final rename is atomic)."""
-    return path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}{path.suffix}")
 
 
 class RasterSink:
@@ -63,7 +42,8 @@ class RasterSink:
     """
 
     def __init__(self, path: str | os.PathLike[str], scene: SceneInfo, count: int, dtype: str, nodata: float,
-                 resampling: str, descriptions: tuple[str, ...] = (), regrid: str = "nearest") -> None:
+                 resampling: str, descriptions: tuple[str, ...] = (), regrid: str = "nearest",
+                 palette: ClassPalette | None = None) -> None:
         self.path = Path(path)
         self.stage = temp_name(self.path).with_suffix(".stage.tif")
         self.final_tmp = temp_name(self.path)
@@ -73,8 +53,15 @@ class RasterSink:
             self.stage, "w", driver="GTiff", width=scene.width, height=scene.height, count=count, dtype=dtype,
             crs=scene.crs, transform=scene.transform, nodata=nodata, tiled=True, blockxsize=COG_BLOCK,
             blockysize=COG_BLOCK, compress="ZSTD", ZSTD_LEVEL=1, BIGTIFF="IF_SAFER")  # staging: fast codec
-        for i, desc in enumerate(descriptions, start=1):
-            self.dataset.set_band_description(i, desc)
+        self.palette = palette  # a class raster: its colour table travels with the staged file into the COG
+        try:
+            for i, desc in enumerate(descriptions, start=1):
+                self.dataset.set_band_description(i, desc)
+            if palette:
+                self.dataset.write_colormap(1, palette.colormap)
+        except BaseException:  # e.g. Ctrl-C while the file is being created: no caller holds this sink yet
+            self.abort()
+            raise
 
     def write(self, window: Window, data: np.ndarray) -> None:
         self.dataset.write(data if data.ndim == 3 else data[None], window=window)
@@ -88,6 +75,8 @@ class RasterSink:
                                      BLOCKSIZE=COG_BLOCK, OVERVIEWS="AUTO", RESAMPLING=self.resampling,
                                      BIGTIFF="IF_SAFER", NUM_THREADS="ALL_CPUS")
             os.replace(self.final_tmp, self.path)
+            if self.palette:
+                write_class_sidecars(self.path, self.palette)
         finally:
             self.abort()
         return self.path
@@ -111,7 +100,6 @@ class RasterSink:
 # GeoPackage 1.2 for every GeoPackage geoseg writes: our bundled GDAL would write 1.4, which QGIS 3.22 (GDAL 3.4-3.6)
 # flags as "partially supported"
 GPKG_CREATE = {"VERSION": "1.2"}
-VECTOR_FORMATS = {".gpkg": "GPKG", ".fgb": "FlatGeobuf", ".parquet": "GeoParquet", ".geojson": "GeoJSON"}
 
 
 def vector_paths(path: str | os.PathLike[str], layers: Iterable[str]) -> list[Path]:
@@ -164,8 +152,12 @@ class VectorSink:
         self.written: dict[str, int] = {name: 0 for name in layers}
         # every layer is created (empty, with its final schema) now: an unwritable folder fails before any work,
         # and GDAL, SQLite and PROJ set up their writer state (~20 MB) once here, not in the middle of the run
-        for layer, fields in self.fields.items():
-            self._write(layer, np.empty(0, object), list(fields.values()))
+        try:
+            for layer, fields in self.fields.items():
+                self._write(layer, np.empty(0, object), list(fields.values()))
+        except BaseException:  # e.g. Ctrl-C while the file is being created: no caller holds this sink yet
+            self.abort()
+            raise
 
     def add(self, layer: str, frame: gpd.GeoDataFrame) -> None:
         if len(frame):

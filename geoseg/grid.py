@@ -23,19 +23,40 @@ class TileSpec:
     stride: int = 32
 
     def __post_init__(self) -> None:
-        from geoseg.errors import ConfigError
-
-        if self.tile % self.stride or self.halo % self.stride:
-            raise ConfigError(f"tile ({self.tile}) and halo ({self.halo}) must be multiples of the model "
-                              f"stride {self.stride}; try --tile {math.ceil(self.tile / self.stride) * self.stride} "
-                              f"--halo {math.ceil(self.halo / self.stride) * self.stride}")
-        if self.core <= 0:
-            raise ConfigError(f"halo {self.halo} leaves no core in a {self.tile}px tile; use halo < tile/2")
+        check_tiling(self.tile, self.halo, self.stride)
 
     @property
     def core(self) -> int:
         """Side of the region a tile owns."""
         return self.tile - 2 * self.halo
+
+
+def valid_tiling(tile: int, halo: int, stride: int) -> tuple[int, int]:
+    """The nearest tiling that works: tile a positive multiple of the stride (512 when not positive), halo a
+    multiple of the stride that leaves a core (``2*halo < tile``)."""
+    tile = math.ceil(tile / stride) * stride if tile > 0 else max(stride, 512 // stride * stride)
+    halo = min(math.ceil(max(halo, 0) / stride) * stride, (tile // 2 - 1) // stride * stride)
+    return tile, halo
+
+
+def check_tiling(tile: int, halo: int, stride: int, tile_from: str = "--tile", halo_from: str = "--halo") -> None:
+    """Raise a one-line ConfigError whose hint is a tiling that then works (``*_from``: where each value came
+    from, e.g. a pipeline file's key, so the message names it)."""
+    from geoseg.errors import ConfigError
+
+    good_tile, good_halo = valid_tiling(tile, halo, stride)
+    if (good_tile, good_halo) == (tile, halo):
+        return
+    hint = f"try --tile {good_tile} --halo {good_halo}"
+    if tile <= 0:
+        problem = f"{tile_from} {tile}: the tile size must be positive"
+    elif halo < 0:
+        problem = f"{halo_from} {halo}: the halo cannot be negative"
+    elif tile % stride or halo % stride:
+        problem = f"{tile_from} {tile} and {halo_from} {halo}: both must be multiples of the model stride {stride}"
+    else:
+        problem = f"{halo_from} {halo} leaves no core in a {tile}px tile ({tile_from}): the halo must be < tile/2"
+    raise ConfigError(f"{problem}; {hint}")
 
 
 @dataclass(frozen=True)

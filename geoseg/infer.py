@@ -6,27 +6,32 @@ This page wires the data-flow modules together; each step lives in its own modul
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections import defaultdict
 from contextlib import nullcontext
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
 from geoseg.allocator import HeapTrim, trim_heap
 from geoseg.engine import catch_interrupts, dask_client, stream, task_resources
-from geoseg.errors import BundleError, ConfigError, SceneError
-from geoseg.export import RasterSink, VectorSink, check_output, vector_paths
-from geoseg.styles import layer_styles
+from geoseg.bands import select_bands
+from geoseg.preflight import check_fit, check_run
+from geoseg.plan import plan_line
+from geoseg.preload import preloading
+from geoseg.tempfiles import remove_stale
+from geoseg.export import RasterSink, VectorSink
+from geoseg.styles import class_palette, layer_styles
+from geoseg.summary import layer_measure
 from geoseg.grid import Block, TileSpec, auto_block_size, block_input_span, block_side, make_blocks
-from geoseg.models.bundle import BundleMeta, gsd_mismatch, read_meta, resolve_bundle
+from geoseg.models.bundle import BundleMeta
 from geoseg.pipeline import InferConfig
 from geoseg.predict import cpu_count, default_batch_size, get_predictor, resolve_device
-from geoseg.scene import SceneInfo, at_gsd, metres_per_unit, normalise, open_scene, read_block
-from geoseg.stitch import class_raster, predict_block, tile_cores_valid
+from geoseg.scene import SceneInfo, at_gsd, metres_per_unit, read_block
+from geoseg.stitch import predict_block, tile_cores_valid
 from geoseg.vectorize import BlockVectors, ClassVectors, Reducer, VectorSpec, vectorize_block
 
 CLASS_NODATA = 255
@@ -73,27 +78,25 @@ def run_block(job: BlockJob) -> BlockResult:
     pred = get_predictor(job.bundle, job.device)
     marks.append((time.perf_counter(), time.thread_time()))
     ran = tile_cores_valid(valid, job.block, job.spec)
-    scale, t = meta.scale_for(data.dtype), job.spec.tile
-
-    def tile_input(r: int, q: int) -> np.ndarray:  # normalised per tile: no float copy of the whole block
-        return normalise(data[:, r:r + t, q:q + t], valid[r:r + t, q:q + t], scale, meta.mean, meta.std)
-
-    probs = predict_block(lambda x: pred.predict(x, job.batch_size), tile_input, ran, job.block, job.spec,
-                          meta.n_outputs, job.batch_size, PROB_NODATA)
+    want_probs = job.want_probs or job.vectors is not None  # vector scores and heads need them, classes do not
+    feed = partial(pred.feed, scale=meta.scale_for(data.dtype), halo=job.spec.halo, batch_size=job.batch_size,
+                   want_probs=want_probs)
+    classes, probs = predict_block(feed, data, valid, ran, job.block, job.spec, job.batch_size, CLASS_NODATA,
+                                   meta.n_outputs if want_probs else 0, PROB_NODATA)
     marks.append((time.perf_counter(), time.thread_time()))
     # extra heads (boundary, distance...) stay in the worker: block-sized arrays for the vectoriser
-    heads = {name: probs[sl] for name, sl in meta.head_slices().items()}
-    probs = probs[:len(meta.classes)]
-    h, w = probs.shape[1:]
-    own = valid[job.spec.halo:job.spec.halo + h, job.spec.halo:job.spec.halo + w] & (probs[0] >= 0)
-    classes = class_raster(probs)
+    heads = {name: probs[sl] for name, sl in meta.head_slices().items()} if probs is not None else {}
+    probs = probs[:len(meta.classes)] if probs is not None else None
+    h, w = classes.shape
+    own = valid[job.spec.halo:job.spec.halo + h, job.spec.halo:job.spec.halo + w] & (classes != CLASS_NODATA)
     if not own.all():
         classes[~own] = CLASS_NODATA
-        probs[:, ~own] = PROB_NODATA
+        if probs is not None:
+            probs[:, ~own] = PROB_NODATA
     marks.append((time.perf_counter(), time.thread_time()))
     win = job.block.window
     vectors = None
-    if job.vectors is not None:  # heads (boundary, distance...) feed the instance split, then stay here
+    if job.vectors is not None and probs is not None:  # heads (boundary, distance...) feed the instance split
         vectors = vectorize_block(classes, probs, heads, own, job.block.index, int(win.row_off), int(win.col_off),
                                   job.vectors)
     marks.append((time.perf_counter(), time.thread_time()))
@@ -103,28 +106,10 @@ def run_block(job: BlockJob) -> BlockResult:
                        {n: b[1] - a[1] for n, a, b in zip(stages, marks, marks[1:])})
 
 
-def _preload(bundle: str, device: str) -> None:
-    """Warm the predictor cache while Dask starts; an error here is raised again by the first block."""
-    try:
-        get_predictor(bundle, device)
-    except Exception:  # noqa: BLE001 - the block task reports it as a proper error
-        pass
-
-
 def check_bundle_fits(scene: SceneInfo, meta: BundleMeta, bundle_name: str, resample: bool = False) -> None:
-    """Band count and dtype are checked before any compute (errors); the pixel size too (a warning, unless the
-    scene is to be resampled to the model's GSD)."""
-    if scene.data_bands != meta.n_bands:
-        raise SceneError(f"{scene.path}: has {scene.data_bands} band(s) but model {bundle_name} expects "
-                         f"{meta.n_bands} ({', '.join(meta.band_names)}); pick a matching model or select bands "
-                         "with 'gdal_translate -b'")
-    try:
-        meta.scale_for(np.dtype(scene.dtype))
-    except BundleError as err:
-        raise SceneError(f"{scene.path}: {err}") from None
-    message = None if resample else gsd_mismatch(scene.gsd_m, meta, str(scene.path))
-    if message:
-        logging.getLogger("geoseg").warning(message)
+    """Bands, dtype (errors) and pixel size (a warning unless resampled) of a scene against a bundle."""
+    select_bands(scene, meta, None, bundle_name)
+    check_fit(scene, meta, bundle_name, resample)
 
 
 @dataclass
@@ -142,6 +127,8 @@ class InferSummary:
     # CPU seconds per stage: worker threads' block stages, this thread's writing and finishing (robust to a busy
     # machine, where the wall-clock stages are not)
     stage_cpu_seconds: dict[str, float] = field(default_factory=dict)
+    measures: dict[str, float] = field(default_factory=dict)  # per layer: metres (lines) or square metres
+    layer_types: dict[str, str] = field(default_factory=dict)  # per layer: Polygon or LineString
 
     @property
     def mpx_per_s(self) -> float:
@@ -150,17 +137,23 @@ class InferSummary:
 
 def infer(scene_path: str | Path, out: str | Path | None, config: InferConfig, *, raster_out: str | Path | None = None,
           prob_out: str | Path | None = None, overwrite: bool = False, verbose: bool = False,
-          progress: Callable[[int, int], None] | None = None, client: Any = None) -> InferSummary:
+          progress: Callable[[int, int], None] | None = None, client: Any = None,
+          inputs: Mapping[str, str | Path | None] | None = None) -> InferSummary:
     """Run a bundle over a scene and write the requested outputs; nothing is left half-written.
 
     ``client``: an existing ``distributed.Client`` to run on (``geoseg batch`` shares one between scenes);
-    by default one is started for ``config.scheduler`` and closed at the end.
+    by default one is started for ``config.scheduler`` and closed at the end. ``inputs``: other files the run
+    reads (a pipeline YAML...), which no output may be.
     """
     start = time.perf_counter()
-    scene = open_scene(scene_path)
-    bundle_path = str(resolve_bundle(config.model).resolve())
-    meta = read_meta(bundle_path)
-    check_bundle_fits(scene, meta, config.model or "default", config.resample)
+    checked = check_run(scene_path, out, config, raster_out=raster_out, prob_out=prob_out, overwrite=overwrite,
+                        inputs=inputs)
+    scene, bundle_path, meta, spec, class_ids = checked.scene, checked.bundle, checked.meta, checked.spec, \
+        checked.class_ids
+    removed, freed = remove_stale([Path(p).absolute().parent for p in (out, raster_out, prob_out) if p])
+    if removed:
+        logging.getLogger("geoseg").info("removed %d temporary file(s), %.1f MB, left by killed runs", removed,
+                                         freed / 1e6)
     scene_px, resampled = scene.width * scene.height, None
     if config.resample:  # the whole pipeline runs on the model-GSD grid; raster outputs go back to the scene's
         file_gsd, scene = scene.gsd_m, at_gsd(scene, meta.gsd)
@@ -170,28 +163,14 @@ def infer(scene_path: str | Path, out: str | Path | None, config: InferConfig, *
                                              file_gsd, scene.gsd_m, scene.native.width, scene.native.height,
                                              scene.width, scene.height)
     batch_size = config.batch_size or default_batch_size(resolve_device(config.device))  # bad --device fails here
-    spec = TileSpec(config.tile or meta.tile, meta.halo if config.halo is None else config.halo, meta.stride)
-    names = [c.name for c in meta.classes]
-    wanted = config.classes or tuple(names[1:])
-    unknown = [c for c in wanted if c not in names[1:]]
-    if unknown:
-        raise ConfigError(f"--classes {','.join(unknown)}: not in model {config.model or 'default'}; "
-                          f"choose from {', '.join(names[1:])}")
-    class_ids = tuple(names.index(c) for c in wanted)
-    outputs = [p for p in (out, raster_out, prob_out) if p]
-    if not outputs:
-        raise ConfigError("nothing to write: give --out, --raster-out or --prob-out")
-    for p in outputs:
-        check_output(p, overwrite)
 
     workers = config.workers or cpu_count()
     block_size = config.block_size or auto_block_size(scene.height, scene.width, spec, workers, batch_size)
     # the largest blocks first, so the last tasks are small and workers finish together
     blocks = sorted(make_blocks(scene.height, scene.width, spec, block_size), key=lambda b: -b.n_tiles)
-    layers = {k: meta.classes[k].layer or f"{meta.classes[k].name}s" for k in class_ids}
-    vspec = vector_spec(scene, meta, class_ids, layers, config, block_side(block_size, spec)) if out else None
-    for p in vector_paths(out, vspec.layers()) if out and vspec else ():
-        check_output(p, overwrite)
+    logging.getLogger("geoseg").info(plan_line(scene, spec, blocks, workers, batch_size,
+                                               str(resolve_device(config.device))))
+    vspec = vector_spec(scene, meta, class_ids, checked.layers, config, block_side(block_size, spec)) if out else None
     jobs = (BlockJob(scene, b, spec, bundle_path, meta, config.device, batch_size, vspec, bool(prob_out))
             for b in blocks)
     stage: dict[str, float] = defaultdict(float)
@@ -199,9 +178,10 @@ def infer(scene_path: str | Path, out: str | Path | None, config: InferConfig, *
     tiles_run = valid_px = done_px = 0
     with catch_interrupts() as interrupted, Outputs(scene, meta, vspec, out, raster_out, prob_out) as sink:
         stage["setup"] = time.perf_counter() - start
-        if client is None and config.scheduler == "threads":  # workers share this process: load while Dask starts
-            threading.Thread(target=_preload, args=(bundle_path, config.device), daemon=True).start()
-        with nullcontext(client) if client is not None else dask_client(config.scheduler, workers, verbose) as client:
+        # workers that share this process load the model while Dask starts
+        preload = client is None and config.scheduler == "threads"
+        start_client = nullcontext(client) if client is not None else dask_client(config.scheduler, workers, verbose)
+        with preloading(bundle_path, config.device, preload), start_client as client:
             stage["cluster_start"] = time.perf_counter() - start - stage["setup"]
             resources = task_resources(client, config.device)
             for res in stream(client, run_block, jobs, inflight=2 * workers, resources=resources):
@@ -230,7 +210,7 @@ def infer(scene_path: str | Path, out: str | Path | None, config: InferConfig, *
         stage_cpu["finalize"] = time.thread_time() - c_final
     km2 = valid_px * sink.m_per_px**2 / 1e6
     return InferSummary(sink.counts, written, scene_px / 1e6, km2, time.perf_counter() - start, dict(stage),
-                        tiles_run, resampled, dict(stage_cpu))
+                        tiles_run, resampled, dict(stage_cpu), sink.measures, sink.layer_types)
 
 
 def vector_spec(scene: SceneInfo, meta: BundleMeta, class_ids: tuple[int, ...], layers: dict[int, str],
@@ -255,6 +235,7 @@ class Outputs:
         self.paths = (out, raster_out, prob_out)
         self.layer_types = vspec.layers() if vspec else {}
         self.counts = {name: 0 for name in self.layer_types}
+        self.measures = {name: 0.0 for name in self.layer_types}  # metres of lines, square metres of polygons
         self.reducer = Reducer(vspec, trim_every_s=None) if vspec else None
         self.trim = HeapTrim(TRIM_EVERY_S)
         self.m_per_px = scene.gsd_m
@@ -266,7 +247,7 @@ class Outputs:
         try:
             if raster_out:
                 self.classes = RasterSink(raster_out, self.scene, 1, "uint8", CLASS_NODATA, "NEAREST", ("class",),
-                                          regrid="nearest")
+                                          regrid="nearest", palette=class_palette(self.meta))
                 self.sinks.append(self.classes)
             if prob_out:
                 self.probs = RasterSink(prob_out, self.scene, len(self.names), "float32", PROB_NODATA, "AVERAGE",
@@ -294,6 +275,7 @@ class Outputs:
         if self.reducer is not None and res.vectors is not None:
             for layer, frame in self.reducer.add(res.vectors):
                 self.counts[layer] += len(frame)
+                self.measures[layer] += layer_measure(frame, self.layer_types[layer])
                 if self.vectors is not None:
                     self.vectors.add(layer, frame)
         self.trim.maybe()

@@ -70,7 +70,7 @@ class SceneInfo:
     @property
     def gsd_m(self) -> float:
         """Pixel size in ground metres (the side of a square pixel of the same area)."""
-        return metres_per_unit(self.crs, self.transform) * float(np.sqrt(self.pixel_area))
+        return metres_per_unit(self.crs, self.transform, (self.height, self.width)) * float(np.sqrt(self.pixel_area))
 
     @property
     def file_grid(self) -> Grid:
@@ -108,8 +108,10 @@ def open_scene(path: str | os.PathLike[str]) -> SceneInfo:
                 gcps, _ = src.gcps
                 has_rpcs = src.rpcs is not None
     except RasterioIOError as err:
-        raise SceneError(f"{path}: not a readable GeoTIFF ({_gdal_reason(err, path)}); geoseg reads GeoTIFF/COG "
-                         "scenes: convert it first, e.g. 'gdal_translate -of COG in.img out.tif'") from None
+        kind = sniff_format(path)
+        reason = f"a {kind} file" if kind else _gdal_reason(err, path)
+        raise SceneError(f"{path}: not a GeoTIFF ({reason}); geoseg accepts only GeoTIFF/COG scenes: convert it "
+                         f"first, e.g. 'gdal_translate -of COG {path} {Path(path).with_suffix('.tif').name}'") from None
     if info.crs is None or info.transform == Affine.identity():
         if gcps or has_rpcs:
             kind = "GCPs" if gcps else "RPCs"
@@ -123,6 +125,23 @@ def open_scene(path: str | os.PathLike[str]) -> SceneInfo:
     if info.transform.is_degenerate:
         raise SceneError(f"{path}: degenerate geotransform {tuple(info.transform)[:6]}; fix its georeferencing")
     return info
+
+
+# leading bytes of formats a scene often comes as: named in the error instead of GDAL's "not recognized as being in
+# a supported file format", which reads as if GDAL could not read them (it can; geoseg only opens GeoTIFFs)
+_MAGIC = ((b"\xff\xd8\xff", "JPEG"), (b"\x89PNG", "PNG"), (b"\x00\x00\x00\x0cjP  ", "JPEG 2000"),
+          (b"\xff\x4f\xff\x51", "JPEG 2000"), (b"PK\x03\x04", "ZIP"), (b"GIF8", "GIF"), (b"BM", "BMP"),
+          (b"\x89HDF", "HDF5"), (b"CDF", "netCDF"))
+
+
+def sniff_format(path: str) -> str | None:
+    """The format a non-GeoTIFF file is in, from its first bytes (None when not one we name)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(16)
+    except OSError:
+        return None
+    return next((name for magic, name in _MAGIC if head.startswith(magic)), None)
 
 
 def _gdal_reason(err: Exception, path: str = "") -> str:
@@ -228,24 +247,44 @@ def _on_grid(src: rasterio.DatasetReader, info: SceneInfo) -> DatasetReader | Wa
                      resampling=SCENE_RESAMPLING, add_alpha=info.data_bands == info.count)
 
 
+def to_unit(data: np.ndarray, scale: float) -> np.ndarray:
+    """Pixel values to the model's 0..1 range as the bundle says (``data / scale``), clipped; NaN becomes 0.
+
+    The first half of :func:`normalise`; training applies it before augmentation (which works on 0..1 images)
+    and then calls :func:`normalise` with ``scale=1``, so both sides standardise in the same function."""
+    return np.clip(np.nan_to_num(np.divide(data, scale, dtype=np.float32)), 0.0, 1.0)
+
+
 def normalise(data: np.ndarray, valid: np.ndarray, scale: float, mean: tuple[float, ...],
               std: tuple[float, ...]) -> np.ndarray:
-    """Scale to 0..1 as the bundle says, then standardise; invalid pixels become 0 (the mean).
+    """``(clip(data / scale, 0, 1) - mean) / std`` per band; invalid pixels become 0 (the mean).
 
-    Folded into one multiply-add per pixel: ``x / (scale * std) - mean / std``.
+    The one normalisation of training and inference (DESIGN: train/serve skew). Folded into one multiply-add
+    and one clip per pixel: ``x / (scale * std) - mean / std``, clipped to the standardised image of 0..1.
     """
-    gain = (1.0 / (scale * np.asarray(std, np.float64))).astype(np.float32)[:, None, None]
-    offset = (-np.asarray(mean, np.float64) / np.asarray(std, np.float64)).astype(np.float32)[:, None, None]
+    std64, mean64 = np.asarray(std, np.float64), np.asarray(mean, np.float64)
+    gain = (1.0 / (scale * std64)).astype(np.float32)[:, None, None]
+    offset = (-mean64 / std64).astype(np.float32)[:, None, None]
     out = np.multiply(data, gain, dtype=np.float32)
     out += offset
+    np.clip(out, offset, ((1.0 - mean64) / std64).astype(np.float32)[:, None, None], out=out)
     if not valid.all():
         out[:, ~valid] = 0.0
     return out
 
 
-def metres_per_unit(crs: CRS, transform: Affine) -> float:
-    """Length of one CRS unit in metres (approximate for geographic CRSs: at the scene's top-left)."""
-    if crs.is_geographic:
-        lat = np.radians(transform.f)
-        return float(111_320.0 * np.sqrt(np.cos(lat) ** 2 + 1.0) / np.sqrt(2.0))
-    return float(crs.linear_units_factor[1])
+def metres_per_unit(crs: CRS, transform: Affine, shape: tuple[int, int] | None = None) -> float:
+    """Ground metres per CRS unit: for a geographic CRS the side of a square with the area of one degree², at
+    the scene's centre (its top-left without ``shape``), on the CRS's own ellipsoid (pyproj's geodesics)."""
+    if not crs.is_geographic:
+        return float(crs.linear_units_factor[1])
+    import pyproj
+
+    rows, cols = shape or (0, 0)
+    lon, lat = transform * (cols / 2, rows / 2)
+    geod = pyproj.CRS.from_user_input(crs.to_wkt()).get_geod() or pyproj.Geod(ellps="WGS84")
+    h = 1e-3  # degrees: central differences over ~100 m, where the scale is linear to 1e-9
+    lat = float(np.clip(lat, -90 + 2 * h, 90 - 2 * h))
+    east = geod.inv(lon - h, lat, lon + h, lat)[2] / (2 * h)  # metres per degree of longitude here
+    north = geod.inv(lon, lat - h, lon, lat + h)[2] / (2 * h)  # metres per degree of latitude here
+    return float(np.sqrt(east * north))

@@ -2,16 +2,21 @@
 
 Cropping the halo (instead of weighting overlaps) makes every output pixel come from exactly one tile whose
 input is fixed by the global grid, which gives DESIGN invariants 1 and 2 (partition invariance, halo
-exactness) by construction.
+exactness) by construction. The crop happens where the model ran (:meth:`geoseg.predict.Predictor.feed`): only
+cores come back from the device.
 """
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
 from geoseg.grid import Block, TileSpec, tile_offsets
+from geoseg.predict import CoreBatch, TileBatch
+
+# batches of raw tiles in, their cores out, in order (``Predictor.feed`` with its settings bound)
+Feed = Callable[[Iterable[TileBatch]], Iterator[CoreBatch]]
 
 
 def tile_cores_valid(valid: np.ndarray, block: Block, spec: TileSpec) -> np.ndarray:
@@ -20,27 +25,39 @@ def tile_cores_valid(valid: np.ndarray, block: Block, spec: TileSpec) -> np.ndar
     return np.array([valid[r + h:r + h + c, q + h:q + h + c].any() for r, q in tile_offsets(block, spec)], bool)
 
 
-def predict_block(predict: Callable[[np.ndarray], np.ndarray], tile_input: Callable[[int, int], np.ndarray],
-                  ran: np.ndarray, block: Block, spec: TileSpec, n_outputs: int, batch_size: int,
-                  fill: float) -> np.ndarray:
-    """Predict a block's tiles batch by batch and place each core into the block's owned window at once.
+def predict_block(feed: Feed, data: np.ndarray, valid: np.ndarray, ran: np.ndarray, block: Block, spec: TileSpec,
+                  batch_size: int, class_fill: int, n_outputs: int = 0,
+                  prob_fill: float = -1.0) -> tuple[np.ndarray, np.ndarray | None]:
+    """Run a block's tiles through ``feed`` batch by batch and place each core into the block's owned window.
 
-    ``tile_input(r, q)`` gives the model input of the tile at offset ``(r, q)`` of the block input, and
-    ``predict`` maps a batch ``(n, bands, t, t)`` to ``(n, n_outputs, t, t)``. Only one batch of inputs and
-    outputs exists at a time, so memory is one block-sized output plus one batch, whatever the block size
-    (a whole-block stack of inputs and outputs took 200 MB per 2x2-tile block at tile 1024).
+    ``data`` ``(bands, h, w)`` and ``valid`` ``(h, w)`` are the block input (with its halo), raw; only the tiles
+    marked in ``ran`` go to the model. Returns the uint8 classes (``class_fill`` where no tile ran) and, when
+    ``n_outputs`` is given, the float32 probabilities and heads (``prob_fill`` there). Memory is the block-sized
+    results plus one batch in flight, whatever the block size.
     """
-    h, c = spec.halo, spec.core
+    c, t = spec.core, spec.tile
     n_r = block.tile_rows[1] - block.tile_rows[0]
     n_c = block.tile_cols[1] - block.tile_cols[0]
-    out = np.full((n_outputs, n_r * c, n_c * c), fill, np.float32)
+    classes = np.full((n_r * c, n_c * c), class_fill, np.uint8)
+    probs = np.full((n_outputs, n_r * c, n_c * c), prob_fill, np.float32) if n_outputs else None
     todo = [o for o, run in zip(tile_offsets(block, spec), ran) if run]
-    for i in range(0, len(todo), batch_size):
-        batch = todo[i:i + batch_size]
-        probs = predict(np.stack([tile_input(r, q) for r, q in batch]))
-        for k, (r, q) in enumerate(batch):
-            out[:, r:r + c, q:q + c] = probs[k, :, h:h + c, h:h + c]
-    return out[:, :int(block.window.height), :int(block.window.width)]
+    groups = [todo[i:i + batch_size] for i in range(0, len(todo), batch_size)]
+    all_valid = bool(valid.all())  # then no masks travel to the device
+
+    def batches() -> Iterator[TileBatch]:
+        for group in groups:
+            masks = None if all_valid else [valid[r:r + t, q:q + t] for r, q in group]
+            yield [data[:, r:r + t, q:q + t] for r, q in group], masks
+
+    for group, cores in zip(groups, feed(batches())):
+        if probs is not None and cores.probs is None:
+            raise ValueError("predict_block: n_outputs given but the feed returns no probabilities (want_probs)")
+        for k, (r, q) in enumerate(group):
+            classes[r:r + c, q:q + c] = cores.classes[k]
+            if probs is not None and cores.probs is not None:
+                probs[:, r:r + c, q:q + c] = cores.probs[k]
+    height, width = int(block.window.height), int(block.window.width)
+    return classes[:height, :width], None if probs is None else probs[:, :height, :width]
 
 
 def class_raster(probs: np.ndarray) -> np.ndarray:

@@ -1,4 +1,5 @@
-"""Layer styles so QGIS opens every output layer styled: QML (and a plain SLD) from the bundle's class colours.
+"""Layer styles so QGIS opens every output styled: QML (and a plain SLD) for the vector layers and a colour table
+with category names for the class raster, all from the bundle's class colours.
 
 QGIS reads the ``layer_styles`` table of a GeoPackage and applies the row marked ``useAsDefault`` when the
 layer is opened; the columns follow QGIS's own schema for that table.
@@ -6,9 +7,12 @@ layer is opened; the columns follow QGIS's own schema for that table.
 
 from __future__ import annotations
 
+import os
+import uuid
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
-from xml.sax.saxutils import quoteattr
+from xml.sax.saxutils import escape, quoteattr
 
 if TYPE_CHECKING:  # only for hints: the vector writer must not pull torch in
     from geoseg.models.bundle import BundleMeta
@@ -101,4 +105,51 @@ def layer_styles(vspec: "VectorSpec | None", meta: "BundleMeta") -> dict[str, La
             light = "#{:02x}{:02x}{:02x}".format(*_mix(_rgb(colour), 255, 0.6))
             out[c.line_layer] = LayerStyle(c.line_layer, "LineString", light, qml("LineString", light),
                                            sld(c.line_layer, "LineString", light))
+    return out
+
+
+@dataclass(frozen=True)
+class ClassPalette:
+    """How the class raster is drawn: a GDAL colour table (in the file) and category names (GDAL's PAM sidecar,
+    ``<file>.aux.xml``, since GeoTIFF has no tag for them). QGIS reads both and opens the raster paletted, one
+    legend entry per class with its name. Background is transparent (alpha 0) where the reader keeps alpha (the
+    QGIS plugin's renderer); a TIFF colour map itself holds RGB only."""
+
+    colormap: dict[int, tuple[int, int, int, int]]
+    names: tuple[str, ...]
+
+    def pam_xml(self) -> str:
+        """GDAL's PAM document with the category names of band 1 (index = pixel value)."""
+        cats = "".join(f"<Category>{escape(n)}</Category>" for n in self.names)
+        return (f'<PAMDataset><PAMRasterBand band="1"><CategoryNames>{cats}</CategoryNames>'
+                "</PAMRasterBand></PAMDataset>\n")
+
+
+    def qml(self) -> str:
+        """A QGIS paletted style with exactly these classes (a TIFF colour map always has 256 entries, which QGIS
+        would list one by one), transparent background."""
+        entries = "".join(f'<paletteEntry value="{k}" color="#{r:02x}{g:02x}{b:02x}" alpha="{a}" '
+                          f'label={quoteattr(self.names[k])}/>' for k, (r, g, b, a) in self.colormap.items())
+        return ("<!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>"
+                '<qgis version="3.22.0" styleCategories="Symbology"><pipe>'
+                '<rasterrenderer type="paletted" band="1" opacity="1" alphaBand="-1" nodataColor="">'
+                f"<rasterTransparency/><colorPalette>{entries}</colorPalette></rasterrenderer></pipe></qgis>\n")
+
+
+def class_palette(meta: "BundleMeta") -> ClassPalette:
+    """The bundle's class colours as a colour table: class k is pixel value k (background 0, transparent)."""
+    colormap = {k: (*_rgb(c.colour), 0 if k == 0 else 255) for k, c in enumerate(meta.classes)}
+    return ClassPalette(colormap, tuple(c.name for c in meta.classes))
+
+
+def write_class_sidecars(path: str | os.PathLike[str], palette: ClassPalette) -> list[Path]:
+    """``<path>.aux.xml`` (GDAL's category names) and ``<stem>.qml`` (the style QGIS loads by default when it opens
+    the file), each written to a temporary name and renamed."""
+    path = Path(path)
+    out = []
+    for side, text in ((Path(f"{path}.aux.xml"), palette.pam_xml()), (path.with_suffix(".qml"), palette.qml())):
+        tmp = side.with_name(f".{side.name}.tmp-{uuid.uuid4().hex[:8]}")
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, side)
+        out.append(side)
     return out

@@ -47,6 +47,7 @@ def _rounds(policy: str) -> dict:
     return json.loads(out.stdout)
 
 
+@pytest.mark.slow
 @glibc
 def test_policy_keeps_large_buffers_for_the_next_forward() -> None:
     """glibc's default gives a worker thread's 48 MB buffers back on free (the next forward faults them in

@@ -50,6 +50,7 @@ def test_overlap_is_twice_the_halo(make_scene, tiny_bundle, tmp_path):
     assert (outs[0] == outs[1]).all()
 
 
+@pytest.mark.slow
 def test_infer_in_a_subprocess_is_quiet_without_tty(make_scene, tiny_bundle, tmp_path):
     scene = make_scene(width=200, height=150)
     out = tmp_path / "s.gpkg"
@@ -60,7 +61,10 @@ def test_infer_in_a_subprocess_is_quiet_without_tty(make_scene, tiny_bundle, tmp
     loud = subprocess.run(cmd + ["--overwrite"], capture_output=True, text=True, timeout=300)
     assert loud.returncode == 0, loud.stderr
     lines = loud.stderr.strip().splitlines()
-    assert len(lines) == 1 and "Mpx/s" in lines[0]  # no progress bar without a TTY, one summary line
+    # no progress bar without a TTY: the plan before work, progress lines, then one summary line
+    assert lines[0].startswith(f"geoseg: {scene}: 200x150 px") and "tiles" in lines[0] and "blocks" in lines[0]
+    assert all(line.startswith("geoseg: infer: ") for line in lines[1:-1]), lines
+    assert lines[-1].startswith("scene ") and "Mpx/s" in lines[-1]
     assert out.exists()
 
 
@@ -74,10 +78,10 @@ def test_every_pipeline_loads(path):
 
 
 @pytest.mark.parametrize("text,needle", [
-    ("infer:\n  block_size: big\n", "block_size must be int"),
-    ("infer:\n  tiles: 3\n", "unknown key(s) tiles"),
-    ("infer:\n  post:\n    building: {min_area: 3}\n", "unknown key(s) min_area"),
-    ("train:\n  out: x.safetensors\n  steps: many\n", "steps must be int"),
+    ("infer:\n  block_size: big\n", "infer.block_size: should be a valid integer"),
+    ("infer:\n  tiles: 3\n", "unknown key tiles; did you mean tile?"),
+    ("infer:\n  post:\n    building: {min_area: 3}\n", "infer.post.building: unknown key min_area"),
+    ("train:\n  out: x.safetensors\n  steps: many\n", "train.steps: should be a valid integer"),
     ("infer: [\n", "not valid YAML"),
 ])
 def test_bad_pipeline_fails_in_one_line(tmp_path, text, needle):
@@ -103,6 +107,7 @@ def test_bench_infer_prints_json(tiny_bundle, tmp_path):
     assert report["peak_rss_mb"] > 0
 
 
+@pytest.mark.slow
 def test_bench_baseline_is_the_same_work(tiny_bundle, make_scene, tmp_path):
     """The plain loop the bench compares against computes what infer computes (away from the scene edges, where
     it zero-fills and infer reflects), and the bench reports it beside infer's figures."""

@@ -5,7 +5,6 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +13,7 @@ import rasterio
 
 from geoseg.infer import infer
 from geoseg.pipeline import InferConfig
+from tests.waiting import accepts, wait_until
 
 
 
@@ -30,7 +30,7 @@ def cluster(tmp_path):
     log = open(tmp_path / "dask.log", "w")
     procs = [subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
                                "--port", str(port), "--dashboard-address", "127.0.0.1:0"], stdout=log, stderr=log)]
-    time.sleep(1.0)
+    wait_until(lambda: accepts(port), "the dask scheduler listening", proc=procs[0])  # else workers may give up
     procs.append(subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_worker", address, "--nworkers", "2",
                                    "--nthreads", "1", "--host", "127.0.0.1", "--no-dashboard"],
                                   stdout=log, stderr=log, cwd=Path(__file__).resolve().parent.parent))
@@ -40,10 +40,11 @@ def cluster(tmp_path):
         for p in reversed(procs):
             p.terminate()
         for p in procs:
-            p.wait(timeout=30)
+            p.wait()  # SIGTERM: the nanny stops its worker processes first (pytest-timeout is the net)
         log.close()
 
 
+@pytest.mark.slow
 def test_remote_cluster_gives_the_same_outputs(make_scene, tiny_bundle, tmp_path, cluster):
     scene = make_scene(width=300, height=260)
     outs = {}

@@ -36,6 +36,7 @@ def geometry_set(frame: gpd.GeoDataFrame) -> list[bytes]:
     return sorted(shapely.to_wkb(shapely.normalize(frame.geometry.values)))
 
 
+@pytest.mark.slow
 def test_partition_invariance(make_scene, tiny_bundle, tmp_path):
     scene = make_scene(width=420, height=330)
     base = run(scene, tmp_path, "a", tiny_bundle, block_size=64, workers=1)

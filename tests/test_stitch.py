@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 import pytest
 import rasterio
 
 from geoseg.grid import TileSpec, auto_block_size, make_blocks, tile_offsets
+from geoseg.predict import CoreBatch, TileBatch
 from geoseg.scene import forget_handles, open_scene, scene_handle
 from geoseg.stitch import class_raster, predict_block
 
@@ -27,28 +28,39 @@ def test_class_raster_equals_argmax_with_ties_and_nodata() -> None:
 
 
 @pytest.mark.parametrize("batch_size", [1, 2, 3, 16])
-def test_predict_block_places_every_core_once_in_batches(batch_size: int) -> None:
+@pytest.mark.parametrize("with_nodata", [False, True])
+def test_predict_block_places_every_core_once_in_batches(batch_size: int, with_nodata: bool) -> None:
     spec = TileSpec(64, 8, 1)
     block = make_blocks(200, 150, spec, 2 * spec.core)[0]
     rng = np.random.default_rng(0)
     n_rows = (block.tile_rows[1] - block.tile_rows[0]) * spec.core + 2 * spec.halo
     n_cols = (block.tile_cols[1] - block.tile_cols[0]) * spec.core + 2 * spec.halo
-    x = rng.random((2, n_rows, n_cols)).astype(np.float32)
+    x = rng.integers(0, 250, (2, n_rows, n_cols), dtype=np.uint8)
+    valid = np.ones((n_rows, n_cols), bool)
+    valid[:5] = not with_nodata
     ran = np.array([True, False, True, True])[:len(tile_offsets(block, spec))]
-    sizes = []
-
-    def predict(batch: np.ndarray) -> np.ndarray:  # a "model" that returns its input: cores must line up
-        sizes.append(len(batch))
-        return batch * 1.0
-
-    t = spec.tile
-    out = predict_block(predict, lambda r, q: x[:, r:r + t, q:q + t], ran, block, spec, 2, batch_size, -1.0)
+    sizes, got_masks = [], []
     h, c = spec.halo, spec.core
+
+    def feed(batches: Iterable[TileBatch]) -> Iterator[CoreBatch]:  # a "model" that returns its input's cores
+        for tiles, masks in batches:
+            sizes.append(len(tiles))
+            got_masks.append(masks is not None)
+            cores = np.stack(tiles)[:, :, h:h + c, h:h + c]
+            yield CoreBatch(cores[:, 0].copy(), cores.astype(np.float32))
+
+    classes, probs = predict_block(feed, x, valid, ran, block, spec, batch_size, 255, 2, -1.0)
     assert max(sizes) <= batch_size and sum(sizes) == ran.sum()
+    assert set(got_masks) == {with_nodata}  # masks travel only when some pixel is invalid
+    assert probs is not None and classes.dtype == np.uint8
     for n, (r, q) in enumerate(tile_offsets(block, spec)):
-        core = out[:, r:r + c, q:q + c]
+        core = probs[:, r:r + c, q:q + c]
         want = x[:, r + h:r + h + core.shape[1], q + h:q + h + core.shape[2]] if ran[n] else -1.0
         assert np.array_equal(core, np.broadcast_to(want, core.shape))
+        want_cls = x[0, r + h:r + h + core.shape[1], q + h:q + h + core.shape[2]] if ran[n] else 255
+        assert np.array_equal(classes[r:r + c, q:q + c], np.broadcast_to(want_cls, core.shape[1:]))
+    classes_only, none = predict_block(feed, x, valid, ran, block, spec, batch_size, 255)
+    assert none is None and np.array_equal(classes_only, classes)
 
 
 def test_auto_block_size_does_not_grow_with_the_scene() -> None:

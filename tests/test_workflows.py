@@ -54,7 +54,7 @@ def test_cron_wrapper_runs_geoseg_batch(tmp_path: Path) -> None:
            "GEOSEG_RESULTS": str(tmp_path / "results"), "GEOSEG_WORKERS": "3",
            "GEOSEG_ARGS": "--pipeline p.yaml --retry-failed"}
     result = subprocess.run([str(WORKFLOWS / "cron" / "geoseg-nightly.sh")], capture_output=True, text=True,
-                            env=env, timeout=30)
+                            env=env)
     assert result.returncode == 0, result.stderr
     assert shlex.split(result.stdout) == ["batch", str(tmp_path / "landing"), "--out-dir", str(tmp_path / "results"),
                                           "--scheduler", "processes", "--workers", "3", "--json", "--pipeline",
@@ -117,6 +117,6 @@ def test_systemd_units(tmp_path: Path) -> None:
     for path in UNITS:
         (tmp_path / path.name).write_text(path.read_text().replace(exec_start[0], str(geoseg)))
     result = subprocess.run([analyze, "verify", *(str(tmp_path / p.name) for p in UNITS)], capture_output=True,
-                            text=True, timeout=60)
+                            text=True)
     assert result.returncode == 0, result.stderr
     assert not re.search(r"Unknown (key|section)|Invalid|Failed to parse", result.stderr), result.stderr

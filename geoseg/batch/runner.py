@@ -46,6 +46,8 @@ class BatchOptions:
     concurrency: int | None = None     # scenes at once; default: one per worker thread, at most 4
     asset_keys: tuple[str, ...] = DEFAULT_ASSETS
     verbose: bool = False
+    # called with (scenes done, counting the finished part of running scenes, scenes in the run)
+    progress: Callable[[float, int], None] | None = field(default=None, compare=False)
 
 
 @dataclass
@@ -173,10 +175,18 @@ class _Run:
         self.stop = threading.Event()
         self.outcomes: dict[str, SceneOutcome] = {}
         self.fatal: ConfigError | None = None  # an option no scene can run with: the whole run stops
+        self.running_part: dict[str, float] = {}  # running scene -> fraction of its pixels done
+        self.total = 0
+
+    def report(self) -> None:
+        if self.options.progress:
+            running = sum(f for name, f in list(self.running_part.items()) if name not in self.outcomes)
+            self.options.progress(len(self.outcomes) + running, self.total)
 
     def plan(self, refs: list[SceneRef]) -> list[tuple[SceneRef, str, str]]:
         """Record skips and unrunnable scenes; return (scene, fingerprint, input fingerprint) to run."""
         todo = []
+        self.total = len(refs)
         for ref in refs:
             row = self.manifest.scene(ref.name)
             problem = ref.problem
@@ -217,6 +227,9 @@ class _Run:
         def check_stop(done: int, total: int) -> None:  # called by infer after every block
             if self.stop.is_set():
                 raise BatchStopped
+            if total:
+                self.running_part[ref.name] = done / total
+                self.report()
 
         check_stop(0, 0)
         paths = output_paths(self.out_dir, ref.name, self.options.outputs)
@@ -244,6 +257,7 @@ class _Run:
                 for fut in finished:
                     ref, t0 = running.pop(fut)
                     self._record(ref, fut, time.perf_counter() - t0)
+                    self.report()
         finally:
             pool.shutdown(wait=not running, cancel_futures=True)
 
@@ -299,6 +313,7 @@ def run_batch(source: str, out_dir: str | Path, config: InferConfig, options: Ba
             run = _Run(out_dir, config, options, manifest, key, run_id, log)
             with stop_on_signals(run.stop, log) as got:
                 todo = run.plan(refs)
+                run.report()
                 if todo and not run.stop.is_set():
                     with connect(spec, options.verbose) as client:
                         run.execute(todo, client)

@@ -12,6 +12,8 @@ from geoseg.cli.eval_cmd import eval_cmd
 from geoseg.cli.infer_cmd import infer
 from geoseg.cli.models_cmd import models
 from geoseg.cli.options import one_line_warnings
+from geoseg.cli.qgis_cmd import qgis
+from geoseg.cli.signals import sigterm_as_interrupt
 from geoseg.cli.train_cmd import train
 
 
@@ -21,6 +23,7 @@ def main() -> None:
     """Large GeoTIFFs in, GIS-ready building and road vectors out."""
     tune_malloc()  # before any worker thread allocates (see geoseg.allocator)
     one_line_warnings()
+    sigterm_as_interrupt()
 
 
 main.add_command(infer)
@@ -29,6 +32,7 @@ main.add_command(train)
 main.add_command(eval_cmd)
 main.add_command(models)
 main.add_command(batch)
+main.add_command(qgis)
 try:  # written alongside; registered when present
     from geoseg.cli.synth_cmd import synth
 

@@ -8,8 +8,11 @@ from typing import TYPE_CHECKING
 
 import click
 
-from geoseg.cli.options import quiet_opt, user_errors, verbose_opt
+from geoseg.bands import parse_bands
+from geoseg.cli.options import quiet_opt, user_errors, values_from, verbose_opt
+from geoseg.cli.progress import emit_progress, progress_opt
 from geoseg.pipeline import InferConfig, load_pipeline
+from geoseg.preflight import check_batch_paths, check_model
 
 if TYPE_CHECKING:
     from geoseg.batch import BatchSummary
@@ -30,7 +33,7 @@ def _cluster_opts(values: tuple[str, ...]) -> dict[str, object]:
 
 @click.command()
 @click.argument("source", metavar="INPUT")
-@click.option("--out-dir", required=True, type=click.Path(file_okay=False),
+@click.option("--out-dir", required=True, type=click.Path(),
               help="Folder for the outputs, the manifest (geoseg-batch.sqlite) and the summary JSON.")
 @click.option("--pipeline", type=click.Path(dir_okay=False), help="Pipeline YAML (pipelines/*.yaml).")
 @click.option("--model", help="Bundle path or registered name (default: the bundled model).")
@@ -39,6 +42,8 @@ def _cluster_opts(values: tuple[str, ...]) -> dict[str, object]:
               help="Per scene: vectors (<name>.gpkg), classes (<name>_classes.tif), probs (<name>_probs.tif).")
 @click.option("--asset", "assets", default="visual,image", show_default=True,
               help="STAC asset keys to use, first present wins.")
+@click.option("--bands", help="Scene bands in the model's order, 1-based (as rasterio's --bidx), e.g. 1,2,3 "
+              "(default: matched by each scene's band labels, else the bundle's).")
 @click.option("--tile", type=int, help="Tile size in pixels (default: the bundle's).")
 @click.option("--halo", type=int, help="Context pixels around each tile core (default: the bundle's).")
 @click.option("--batch-size", type=int, help="Tiles per forward pass.")
@@ -61,33 +66,41 @@ def _cluster_opts(values: tuple[str, ...]) -> dict[str, object]:
 @click.option("--fail-exit/--no-fail-exit", default=True, show_default=True,
               help="Exit 1 when a scene failed or was quarantined in this run.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON instead of a table.")
+@progress_opt
 @verbose_opt
 @quiet_opt
 @user_errors
 def batch(source: str, out_dir: str, pipeline: str | None, model: str | None, classes: str | None, outputs: str,
-          assets: str, tile: int | None, halo: int | None, batch_size: int | None, block_size: int | None,
+          assets: str, bands: str | None, tile: int | None, halo: int | None, batch_size: int | None,
+          block_size: int | None,
           device: str | None, workers: int | None, concurrency: int | None, scheduler: str | None,
           resample: bool | None, cluster: str | None, cluster_opt: tuple[str, ...], tls_ca_file: str | None,
-          tls_cert: str | None, tls_key: str | None, retry_failed: bool, fail_exit: bool, as_json: bool, verbose: int,
-          quiet: bool) -> None:
+          tls_cert: str | None, tls_key: str | None, retry_failed: bool, fail_exit: bool, as_json: bool,
+          progress_mode: str, verbose: int, quiet: bool) -> None:
     """Segment every scene of INPUT into --out-dir, skipping scenes already done.
 
     INPUT is a folder (searched recursively for .tif/.tiff), a glob (quoted), a text manifest (one path per
     line) or a STAC ItemCollection/Catalog JSON on disk.
     """
+    base = load_pipeline(pipeline) if pipeline else InferConfig()
+    config = base.replace(model=model, tile=tile, halo=halo, batch_size=batch_size, block_size=block_size,
+                          device=device, resample=resample, bands=parse_bands(bands) if bands else None,
+                          classes=tuple(c.strip() for c in classes.split(",")) if classes else None)
+    # user errors answer before Dask and torch are imported: the model, tiling, classes, the inputs and folder
+    check_model(config, values_from(pipeline, base, {"tile": tile, "halo": halo, "bands": bands, "classes": classes}))
+    asset_keys = tuple(a.strip() for a in assets.split(",") if a.strip())
+    check_batch_paths(source, out_dir, {"--pipeline": pipeline, "--model": config.model}, asset_keys)
     from geoseg.batch import BatchOptions, ClusterSpec, run_batch
     from geoseg.predict import cpu_count
 
-    config = load_pipeline(pipeline) if pipeline else InferConfig()
-    config = config.replace(model=model, tile=tile, halo=halo, batch_size=batch_size, block_size=block_size,
-                            device=device, resample=resample,
-                            classes=tuple(c.strip() for c in classes.split(",")) if classes else None)
     spec = ClusterSpec(scheduler=scheduler or config.scheduler, cluster=cluster,
                        workers=workers or config.workers or cpu_count(), options=_cluster_opts(cluster_opt),
                        tls_ca_file=tls_ca_file, tls_cert=tls_cert, tls_key=tls_key)
     options = BatchOptions(outputs=tuple(o.strip() for o in outputs.split(",") if o.strip()),
                            retry_failed=retry_failed, concurrency=concurrency,
-                           asset_keys=tuple(a.strip() for a in assets.split(",") if a.strip()), verbose=verbose > 0)
+                           asset_keys=asset_keys, verbose=verbose > 0,
+                           progress=(lambda done, total: emit_progress("batch", done, total))
+                           if progress_mode == "json" else None)
     log = (lambda line: None) if quiet else (lambda line: click.echo(f"geoseg batch: {line}", err=True))
     summary = run_batch(source, out_dir, config, options, spec, argv=sys.argv, log=log)
     if as_json:

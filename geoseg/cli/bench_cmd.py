@@ -30,12 +30,18 @@ def bench() -> None:
               "(the issue's yardstick), in the same process.")
 @click.option("--repeat", type=click.IntRange(min=1), default=1, show_default=True,
               help="Runs, each in a fresh process: every report plus the medians.")
+@click.option("--project-cores", type=click.IntRange(min=1), default=16, show_default=True,
+              help="With --scheduler processes: project Mpx/s to a machine with this many cores.")
+@click.option("--project-model-mpx-s", type=click.FloatRange(min=0, min_open=True),
+              help="Model rate for the projection, e.g. a GPU's (default: the model-only bound measured here).")
 @verbose_opt
 @user_errors
 def bench_infer_cmd(size: int, model: str | None, block_size: int | None, batch_size: int | None, workers: int | None,
                     scheduler: str, device: str, workdir: str | None, no_vectors: bool, no_model_only: bool,
-                    baseline: bool, repeat: int, verbose: int) -> None:
-    """End-to-end inference vs the model-only bound on the same tiles, peak RSS, time per stage."""
+                    baseline: bool, repeat: int, project_cores: int, project_model_mpx_s: float | None,
+                    verbose: int) -> None:
+    """End-to-end inference vs the model-only bound on the same tiles, peak RSS, time per stage; with
+    --scheduler processes also driver and worker CPU per Mpx and the Mpx/s projected to --project-cores."""
     from geoseg.bench import bench_infer, bench_repeat
     from geoseg.pipeline import InferConfig
 
@@ -43,9 +49,10 @@ def bench_infer_cmd(size: int, model: str | None, block_size: int | None, batch_
         import tempfile
 
         with tempfile.TemporaryDirectory() as tmp:  # one synthetic scene for every run
-            args = ["--size", str(size), "--scheduler", scheduler, "--device", device, "--workdir", workdir or tmp]
+            args = ["--size", str(size), "--scheduler", scheduler, "--device", device, "--workdir", workdir or tmp,
+                    "--project-cores", str(project_cores)]
             for flag, value in (("--model", model), ("--block-size", block_size), ("--batch-size", batch_size),
-                                ("--workers", workers)):
+                                ("--workers", workers), ("--project-model-mpx-s", project_model_mpx_s)):
                 args += [flag, str(value)] if value is not None else []
             for flag, on in (("--no-vectors", no_vectors), ("--no-model-only", no_model_only),
                              ("--baseline", baseline)):
@@ -56,7 +63,8 @@ def bench_infer_cmd(size: int, model: str | None, block_size: int | None, batch_
     config = InferConfig(model=model, block_size=block_size, batch_size=batch_size, workers=workers,
                          scheduler=scheduler, device=device)
     result = bench_infer(size, config, Path(workdir) if workdir else None, vectors=not no_vectors,
-                         model_only=not no_model_only, baseline=baseline)
+                         model_only=not no_model_only, baseline=baseline, project_cores=project_cores,
+                         project_model_mpx_s=project_model_mpx_s)
     click.echo(json.dumps(result))
 
 

@@ -8,6 +8,7 @@ import sys
 import click
 
 from geoseg.cli.options import quiet_opt, user_errors, verbose_opt
+from geoseg.cli.progress import emit_progress, progress_opt
 
 
 @click.command("eval")
@@ -30,12 +31,13 @@ from geoseg.cli.options import quiet_opt, user_errors, verbose_opt
               help="Score many scenes: a folder of NAME_truth.gpkg with NAME_pred.gpkg and/or NAME_classes.tif, or "
                    "a CSV manifest (columns truth, pred and/or raster, optional name). One row per scene + aggregate.")
 @click.option("--out", "json_out", type=click.Path(dir_okay=False), help="Also write the JSON to this file.")
+@progress_opt
 @verbose_opt
 @quiet_opt
 @user_errors
 def eval_cmd(pred: str | None, truth: str, raster: str | None, classes: str, resolution: float | None, snap_m: float,
              seams: str | None, model: str | None, tile: int | None, halo: int | None, many: str | None,
-             json_out: str | None, verbose: int, quiet: bool) -> None:
+             json_out: str | None, progress_mode: str, verbose: int, quiet: bool) -> None:
     """Pixel IoU/precision/recall/F1 per class, the SpaceNet building metric (one-to-one at IoU >= 0.5), road
     APLS (simplified, see README) and, with --seams, tile-seam disagreement. JSON on stdout, a table on stderr."""
     from geoseg.errors import ConfigError
@@ -50,17 +52,33 @@ def eval_cmd(pred: str | None, truth: str, raster: str | None, classes: str, res
         raise ConfigError("nothing to score against: give --truth (or --many FOLDER|MANIFEST.csv)")
     if not pred and not raster:
         raise ConfigError("nothing to score: give --pred (vectors or class raster) and/or --raster")
+    steps = 2 if seams else 1  # eval has no per-window hook: progress moves per scoring step
+    if progress_mode == "json":
+        emit_progress("eval", 0, steps)
     scores = evaluate(raster or pred, truth, pred_vectors=pred if raster and pred else None, classes=spec,
                       resolution=resolution, snap_m=snap_m)
+    if progress_mode == "json":
+        emit_progress("eval", 1, steps)
+    skipped = [n for n in names if n not in scores]
+    if skipped and not quiet:
+        click.echo(f"{truth}: no {', '.join(skipped)} labels (layer {', '.join(n + 's' for n in skipped)} missing): "
+                   f"not scored", err=True)
     if seams:
         scores["seams"] = seam_disagreement(seams, model, tile, halo, device="auto")
+        if progress_mode == "json":
+            emit_progress("eval", 2, steps)
     text = json.dumps({c: {k: v if isinstance(v, int) else round(float(v), 4) for k, v in s.items()}
                        for c, s in scores.items()})
     click.echo(text)
     if json_out:
+        import os
         from pathlib import Path
 
-        Path(json_out).write_text(text + "\n")
+        from geoseg.export import temp_name
+
+        tmp = temp_name(Path(json_out))  # a reader (the QGIS plugin) never sees a half-written report
+        tmp.write_text(text + "\n")
+        os.replace(tmp, json_out)
     if not quiet:
         _table(scores)
 

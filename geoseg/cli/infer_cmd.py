@@ -4,21 +4,26 @@ from __future__ import annotations
 
 import click
 
-from geoseg.cli.options import overwrite_opt, quiet_opt, user_errors, verbose_opt
-from geoseg.cli.progress import block_progress
+from geoseg.bands import parse_bands
+from geoseg.cli.options import info_lines, overwrite_opt, quiet_opt, user_errors, values_from, verbose_opt
+from geoseg.cli.progress import progress_for, progress_opt
 from geoseg.pipeline import InferConfig, load_pipeline, override_post
+from geoseg.preflight import check_run
+from geoseg.summary import summary_line
 
 
 @click.command()
-@click.argument("scene", type=click.Path(dir_okay=False))
-@click.option("--out", "out", type=click.Path(dir_okay=False),
+@click.argument("scene", type=click.Path())
+@click.option("--out", "out", type=click.Path(),
               help="Vectors: .gpkg (all layers, styled for QGIS), or .fgb/.parquet/.geojson (one file per layer, "
                    "OUT_<layer>.ext).")
 @click.option("--model", help="Bundle path or registered name (default: the bundled model).")
 @click.option("--pipeline", type=click.Path(dir_okay=False), help="Pipeline YAML (pipelines/*.yaml).")
 @click.option("--classes", help="Comma-separated classes to vectorise, e.g. building,road.")
-@click.option("--raster-out", type=click.Path(dir_okay=False), help="Class raster (COG).")
-@click.option("--prob-out", type=click.Path(dir_okay=False), help="Class probabilities (COG, float32).")
+@click.option("--raster-out", type=click.Path(), help="Class raster (COG).")
+@click.option("--prob-out", type=click.Path(), help="Class probabilities (COG, float32).")
+@click.option("--bands", help="Scene bands in the model's order, 1-based (as rasterio's --bidx), e.g. 1,2,3 or "
+              "3,2,1 (default: matched by the scene's band labels, else the bundle's).")
 @click.option("--tile", type=int, help="Tile size in pixels (default: the bundle's).")
 @click.option("--halo", type=int, help="Context pixels read around each tile core (default: the bundle's).")
 @click.option("--overlap", type=int, help="Overlap between neighbouring tiles; the same as --halo 2x smaller.")
@@ -38,32 +43,40 @@ from geoseg.pipeline import InferConfig, load_pipeline, override_post
               help="If the scene's pixel size differs from the model's GSD, read it resampled (bilinear) to the "
                    "model's GSD and write the rasters back on the scene's grid; vectors are in map coordinates.")
 @overwrite_opt
+@progress_opt
 @verbose_opt
 @quiet_opt
 @user_errors
 def infer(scene: str, out: str | None, model: str | None, pipeline: str | None, classes: str | None,
-          raster_out: str | None, prob_out: str | None, tile: int | None, halo: int | None, overlap: int | None,
+          bands: str | None, raster_out: str | None, prob_out: str | None, tile: int | None, halo: int | None, overlap: int | None,
           batch_size: int | None, block_size: int | None, device: str | None, workers: int | None,
           scheduler: str | None, regularize: bool | None, regularize_m: float | None, simplify_m: float | None,
           min_area_m2: float | None, holes: bool | None, instance_split: bool | None, resample: bool | None,
-          overwrite: bool, verbose: int, quiet: bool) -> None:
+          overwrite: bool, progress_mode: str, verbose: int, quiet: bool) -> None:
     """Segment SCENE (GeoTIFF) into building and road polygons."""
-    from geoseg.infer import infer as run
-
-    config = load_pipeline(pipeline) if pipeline else InferConfig()
+    base = load_pipeline(pipeline) if pipeline else InferConfig()
     if overlap is not None and halo is None:
         halo = overlap // 2
-    config = config.replace(model=model, tile=tile, halo=halo, batch_size=batch_size, block_size=block_size,
-                            device=device, workers=workers, scheduler=scheduler, resample=resample,
-                            classes=tuple(c.strip() for c in classes.split(",")) if classes else None)
+    config = base.replace(model=model, tile=tile, halo=halo, batch_size=batch_size, block_size=block_size,
+                          device=device, workers=workers, scheduler=scheduler, resample=resample,
+                          bands=parse_bands(bands) if bands else None,
+                          classes=tuple(c.strip() for c in classes.split(",")) if classes else None)
     config = override_post(config, regularize=regularize, regularize_m=regularize_m, simplify_m=simplify_m,
                            min_area_m2=min_area_m2, holes=holes, instance_split=instance_split)
-    with block_progress("infer", enabled=not quiet) as progress:
+    # every user error answers here, before torch, Dask and the engine are imported (geoseg.preflight)
+    inputs = {"--pipeline": pipeline}
+    check_run(scene, out, config, raster_out=raster_out, prob_out=prob_out, overwrite=overwrite, inputs=inputs,
+              value_from=values_from(pipeline, base, {"tile": tile, "halo": halo, "bands": bands, "classes": classes}),
+              warn=False)
+    from geoseg.infer import infer as run
+
+    # plan and progress lines go to logs in the default mode; --progress json and none keep stderr for their own
+    with info_lines(not quiet and progress_mode == "bar"), progress_for("infer", progress_mode, quiet) as progress:
         summary = run(scene, out, config, raster_out=raster_out, prob_out=prob_out, overwrite=overwrite,
-                      verbose=verbose > 0, progress=progress)
+                      verbose=verbose > 0, progress=progress, inputs=inputs)
     if not quiet:
-        objects = ", ".join(f"{n} {layer}" for layer, n in summary.objects.items())
+        line = summary_line(summary.valid_km2, summary.objects, summary.measures, summary.layer_types)
         if summary.resampled:
-            objects += "; resampled from {:.3g} m to {:.3g} m".format(*summary.resampled)
-        click.echo(f"{objects}; {summary.valid_km2:.3f} km² covered; {summary.seconds:.1f} s, "
-                   f"{summary.mpx_per_s:.2f} Mpx/s -> {', '.join(summary.outputs)}", err=True)
+            line += "; resampled from {:.3g} m to {:.3g} m".format(*summary.resampled)
+        click.echo(f"{line}; {summary.seconds:.1f} s, {summary.mpx_per_s:.2f} Mpx/s -> {', '.join(summary.outputs)}",
+                   err=True)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import functools
 import logging
 import sys
-from typing import Any, Callable
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
 
 import click
 
@@ -14,6 +15,15 @@ from geoseg.errors import GeosegError
 verbose_opt = click.option("-v", "--verbose", count=True, help="More output; -v also shows tracebacks.")
 quiet_opt = click.option("-q", "--quiet", is_flag=True, help="No progress bar and no summary.")
 overwrite_opt = click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
+
+
+def values_from(pipeline: str | None, config: Any, cli: dict[str, Any]) -> dict[str, str]:
+    """Where each config value given by the pipeline file (and not overridden on the command line) came from,
+    so an error about it names the file and key."""
+    if not pipeline:
+        return {}
+    return {key: f"{pipeline}: infer.{key}" for key, value in cli.items()
+            if value is None and getattr(config, key, None) is not None}
 
 
 class _WorkerFailures(logging.Filter):
@@ -62,6 +72,32 @@ class _StderrHandler(logging.StreamHandler):
     @stream.setter
     def stream(self, _: Any) -> None:
         pass
+
+
+class _InfoOnly(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno == logging.INFO
+
+
+@contextmanager
+def info_lines(enabled: bool) -> Iterator[None]:
+    """geoseg's INFO records (the plan of a run, files cleaned up...) as ``geoseg: ...`` lines on stderr."""
+    log = logging.getLogger("geoseg")
+    if not enabled:
+        yield
+        return
+    handler = _StderrHandler()
+    handler.setFormatter(logging.Formatter("geoseg: %(message)s"))
+    handler.addFilter(_InfoOnly())
+    level = log.level
+    log.addHandler(handler)
+    if not log.level or log.level > logging.INFO:
+        log.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        log.removeHandler(handler)
+        log.setLevel(level)
 
 
 def one_line_warnings() -> None:

@@ -9,14 +9,15 @@ import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from geoseg import __version__
 from geoseg.errors import BundleError
-from geoseg.models.registry import build_model
+
+if TYPE_CHECKING:  # torch is imported only to load or save weights: reading metadata (and every user error that
+    import torch   # it finds) must answer before torch's seconds of import
 
 META_KEY = "geoseg"
 GSD_TOLERANCE = 0.25  # a scene pixel size further than this (relative) from the bundle's GSD gets a warning
@@ -114,7 +115,7 @@ class Bundle:
     """A loaded model in eval mode plus its metadata."""
 
     meta: BundleMeta
-    model: torch.nn.Module
+    model: "torch.nn.Module"
     path: Path | None = None
 
 
@@ -142,7 +143,7 @@ def read_meta(name_or_path: str | Path | None = None) -> BundleMeta:
 
     path = resolve_bundle(name_or_path)
     try:
-        with safe_open(str(path), framework="pt") as handle:
+        with safe_open(str(path), framework="numpy") as handle:  # "pt" would import torch
             header = handle.metadata() or {}
     except Exception as err:  # safetensors raises its own SafetensorError/OSError types
         raise BundleError(f"{path}: not a readable safetensors bundle ({err})") from None
@@ -157,6 +158,8 @@ def read_meta(name_or_path: str | Path | None = None) -> BundleMeta:
 def load_bundle(name_or_path: str | Path | None = None) -> Bundle:
     """Load a bundle without unpickling: tensors via safetensors, metadata via JSON."""
     from safetensors.torch import load_file
+
+    from geoseg.models.registry import build_model
 
     path = resolve_bundle(name_or_path)
     meta = read_meta(path)
@@ -174,7 +177,7 @@ def load_bundle(name_or_path: str | Path | None = None) -> Bundle:
     return Bundle(meta=meta, model=model, path=path)
 
 
-def save_bundle(path: str | Path, model: torch.nn.Module, meta: BundleMeta, *, half: bool = False) -> Path:
+def save_bundle(path: str | Path, model: "torch.nn.Module", meta: BundleMeta, *, half: bool = False) -> Path:
     """Write weights + metadata atomically (temp name in the same folder, then rename)."""
     from safetensors.torch import save_file
 

@@ -21,6 +21,15 @@ from geoseg.models.registry import build_model
 STATE_KEYS = ("state_dict", "model_state_dict", "model", "weights")
 
 
+def _unpickle_reason(err: Exception) -> str:
+    """What torch's restricted unpickler refused (e.g. "unsupported GLOBAL posix.system"), never the advice its
+    message opens with (to load with weights_only=False: that runs the file's code)."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    useful = [line for line in lines if "weights_only" not in line and "torch.load" not in line]
+    text = useful[0] if useful else type(err).__name__
+    return text.replace("Trying to load ", "").rstrip(".")[:200]
+
+
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Tensors of a ``torch.save`` checkpoint: a plain state dict, or one under a usual key (``state_dict``...)."""
     path = Path(path)
@@ -29,9 +38,9 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # UnpicklingError for forbidden globals, RuntimeError/EOFError for broken files
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise BundleError(f"{path}: refused: not a plain-tensor checkpoint that loads with weights_only=True "
-                          f"({reason}); re-save it as model.state_dict() from the code that built it") from None
+                          f"({_unpickle_reason(err)}); re-save it as model.state_dict() from the code that built "
+                          "it") from None
     if isinstance(obj, dict):
         for key in STATE_KEYS:
             if isinstance(obj.get(key), dict):

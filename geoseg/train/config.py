@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from geoseg.errors import ConfigError
-from geoseg.pipeline import check_keys, read_yaml
+from geoseg.pipeline import SCHEMA, parse, read_yaml
 
 LOSSES = ("ce", "bce", "dice", "jaccard", "lovasz", "focal", "tversky", "tanimoto", "ohem")
 HEAD_LOSSES = ("bce", "mse", "l1", "tanimoto", "dice")
@@ -20,6 +20,8 @@ SCHEDULES = ("onecycle", "cosine")
 @dataclass(frozen=True)
 class SynthData:
     """Synthetic training scenes made by ``geoseg synth`` (seeds ``seed .. seed+count-1``)."""
+
+    __pydantic_config__ = SCHEMA
 
     count: int = 6
     size: int = 1024
@@ -34,6 +36,8 @@ class SynthData:
 class SceneSource:
     """One labelled scene: a GeoTIFF plus vector labels (any OGR source) or a label raster."""
 
+    __pydantic_config__ = SCHEMA
+
     image: str
     labels: str = ""        # vector source: one layer per class (ClassInfo.layer) or one layer + class_field
     label_raster: str = ""  # or a raster of class ids (any grid/CRS: warped to the scene's, nearest)
@@ -43,6 +47,8 @@ class SceneSource:
 @dataclass(frozen=True)
 class DataConfig:
     """The user's own data and how it is split into training and validation regions."""
+
+    __pydantic_config__ = SCHEMA
 
     scenes: tuple[SceneSource, ...] = ()
     layer: str = ""          # with class_field: the one layer holding every class
@@ -57,6 +63,8 @@ class DataConfig:
 class HeadConfig:
     """An extra output head trained on a target generated from the labels."""
 
+    __pydantic_config__ = SCHEMA
+
     name: str
     kind: str = ""            # boundary, distance or colour (default: the name)
     loss: str = "bce"
@@ -70,6 +78,8 @@ class HeadConfig:
 @dataclass(frozen=True)
 class TrainConfig:
     """A training recipe: model, data, sampling, augmentation, losses, schedule and the bundle it writes."""
+
+    __pydantic_config__ = SCHEMA
 
     out: str
     arch: str = "smp:Unet"
@@ -152,53 +162,33 @@ def load_train_config(path: str | Path) -> TrainConfig:
     raw = read_yaml(path).get("train")
     if not raw:
         raise ConfigError(f"{path}: has no 'train' section; see pipelines/default.yaml")
-    raw = check_keys(TrainConfig, raw, f"{path}: train")
-    if raw.get("synth") is not None:
-        synth = check_keys(SynthData, raw["synth"], f"{path}: train.synth")
-        synth["gsd"] = tuple(float(v) for v in synth.get("gsd") or ())
-        if synth["gsd"] and (len(synth["gsd"]) != 2 or not 0 < synth["gsd"][0] <= synth["gsd"][1]):
-            raise ConfigError(f"{path}: train.synth.gsd must be [lo, hi] metres with 0 < lo <= hi")
-        from geoseg.synth.looks import LOOK_NAMES
-        if synth.get("look", "classic") not in LOOK_NAMES:
-            raise ConfigError(f"{path}: train.synth.look: unknown {synth['look']!r}; valid: {', '.join(LOOK_NAMES)}")
-        raw["synth"] = SynthData(**synth)
-    if raw.get("data") is not None:
-        data = check_keys(DataConfig, raw["data"], f"{path}: train.data")
-        scenes = data.get("scenes") or []
-        if not isinstance(scenes, list):
-            raise ConfigError(f"{path}: train.data.scenes must be a list of {{image, labels | label_raster}}")
-        data["scenes"] = tuple(SceneSource(**check_keys(SceneSource, s, f"{path}: train.data.scenes[{i}]"))
-                               for i, s in enumerate(scenes))
-        raw["data"] = DataConfig(**data)
-    if raw.get("synth") is None and raw.get("data") is None:
-        raise ConfigError(f"{path}: train needs 'data' (your scenes and labels) or 'synth'; "
-                          "see pipelines/user-data.yaml")
+    raw = dict(raw)
+    # loss and augment also take the short forms `ce+dice` and `[flip, rot90]`: normalised before the schema
     if "loss" in raw:
         raw["loss"] = _names(raw["loss"], LOSSES, f"{path}: train.loss", weights=True)
     if "augment" in raw:
-        raw["augment"] = _names(raw["augment"] or {}, AUGMENTS, f"{path}: train.augment", weights=False) \
+        raw["augment"] = _names(raw["augment"], AUGMENTS, f"{path}: train.augment", weights=False) \
             if raw["augment"] else {}
-    if "heads" in raw:
-        heads = []
-        for i, h in enumerate(raw["heads"] or []):
-            h = check_keys(HeadConfig, h, f"{path}: train.heads[{i}]")
-            h.setdefault("kind", h.get("name", ""))
-            if h["kind"] not in HEAD_KINDS or h.get("loss", "bce") not in HEAD_LOSSES:
-                raise ConfigError(f"{path}: train.heads[{i}]: kind must be one of {', '.join(HEAD_KINDS)} and loss "
-                                  f"one of {', '.join(HEAD_LOSSES)}, got {h['kind']!r} / {h.get('loss')!r}")
-            heads.append(HeadConfig(**h))
-        raw["heads"] = tuple(heads)
-    for key, valid in (("schedule", SCHEDULES), ("activation", ("softmax", "sigmoid"))):
-        if key in raw and raw[key] not in valid:
-            raise ConfigError(f"{path}: train.{key}: unknown {raw[key]!r}; valid: {', '.join(valid)}")
-    for key in ("classes", "mean", "std", "band_indexes"):
-        if key in raw:
-            raw[key] = tuple(raw[key])
     raw.setdefault("recipe", str(path))
-    try:
-        cfg = TrainConfig(**raw)
-    except TypeError as err:
-        raise ConfigError(f"{path}: train: {err}") from None
+    cfg = parse(TrainConfig, raw, f"{path}: train")
+    if cfg.synth is None and cfg.data is None:
+        raise ConfigError(f"{path}: train needs 'data' (your scenes and labels) or 'synth'; "
+                          "see pipelines/train-user-data.yaml")
+    if cfg.synth is not None:
+        from geoseg.synth.looks import LOOK_NAMES
+
+        gsd = cfg.synth.gsd
+        if gsd and (len(gsd) != 2 or not 0 < gsd[0] <= gsd[1]):
+            raise ConfigError(f"{path}: train.synth.gsd must be [lo, hi] metres with 0 < lo <= hi")
+        if cfg.synth.look not in LOOK_NAMES:
+            raise ConfigError(f"{path}: train.synth.look: unknown {cfg.synth.look!r}; valid: {', '.join(LOOK_NAMES)}")
+    for i, h in enumerate(cfg.heads):
+        if h.kind not in HEAD_KINDS or h.loss not in HEAD_LOSSES:
+            raise ConfigError(f"{path}: train.heads[{i}]: kind must be one of {', '.join(HEAD_KINDS)} and loss "
+                              f"one of {', '.join(HEAD_LOSSES)}, got {h.kind!r} / {h.loss!r}")
+    for key, valid in (("schedule", SCHEDULES), ("activation", ("softmax", "sigmoid"))):
+        if getattr(cfg, key) not in valid:
+            raise ConfigError(f"{path}: train.{key}: unknown {getattr(cfg, key)!r}; valid: {', '.join(valid)}")
     if len(cfg.classes) < 2 or any("name" not in c for c in cfg.classes):
         raise ConfigError(f"{path}: train.classes needs background plus at least one class, each with a name")
     if cfg.epoch_steps < 1 or cfg.steps < 1 or cfg.window < 32:

@@ -22,7 +22,7 @@ from rasterio.windows import transform as window_transform
 from scipy import ndimage
 
 from geoseg.errors import ConfigError
-from geoseg.scene import open_scene
+from geoseg.scene import open_scene, to_unit
 from geoseg.train.config import DataConfig, TrainConfig
 from geoseg.train.labels import IGNORE, LabelSource, load_labels
 from geoseg.train.targets import boundary_target, distance_target
@@ -187,17 +187,19 @@ class WindowSampler:
                 valid &= np.isfinite(img).all(axis=0)
             if valid.mean() >= self.cfg.min_valid:
                 break
-        image = np.moveaxis(np.nan_to_num(img.astype(np.float32) / RANGES.get(img.dtype.str[1:], 1.0)), 0, -1)
+        image = np.moveaxis(to_unit(img, RANGES.get(img.dtype.str[1:], 1.0)), 0, -1)
         mask, extra = self.targets(s, win)
         mask[~valid] = IGNORE
         augment = getattr(self.local, "augment", None)
         if augment is None:
             augment = self.local.augment = augmenter(self.cfg.augment)
         augment.set_random_seed(int(rng.integers(2**31)))
-        out = augment(image=np.clip(image, 0, 1), masks=[mask] + extra)
+        # invalid pixels travel as a mask (1 = invalid; borders an affine warp fills count as invalid) so the
+        # loop can normalise them exactly as inference does
+        out = augment(image=image, masks=[mask, (~valid).astype(np.uint8)] + extra)
         masks = out["masks"]
-        result = {"image": out["image"], "mask": masks[0]}
-        for kind, target in zip([k for k in self.kinds if k != "colour"], masks[1:]):
+        result = {"image": out["image"], "mask": masks[0], "valid": masks[1] == 0}
+        for kind, target in zip([k for k in self.kinds if k != "colour"], masks[2:]):
             result[kind] = target
         return result
 

@@ -117,11 +117,12 @@ def _read_vectors(path: str, layer: str | None, where: str) -> gpd.GeoDataFrame:
 
 def load_labels(scene: str, scene_crs: object, scene_tf: Affine, size: tuple[int, int], classes: tuple[dict, ...],
                 labels: str = "", label_raster: str = "", layer: str = "", class_field: str = "",
-                required: bool = True) -> LabelSource:
+                required: bool = True, missing_ok: bool = False) -> LabelSource:
     """Load a scene's labels, reprojected to its CRS, and check they overlap it (one-line errors otherwise).
 
     A class's layer is ``layer`` of its class entry, else its name + "s" (the layer ``geoseg infer`` writes).
-    With ``required=False`` (predictions) missing layers are empty and nothing has to overlap.
+    With ``required=False`` (predictions) missing layers are empty and nothing has to overlap; with
+    ``missing_ok`` (a truth that labels only some classes) missing layers are empty but the rest must overlap.
     """
     names = tuple(c["name"] for c in classes)
     width, height = size
@@ -141,9 +142,10 @@ def load_labels(scene: str, scene_crs: object, scene_tf: Affine, size: tuple[int
                               "set train.data.class_field to the column naming each feature's class")
         parts = {k: frame[frame[class_field].astype(str) == n] for k, n in enumerate(names) if k}
     else:
-        present = set(pyogrio.list_layers(labels)[:, 0]) if not required else set()
+        strict = required and not missing_ok
+        present = set(pyogrio.list_layers(labels)[:, 0]) if not strict else set()
         parts = {k: _read_vectors(labels, c.get("layer") or f"{c['name']}s", scene)
-                 for k, c in enumerate(classes) if k and (required or (c.get("layer") or f"{c['name']}s") in present)}
+                 for k, c in enumerate(classes) if k and (strict or (c.get("layer") or f"{c['name']}s") in present)}
     for k, frame in parts.items():
         if frame.crs is None:
             raise ConfigError(f"{labels}: labels have no CRS; assign one (e.g. ogr2ogr -a_srs EPSG:XXXX)")

@@ -12,15 +12,18 @@ from typing import Callable
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 
-from geoseg.errors import ConfigError
+from geoseg.errors import ConfigError, GeosegError, OutputError
 from geoseg.models.bundle import BundleMeta, ClassInfo, save_bundle
 from geoseg.models.registry import build_model
 from geoseg.predict import cpu_count, resolve_device
+from geoseg.scene import normalise
 from geoseg.train.checkpoint import load_state, save_state
 from geoseg.train.config import TrainConfig
 from geoseg.train.data import LabelledScene, Region, WindowSampler, load_scene, split_regions
 from geoseg.train.losses import MultitaskLoss
+from geoseg.train.outputs import check_outputs
 from geoseg.train.synth_data import make_synth_scenes
 from geoseg.train.runlog import PLOT_FILE, RunLog, plot_curves, step_progress
 from geoseg.train.validate import validate
@@ -72,20 +75,21 @@ def make_schedule(cfg: TrainConfig, opt: torch.optim.Optimizer) -> torch.optim.l
 
 def to_tensors(batch: dict[str, np.ndarray], cfg: TrainConfig, device: torch.device
                ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Normalised inputs (as the bundle's predictor normalises) and the targets, on the device."""
+    """Inputs normalised by inference's own function (nodata included) and the targets, on the device."""
     img = torch.from_numpy(batch["image"]).permute(0, 3, 1, 2).to(device)
-    mean = torch.tensor(cfg.mean, device=device).view(1, -1, 1, 1)
-    std = torch.tensor(cfg.std, device=device).view(1, -1, 1, 1)
+    x = np.stack([normalise(np.moveaxis(im, -1, 0), ok, 1.0, cfg.mean, cfg.std)
+                  for im, ok in zip(batch["image"], batch["valid"])])
     targets = {"mask": torch.from_numpy(batch["mask"]).long().to(device), "colour": img}
     for key in ("boundary", "distance"):
         if key in batch:
             targets[key] = torch.from_numpy(batch[key]).float().to(device)
-    return (img - mean) / std, targets
+    return torch.from_numpy(x).to(device), targets
 
 
 def train(cfg: TrainConfig, *, resume: bool = False, log: Callable[[dict], None] | None = None,
           progress: bool = False) -> Path:
     """Train from scratch (no downloaded weights) or resume exactly; writes the bundle to ``cfg.out``."""
+    check_outputs(cfg)
     torch.manual_seed(cfg.seed)
     threads = cfg.threads or cpu_count()
     torch.set_num_threads(threads)
@@ -148,6 +152,8 @@ def train(cfg: TrainConfig, *, resume: bool = False, log: Callable[[dict], None]
                                       fingerprint, time.perf_counter() - start, log)
                 torch.set_num_threads(threads)  # inference set its own thread count in this thread
                 model.train()
+    if start_step == cfg.steps and _bundle_step(cfg) != cfg.steps:  # resumed after the last bundle failed to save
+        _end_epoch(cfg, cfg.steps, model, opt, sched, scenes, val_regions, device, runlog, fingerprint, 0.0, log)
     return Path(cfg.out)
 
 
@@ -155,7 +161,17 @@ def _end_epoch(cfg: TrainConfig, step: int, model: torch.nn.Module, opt: torch.o
                sched: torch.optim.lr_scheduler.LRScheduler, scenes: list[LabelledScene],
                val_regions: list[Region], device: torch.device, runlog: RunLog, fingerprint: str, seconds: float,
                log: Callable[[dict], None] | None) -> dict:
-    """Validate with the tiled infer path, write the bundle and the checkpoint (both atomic), redraw the plot."""
+    """Checkpoint first (so no later failure loses the epoch), then validate with the tiled infer path, write the
+    bundle (atomic) and redraw the plot."""
+    resume_hint = f"the epoch is saved in {cfg.resolved_run_dir}: fix it and continue with 'geoseg train " \
+                  f"{cfg.recipe} --resume'"
+    try:
+        save_state(cfg.resolved_run_dir, {
+            "step": step, "model": model.state_dict(), "optimizer": opt.state_dict(),
+            "scheduler": sched.state_dict(), "torch_rng": torch.get_rng_state(), "recipe": _recipe_key(cfg)})
+    except _SAVE_ERRORS as err:
+        raise OutputError(f"{cfg.resolved_run_dir}: could not write the checkpoint of step {step} "
+                          f"({_reason(err)}); free space or fix the folder, then resume") from None
     model.eval()
     scores: dict = {}
     if val_regions:
@@ -169,12 +185,29 @@ def _end_epoch(cfg: TrainConfig, step: int, model: torch.nn.Module, opt: torch.o
                   "synth": json.dumps(cfg.synth.__dict__ if cfg.synth else None),
                   "data": json.dumps([s.__dict__ for s in cfg.data.scenes] if cfg.data else None),
                   "data_fingerprint": fingerprint, "validation": json.dumps(scores)}
-    save_bundle(cfg.out, model, bundle_meta(cfg, provenance), half=cfg.half)
-    save_state(cfg.resolved_run_dir, {
-        "step": step, "model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-        "torch_rng": torch.get_rng_state(), "recipe": _recipe_key(cfg)})
+    try:
+        save_bundle(cfg.out, model, bundle_meta(cfg, provenance), half=cfg.half)
+    except _SAVE_ERRORS as err:
+        raise OutputError(f"{cfg.out}: could not write the bundle ({_reason(err)}); {resume_hint}") from None
     plot_curves(runlog.records(), cfg.resolved_run_dir / PLOT_FILE)
     return scores
+
+
+_SAVE_ERRORS = (OSError, SafetensorError)  # safetensors reports a failed write as its own error type
+
+
+def _reason(err: Exception) -> str:
+    return getattr(err, "strerror", None) or str(err).split(" at path ")[0]
+
+
+def _bundle_step(cfg: TrainConfig) -> int | None:
+    """The step the bundle at ``cfg.out`` was written at (None: no readable bundle there)."""
+    from geoseg.models.bundle import read_meta
+
+    try:
+        return int(read_meta(cfg.out).provenance.get("steps", -1))
+    except GeosegError:  # a missing or unreadable bundle is rewritten from the checkpoint
+        return None
 
 
 def _recipe_key(cfg: TrainConfig) -> str:

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from geoseg.tempfiles import frontier_prefix  # names the owner: a killed run's folder is removed later
+
 SPILL_MIN_BYTES = 16 * 1024  # smaller array sets stay in memory: a file each would cost more than it saves
 
 
@@ -39,7 +41,7 @@ class Spill:
 
     def put(self, arrays: dict[str, np.ndarray]) -> Path:
         if self.folder is None:  # created on first use: runs without network classes never touch the disk
-            self.folder = Path(tempfile.mkdtemp(prefix="geoseg-frontier-", dir=self.parent))
+            self.folder = Path(tempfile.mkdtemp(prefix=frontier_prefix(), dir=self.parent))
             self._cleanup = weakref.finalize(self, shutil.rmtree, self.folder, ignore_errors=True)
         path = self.folder / f"{self.count}.npz"
         self.count += 1

@@ -1,0 +1,66 @@
+"""``geoseg bench infer`` on a local process cluster: driver and worker CPU per Mpx, the projection to N cores
+(checked against the run's own measured figures), and a model-only bound whose memory does not grow with the
+number of tiles."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from geoseg.bench import project_mpx_per_s
+from geoseg.cli import main
+
+
+def test_bench_infer_processes_splits_cpu_and_projects(tiny_bundle: Path, tmp_path: Path) -> None:
+    res = CliRunner().invoke(main, ["bench", "infer", "--size", "256", "--model", str(tiny_bundle), "--scheduler",
+                                    "processes", "--workers", "2", "--workdir", str(tmp_path), "--project-cores", "8"])
+    assert res.exit_code == 0, res.output
+    r = json.loads(res.output.strip().splitlines()[-1])
+    print(r)  # shown when an assertion fails
+    mpx = 256 * 256 / 1e6
+    assert r["driver_cpu_s"] > 0 and r["driver_cpu_s_per_mpx"] == pytest.approx(r["driver_cpu_s"] / mpx, rel=1e-3)
+    assert r["worker_cpu_s"] > r["worker_model_cpu_s"] > 0  # the workers' process CPU holds their block stages
+    nonmodel = (r["worker_cpu_s"] - r["worker_model_cpu_s"]) / mpx
+    assert r["worker_nonmodel_cpu_s_per_mpx"] == pytest.approx(nonmodel, rel=1e-2)
+    p = r["projection"]
+    assert p["cores"] == 8 and p["model_rate"].startswith("measured")
+    assert p["serial_mpx_s"] == pytest.approx(1 / r["driver_cpu_s_per_mpx"], rel=1e-2)
+    assert p["parallel_mpx_s"] == pytest.approx(8 / r["worker_nonmodel_cpu_s_per_mpx"], rel=1e-2)
+    assert p["model_mpx_s"] == pytest.approx(mpx / r["model_only_s"], rel=0.02)  # model_only_s is rounded to 1 ms
+    terms = {k: p[k] for k in ("serial_mpx_s", "parallel_mpx_s", "model_mpx_s")}
+    assert r["projected_mpx_per_s"] == p["projected_mpx_per_s"] == min(terms.values())
+    assert p["limited_by"] == min(terms, key=lambda k: terms[k])
+
+    # the same measured stages with a model rate given (a GPU's, say) and more cores
+    fast = project_mpx_per_s(r["driver_cpu_s_per_mpx"], r["worker_nonmodel_cpu_s_per_mpx"], 1e6, 64)
+    cpu_bound = min(1 / r["driver_cpu_s_per_mpx"], 64 / r["worker_nonmodel_cpu_s_per_mpx"])
+    assert fast["projected_mpx_per_s"] == pytest.approx(cpu_bound, rel=1e-3) and fast["limited_by"] != "model_mpx_s"
+    assert project_mpx_per_s(None, None, None, 16)["projected_mpx_per_s"] is None
+
+
+MEMORY_PROBE = """
+import json, resource, sys
+from geoseg.bench import model_only_seconds
+from geoseg.pipeline import InferConfig
+config = InferConfig(model=sys.argv[1], tile=256, workers=2)
+peak = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+model_only_seconds(config, 8, 2)
+before = peak()
+model_only_seconds(config, 120, 2)
+print(json.dumps({"before": before, "after": peak()}))
+"""
+
+
+def test_model_only_bound_does_not_keep_its_outputs(tiny_bundle: Path) -> None:
+    """120 tiles of 256² after 8: keeping each result (its 192² cores, 3 classes, float32) would add 50 MB (the
+    bound this replaces kept whole tiles: 1.7 times that)."""
+    proc = subprocess.run([sys.executable, "-c", MEMORY_PROBE, str(tiny_bundle)], capture_output=True, text=True,
+                          check=True)
+    rss = json.loads(proc.stdout.strip().splitlines()[-1])
+    kept_mb = 112 * 3 * 192 * 192 * 4 / 2**20
+    assert rss["after"] - rss["before"] < kept_mb / 4, rss
