@@ -134,6 +134,7 @@ def evaluate(pred: str | Path, truth: str | Path, *, pred_vectors: str | Path | 
         if name in skipped:
             continue
         out[name] = {f"pixel_{m}": v for m, v in scores_from_counts(*counts[k]).items()}
+        out[name].update({f"pixel_{m}": int(v) for m, v in zip(("tp", "fp", "fn"), counts[k])})  # for pooling
         if "road" in name:
             if area is None:
                 pm, tm, factor = road_masks(p_src, t_src, grid, k)

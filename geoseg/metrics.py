@@ -29,10 +29,10 @@ def scores_from_counts(tp: float, fp: float, fn: float) -> dict[str, float]:
             "recall": tp / max(tp + fn, 1.0), "f1": 2 * tp / max(2 * tp + fp + fn, 1.0)}
 
 
-def object_scores(pred: np.ndarray, truth: np.ndarray, threshold: float = 0.5) -> dict[str, float]:
-    """SpaceNet building metric: greedy one-to-one matching of polygons by IoU >= ``threshold``."""
+def match_objects(pred: np.ndarray, truth: np.ndarray, threshold: float = 0.5) -> list[tuple[int, int, float]]:
+    """SpaceNet matching: greedy one-to-one pairs (pred index, truth index, IoU) with IoU >= ``threshold``."""
     pred, truth = np.asarray(pred, object), np.asarray(truth, object)
-    matched = 0
+    pairs: list[tuple[int, int, float]] = []
     if len(pred) and len(truth):
         pi, ti = shapely.STRtree(truth).query(pred, predicate="intersects")
         inter = shapely.area(shapely.intersection(pred[pi], truth[ti]))
@@ -44,7 +44,13 @@ def object_scores(pred: np.ndarray, truth: np.ndarray, threshold: float = 0.5) -
             if pi[k] not in used_p and ti[k] not in used_t:
                 used_p.add(pi[k])
                 used_t.add(ti[k])
-                matched += 1
+                pairs.append((int(pi[k]), int(ti[k]), float(iou[k])))
+    return pairs
+
+
+def object_scores(pred: np.ndarray, truth: np.ndarray, threshold: float = 0.5) -> dict[str, float]:
+    """SpaceNet building metric: greedy one-to-one matching of polygons by IoU >= ``threshold``."""
+    matched = len(match_objects(pred, truth, threshold))
     precision = matched / len(pred) if len(pred) else 0.0
     recall = matched / len(truth) if len(truth) else 0.0
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0

@@ -10,6 +10,7 @@ import dataclasses
 import difflib
 import logging
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
@@ -76,6 +77,7 @@ def check_run(scene_path: PathLike, out: PathLike | None, config: InferConfig, *
                                   f"{', '.join(VECTOR_FORMATS)}")
         else:
             check_raster_suffix(path, option)
+    check_where(config)
     model = check_model(config, value_from)
     bundle, spec, class_ids = model.bundle, model.spec, model.class_ids
     readers = {"scene": scene_path, "--model": bundle, **(inputs or {})}
@@ -114,6 +116,14 @@ def check_model(config: InferConfig, value_from: Mapping[str, str] | None = None
     class_ids = check_classes(config, meta, name, where.get("classes", "--classes"))
     layers = {k: meta.classes[k].layer or f"{meta.classes[k].name}s" for k in class_ids}
     return CheckedModel(bundle, meta, TileSpec(tile, halo, meta.stride), class_ids, layers)
+
+
+def check_where(config: InferConfig) -> None:
+    """The spelling of ``--scheduler`` and ``--device`` (whether a CUDA device exists is torch's to say, later)."""
+    if config.scheduler not in ("threads", "processes") and not config.scheduler.startswith(("tcp://", "tls://")):
+        raise ConfigError(f"--scheduler {config.scheduler}: use threads, processes or tcp://HOST:PORT")
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps|xpu(:\d+)?", config.device):
+        raise ConfigError(f"--device {config.device}: not a device; use auto, cpu or cuda[:N]")
 
 
 def check_fit(scene: SceneInfo, meta: BundleMeta, bundle: str, resample: bool = False) -> None:

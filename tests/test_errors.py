@@ -7,6 +7,7 @@ Each case runs in-process through click's CliRunner; a few representative ones (
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -44,9 +45,15 @@ def invoke(args: list[str]) -> Result:
     return CliRunner().invoke(main, args)
 
 
+# what a run prints before work and while it runs (the plan, progress lines for logs): an error found mid-run
+# comes after them, and must still be the one line of its own
+RUN_LINE = re.compile(r"geoseg: (\S.*: \d+x\d+ px \(.*Mpx\); .* tiles of .* blocks|infer: (estimate|\d+%) )")
+
+
 def one_line(text: str) -> str:
-    """The only line of ``text``; fails if there are more lines or it is empty."""
-    lines = text.splitlines()
+    """The only line of ``text`` besides the run's plan and progress lines; fails if there are more or it is
+    empty."""
+    lines = [line for line in text.splitlines() if not RUN_LINE.match(line)]
     assert len(lines) == 1 and lines[0].strip(), f"expected one line, got:\n{text}"
     assert "Traceback" not in text
     return lines[0]

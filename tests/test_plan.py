@@ -1,4 +1,4 @@
-"""The plan before work, progress lines for logs, fail-fast on empty declarations, and the summary line (17.6, 17.14)."""
+"""The plan before work, progress lines for logs, fail-fast on empty declarations, the summary line (17.6, 17.14)."""
 
 from __future__ import annotations
 

@@ -26,14 +26,20 @@ from geoseg.errors import GeosegError
               help="Width in pixels of a ragged nodata band along the left edge (sets nodata=0).")
 @click.option("--density", type=click.FloatRange(min=0), default=1.0, show_default=True,
               help="Scales the number of roads and buildings.")
+@click.option("--look", default="classic", show_default=True,
+              help="Appearance: classic, a training look (temperate, mediterranean, greyscale-suburb, autumn, "
+                   "dry-grass), a held-out look (arid, nordic, tropical) or random (drawn per seed).")
 @click.option("--truth", "truth_out", type=click.Path(dir_okay=False, path_type=Path),
               help="Ground-truth GeoPackage [default: OUT with a _truth.gpkg suffix].")
+@click.option("--labels", "labels_out", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also write the class raster (0 background, 1 building, 2 road) the truth rasterises to.")
 @click.option("--block", type=click.IntRange(min=256), default=1024, show_default=True,
               help="Pixels rendered per write; bounds memory.")
 @click.option("--overwrite", is_flag=True, help="Replace existing output files.")
 def synth(out: Path, size: int | None, width: int | None, height: int | None, seed: int, crs: str,
           gsd: float | None, origin: tuple[float, float] | None, rotation: float, dtype: str, bands: int,
-          nodata_border: int, density: float, truth_out: Path | None, block: int, overwrite: bool) -> None:
+          nodata_border: int, density: float, look: str, truth_out: Path | None, labels_out: Path | None,
+          block: int, overwrite: bool) -> None:
     """Write a synthetic georeferenced aerial scene OUT (GeoTIFF) and its exact ground-truth vectors."""
     from pyproj import CRS  # heavy imports stay out of `geoseg --help`
 
@@ -51,8 +57,8 @@ def synth(out: Path, size: int | None, width: int | None, height: int | None, se
         gsd = 0.5
     try:
         spec = SynthSpec(width, height, seed=seed, crs=crs, gsd=gsd, origin=origin, dtype=dtype, bands=bands,
-                         nodata_border=nodata_border, density=density, rotation=rotation)
-        truth = write_scene(spec, out, truth_out, block=block, overwrite=overwrite)
+                         nodata_border=nodata_border, density=density, rotation=rotation, look=look)
+        truth = write_scene(spec, out, truth_out, block=block, overwrite=overwrite, labels_out=labels_out)
     except GeosegError as err:
         raise click.ClickException(str(err)) from err
     truth_path = truth_out or out.with_name(f"{out.stem}_truth.gpkg")

@@ -7,12 +7,9 @@ import math
 import numpy as np
 import shapely
 
+from geoseg.synth.looks import Look
 from geoseg.synth.noise import _point_noise
 
-_ROOFS = np.array([[165, 78, 58], [185, 105, 70], [120, 86, 68], [112, 112, 118], [205, 204, 198], [64, 64, 70]])
-_ROOF_P = np.array([0.28, 0.14, 0.18, 0.18, 0.1, 0.12])
-_FLATS = np.array([[150, 150, 146], [196, 196, 190], [92, 92, 98], [128, 122, 112]])
-_FIELDS = np.array([[98, 132, 58], [188, 170, 104], [128, 102, 76], [160, 160, 110], [112, 146, 72]])
 _FIELD_VEG = np.array([0.9, 0.35, 0.08, 0.5, 0.8])
 
 
@@ -137,18 +134,19 @@ def _place_buildings(rng, spec, roads, road_tree, w, h):  # noqa: ANN001, ANN202
     return out
 
 
-def _roof_colours(rng: np.random.Generator, kinds: list[str]) -> np.ndarray:
+def _roof_colours(rng: np.random.Generator, kinds: list[str], look: Look) -> np.ndarray:
     """Roof colour per building; a terrace row shares a base colour with slight per-house variation."""
-    rgb, base = np.zeros((len(kinds) + 1, 3)), _ROOFS[0]
+    roofs, flats, roof_p = np.asarray(look.roofs, float), np.asarray(look.flats, float), np.asarray(look.roof_p)
+    rgb, base = np.zeros((len(kinds) + 1, 3)), roofs[0]
     for i, kind in enumerate(kinds, start=1):
         if kind == "flat":
-            rgb[i] = _FLATS[rng.integers(len(_FLATS))] + rng.uniform(-8, 8, 3)
+            rgb[i] = flats[rng.integers(len(flats))] + rng.uniform(-8, 8, 3)
         elif kind == "terrace":
             if i == 1 or kinds[i - 2] != "terrace" or rng.random() < 0.15:
-                base = _ROOFS[rng.choice(len(_ROOFS), p=_ROOF_P)]
+                base = roofs[rng.choice(len(roofs), p=roof_p)]
             rgb[i] = base * rng.uniform(0.9, 1.1) + rng.uniform(-5, 5, 3)
         else:
-            rgb[i] = _ROOFS[rng.choice(len(_ROOFS), p=_ROOF_P)] + rng.uniform(-12, 12, 3)
+            rgb[i] = roofs[rng.choice(len(roofs), p=roof_p)] + rng.uniform(-12, 12, 3)
     return np.clip(rgb, 20, 240)
 
 
@@ -177,8 +175,9 @@ def _fields(rng, roads_u, road_tree, blds, spec, w, h):  # noqa: ANN001, ANN202
     return polys, meta
 
 
-def _trees(rng, spec, roads_u, road_tree, blds, parks, w, h):  # noqa: ANN001, ANN202
-    """Crown centres and radii (metres): clumps, scattered trees, street rows and park trees."""
+def _trees(rng, spec, roads_u, road_tree, blds, parks, w, h, over_roof=0.0):  # noqa: ANN001, ANN202
+    """Crown centres and radii (metres): clumps, scattered trees, street rows and park trees, and whether each
+    overhangs a roof (a share ``over_roof`` of the crowns that touch a building, rooted outside it, is kept)."""
     area, pts = w * h, []
     for _ in range(rng.poisson(area / 5000)):
         c, k = rng.uniform([0, 0], [w, h]), rng.poisson(6) + 1
@@ -202,11 +201,19 @@ def _trees(rng, spec, roads_u, road_tree, blds, parks, w, h):  # noqa: ANN001, A
     xyr = xyr[(x > -r) & (x < w + r) & (y > -r) & (y < h + r)]
     crowns = _crown_polys(rng, xyr)
     bad = road_tree.query(shapely.points(xyr[:, :2]), predicate="intersects")[0]
+    over = np.zeros(len(xyr), bool)
     if len(blds):
-        near_bld = shapely.STRtree(shapely.buffer(blds, 0.5)).query(crowns, predicate="intersects")[0]
+        btree = shapely.STRtree(shapely.buffer(blds, 0.5))
+        near_bld = np.unique(btree.query(crowns, predicate="intersects")[0])
+        if over_roof > 0 and near_bld.size:  # its own generator: the classic layout draws stay as they were
+            rooted_in = np.unique(btree.query(shapely.points(xyr[near_bld, :2]), predicate="intersects")[0])
+            pick = np.random.default_rng([spec.seed, 0x7EE]).random(near_bld.size) < over_roof
+            pick[rooted_in] = False
+            over[near_bld[pick]] = True
+            near_bld = near_bld[~pick]
         bad = np.concatenate([bad, near_bld])
     keep = np.setdiff1d(np.arange(len(xyr)), bad)
-    return xyr[keep], crowns[keep]
+    return xyr[keep], crowns[keep], over[keep]
 
 
 def _crown_polys(rng: np.random.Generator, xyr: np.ndarray, shift: np.ndarray | None = None) -> np.ndarray:

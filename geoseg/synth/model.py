@@ -11,8 +11,9 @@ import numpy as np
 import shapely
 from pyproj import CRS
 
-from geoseg.synth.layout import (_FIELD_VEG, _FIELDS, _crown_polys, _fields, _place_buildings, _road_lines,
-                                 _roof_colours, _trees)
+from geoseg.synth.confusers import place_confusers
+from geoseg.synth.layout import _FIELD_VEG, _crown_polys, _fields, _place_buildings, _road_lines, _roof_colours, _trees
+from geoseg.synth.looks import Look, resolve_look
 from geoseg.synth.spec import SynthSpec
 
 
@@ -33,10 +34,18 @@ class _Model:
     tree_xyr: np.ndarray  # (n, 3): centre col, row and radius in pixels
     tree_rgb: np.ndarray
     marks: np.ndarray
+    look: Look
+    tree_over: np.ndarray  # crowns that overhang a roof (painted over it)
+    confusers: np.ndarray  # pixel-frame polygons of background surfaces (see geoseg.synth.confusers)
+    conf_kind: np.ndarray
+    conf_rgb: np.ndarray
+    conf_stripe: np.ndarray  # (n, 4): direction, period in pixels, contrast
+    conf_shadows: np.ndarray  # shadows of the confusers that stand up (containers, cars)
 
     @functools.cached_property
     def index(self) -> dict[str, shapely.STRtree]:
-        return {k: shapely.STRtree(getattr(self, k)) for k in ("fields", "crowns", "crown_shadows", "marks")}
+        keys = ("fields", "crowns", "crown_shadows", "marks", "confusers", "conf_shadows")
+        return {k: shapely.STRtree(getattr(self, k)) for k in keys}
 
 
 def _map(geoms: np.ndarray, spec: SynthSpec, scale: float) -> np.ndarray:
@@ -72,7 +81,8 @@ def _model(spec: SynthSpec) -> _Model:
     fpolys, fmeta = _fields(rng, roads_u, road_tree, bgeom, spec, w, h)
     fmeta = np.array(fmeta).reshape(-1, 4)
     parks = [p for p, mt in zip(fpolys, fmeta) if mt[3] == 4]
-    xyr, crowns = _trees(rng, spec, roads_u, road_tree, bgeom, parks, w, h)
+    look = resolve_look(spec.look, spec.seed)
+    xyr, crowns, over = _trees(rng, spec, roads_u, road_tree, bgeom, parks, w, h, look.tree_over_roof)
     az = rng.uniform(0, 2 * np.pi)
     sun = np.array([math.cos(az), math.sin(az)])
     marks = []
@@ -98,16 +108,29 @@ def _model(spec: SynthSpec) -> _Model:
             "road_id": np.array([r for _, r, _ in cl], np.int64), "width_m": np.round([wd for *_, wd in cl], 1)}),
     }
     px = xyr / m
+    fields_rgb = np.asarray(look.fields, float)
+    conf = place_confusers(spec.seed, look, road_tree, bgeom, roads_u, w, h)
+    cgeom = shapely.transform(np.array(conf.geoms, dtype=object), lambda c: c / m)
+    stripe = np.array(conf.stripe, float).reshape(-1, 4) / [1, 1, m, 1]
+    tall = np.flatnonzero(np.array(conf.height) > 0)
+    lift = (sun[None, :] * (np.array(conf.height)[tall] * look.shadow_len / m)[:, None]) if tall.size else None
+    cshadow = np.empty(0, object)
+    if tall.size:
+        ci = shapely.get_coordinates(cgeom[tall], return_index=True)[1]
+        moved = shapely.transform(cgeom[tall], lambda c: c + lift[ci])
+        cshadow = shapely.convex_hull(shapely.union(cgeom[tall], moved))
     return _Model(
-        truth=truth, roof_rgb=_roof_colours(rng, kinds), sun=sun,
+        truth=truth, roof_rgb=_roof_colours(rng, kinds, look), sun=sun,
         fields=shapely.transform(np.array(fpolys, dtype=object), lambda c: c / m),
-        field_dir=fmeta[:, :2], field_period=fmeta[:, 2] / m, field_rgb=_FIELDS[fmeta[:, 3].astype(int)],
+        field_dir=fmeta[:, :2], field_period=fmeta[:, 2] / m, field_rgb=fields_rgb[fmeta[:, 3].astype(int)],
         field_veg=_FIELD_VEG[fmeta[:, 3].astype(int)],
         crowns=shapely.transform(crowns, lambda c: c / m),
-        crown_shadows=_crown_polys(rng, px, sun * px[:, 2:3] * 1.6),
+        crown_shadows=_crown_polys(rng, px, sun * px[:, 2:3] * (1.6 * (look.shadow_len / 0.6))),
         tree_xyr=px, tree_rgb=np.column_stack([rng.uniform(40, 72, len(px)), rng.uniform(70, 102, len(px)),
-                                               rng.uniform(34, 52, len(px))]),
+                                               rng.uniform(34, 52, len(px))]) * np.asarray(look.tree_tint),
         marks=shapely.transform(np.array(marks, dtype=object), lambda c: c / m),
+        look=look, tree_over=over, confusers=cgeom, conf_kind=np.array(conf.kind, np.int64),
+        conf_rgb=np.array(conf.rgb, float).reshape(-1, 3), conf_stripe=stripe, conf_shadows=cshadow,
     )
 
 

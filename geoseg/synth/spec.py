@@ -9,6 +9,7 @@ from affine import Affine
 from pyproj import CRS
 
 from geoseg.errors import ConfigError
+from geoseg.synth.looks import LOOK_NAMES
 
 CLASSES = ("background", "building", "road")
 LAYERS = ("buildings", "roads", "road_centerlines")
@@ -37,6 +38,7 @@ class SynthSpec:
     nodata_border: int = 0
     density: float = 1.0
     rotation: float = 0.0
+    look: str = "classic"  # a name in geoseg.synth.looks (palettes, sun, haze, confusers), or "random"
 
     def __post_init__(self) -> None:
         def bad(what: str) -> ConfigError:
@@ -54,6 +56,8 @@ class SynthSpec:
             raise bad(f"bands must be 1..16, got {self.bands}")
         if not self.gsd > 0:
             raise bad(f"gsd must be > 0, got {self.gsd}")
+        if self.look not in LOOK_NAMES:
+            raise bad(f"look {self.look!r} is not one of {', '.join(LOOK_NAMES)}")
         if self.nodata_border < 0 or self.density < 0:
             raise bad("nodata_border and density must be >= 0")
         try:

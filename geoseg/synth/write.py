@@ -17,7 +17,7 @@ from rasterio.windows import Window
 from geoseg.errors import ConfigError, OutputError
 from geoseg.export import GPKG_CREATE
 from geoseg.synth.model import make_truth
-from geoseg.synth.render import render_window
+from geoseg.synth.render import label_window, render_window
 from geoseg.synth.spec import LAYERS, SynthSpec
 
 _BAND_NAMES = ("red", "green", "blue", "nir", "rededge", "swir1", "swir2")
@@ -27,21 +27,37 @@ def _tmp_name(path: Path) -> Path:
     return path.with_name(f".{path.name}.tmp-{os.getpid()}{path.suffix}")
 
 
+def _write_labels(spec: SynthSpec, truth: dict[str, gpd.GeoDataFrame], path: Path, profile: dict,
+                  block: int) -> None:
+    """The class raster, block by block, each block labelled with its own window transform."""
+    prof = {**profile, "count": 1, "dtype": "uint8", "nodata": None, "predictor": 2}
+    prof.pop("photometric", None)
+    with rasterio.open(path, "w", **prof) as dst:
+        for r in range(0, spec.height, block):
+            for c in range(0, spec.width, block):
+                win = Window(c, r, min(block, spec.width - c), min(block, spec.height - r))
+                lab = label_window(truth, rasterio.windows.transform(win, spec.transform), (win.height, win.width))
+                dst.write(lab[None], window=win)
+
+
 def write_scene(spec: SynthSpec, out: str | Path, truth_out: str | Path | None = None, *, block: int = 1024,
-                overwrite: bool = False) -> dict[str, gpd.GeoDataFrame]:
+                overwrite: bool = False, labels_out: str | Path | None = None) -> dict[str, gpd.GeoDataFrame]:
     """Write the scene as a tiled DEFLATE GeoTIFF and its truth as a GeoPackage, block by block.
 
     Memory stays bounded by ``block`` (the raster is never whole in memory). Both files are written under
     temporary names in their folders and renamed into place only when both are complete.
-    Default truth path: ``<out stem>_truth.gpkg`` next to ``out``. Returns the truth.
+    Default truth path: ``<out stem>_truth.gpkg`` next to ``out``. ``labels_out``: also the class raster the
+    painter used (0 background, 1 building, 2 road), the one the truth re-rasterises to. Returns the truth.
     """
     out = Path(out)
     truth_out = Path(truth_out) if truth_out is not None else out.with_name(f"{out.stem}_truth.gpkg")
-    if out.resolve() == truth_out.resolve():
-        raise ConfigError(f"{out}: the scene and its truth need different paths")
+    labels_out = Path(labels_out) if labels_out is not None else None
+    paths = [out, truth_out] + ([labels_out] if labels_out else [])
+    if len({p.resolve() for p in paths}) < len(paths):
+        raise ConfigError(f"{out}: the scene, its truth and its labels need different paths")
     if block < 1:
         raise ConfigError(f"write_scene: block must be >= 1 pixel, got {block}")
-    for path in (out, truth_out):
+    for path in paths:
         if path.exists() and not overwrite:
             raise OutputError(f"{path}: already exists; use --overwrite to replace it")
     block = max(256, block // 256 * 256)  # whole GeoTIFF tiles per write
@@ -52,9 +68,9 @@ def write_scene(spec: SynthSpec, out: str | Path, truth_out: str | Path | None =
                    interleave="pixel", BIGTIFF="IF_SAFER", nodata=0 if spec.nodata_border > 0 else None)
     if spec.bands == 3 and spec.dtype == "uint8":
         profile["photometric"] = "RGB"
-    tmps = [_tmp_name(out), _tmp_name(truth_out)]
+    tmps = [_tmp_name(p) for p in paths]
     try:
-        for path in (out, truth_out):
+        for path in paths:
             path.parent.mkdir(parents=True, exist_ok=True)
         with rasterio.open(tmps[0], "w", **profile) as dst:
             names = ("pan",) if spec.bands == 1 else _BAND_NAMES + tuple(f"band{i}" for i in range(8, 17))
@@ -65,13 +81,15 @@ def write_scene(spec: SynthSpec, out: str | Path, truth_out: str | Path | None =
                 for c in range(0, spec.width, block):
                     win = Window(c, r, min(block, spec.width - c), min(block, spec.height - r))
                     dst.write(render_window(spec, truth, win), window=win)
+        if labels_out:
+            _write_labels(spec, truth, tmps[2], profile, block)
         geom_types = {"buildings": "Polygon", "roads": "Polygon", "road_centerlines": "LineString"}
         for i, layer in enumerate(LAYERS):
             pyogrio.write_dataframe(truth[layer], tmps[1], layer=layer, driver="GPKG", append=i > 0,
                                     geometry_type=geom_types[layer], promote_to_multi=False,
                                     **({} if i else {"dataset_options": GPKG_CREATE}))
-        os.replace(tmps[0], out)
-        os.replace(tmps[1], truth_out)
+        for tmp, path in zip(tmps, paths):
+            os.replace(tmp, path)
     except (OSError, rasterio.errors.RasterioError, pyogrio.errors.DataSourceError,
             pyogrio.errors.DataLayerError) as err:
         raise OutputError(f"{out}: cannot write the scene ({err}); check the folder is writable") from err

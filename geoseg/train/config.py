@@ -9,10 +9,11 @@ from typing import Any
 from geoseg.errors import ConfigError
 from geoseg.pipeline import SCHEMA, parse, read_yaml
 
-LOSSES = ("ce", "bce", "dice", "jaccard", "lovasz", "focal", "tversky", "tanimoto")
+LOSSES = ("ce", "bce", "dice", "jaccard", "lovasz", "focal", "tversky", "tanimoto", "ohem")
 HEAD_LOSSES = ("bce", "mse", "l1", "tanimoto", "dice")
 HEAD_KINDS = ("boundary", "distance", "colour")
-AUGMENTS = ("flip", "rot90", "scale_rotate", "colour", "blur", "noise")
+AUGMENTS = ("flip", "rot90", "scale_rotate", "colour", "blur", "noise", "gamma", "gray", "channel_shuffle",
+            "downscale")
 SCHEDULES = ("onecycle", "cosine")
 
 
@@ -27,6 +28,8 @@ class SynthData:
     seed: int = 1000
     density: float = 1.0
     val_count: int = 0  # further scenes (seeds after the training ones) held out for validation
+    look: str = "classic"  # geoseg.synth look per scene; "random" draws one per seed from the training looks
+    gsd: tuple[float, ...] = ()  # [lo, hi] metres: each seed rendered at its own GSD, resampled to train.gsd
 
 
 @dataclass(frozen=True)
@@ -171,6 +174,14 @@ def load_train_config(path: str | Path) -> TrainConfig:
     if cfg.synth is None and cfg.data is None:
         raise ConfigError(f"{path}: train needs 'data' (your scenes and labels) or 'synth'; "
                           "see pipelines/train-user-data.yaml")
+    if cfg.synth is not None:
+        from geoseg.synth.looks import LOOK_NAMES
+
+        gsd = cfg.synth.gsd
+        if gsd and (len(gsd) != 2 or not 0 < gsd[0] <= gsd[1]):
+            raise ConfigError(f"{path}: train.synth.gsd must be [lo, hi] metres with 0 < lo <= hi")
+        if cfg.synth.look not in LOOK_NAMES:
+            raise ConfigError(f"{path}: train.synth.look: unknown {cfg.synth.look!r}; valid: {', '.join(LOOK_NAMES)}")
     for i, h in enumerate(cfg.heads):
         if h.kind not in HEAD_KINDS or h.loss not in HEAD_LOSSES:
             raise ConfigError(f"{path}: train.heads[{i}]: kind must be one of {', '.join(HEAD_KINDS)} and loss "

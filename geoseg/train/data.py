@@ -127,6 +127,15 @@ def augmenter(steps: dict[str, dict[str, Any]]) -> A.Compose:
             made.append(A.GaussianBlur(**{"blur_limit": (3, 5), "p": 0.2, **args}))
         elif name == "noise":
             made.append(A.GaussNoise(**{"std_range": (0.01, 0.05), "p": 0.2, **args}))
+        elif name == "gamma":
+            made.append(A.RandomGamma(**{"gamma_limit": (70, 150), "p": 0.3, **args}))
+        elif name == "gray":
+            made.append(A.ToGray(**{"p": 0.05, **args}))
+        elif name == "channel_shuffle":  # no palette can be learnt as "the" roof colour
+            made.append(A.ChannelShuffle(**{"p": 0.1, **args}))
+        elif name == "downscale":  # coarser sensors, resampled up: soft edges the model must still follow
+            made.append(A.Downscale(**{"scale_range": (0.5, 0.9), "p": 0.2,
+                                       "interpolation_pair": {"downscale": 3, "upscale": 1}, **args}))  # area, linear
     return A.Compose(made)
 
 

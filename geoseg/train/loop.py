@@ -14,18 +14,17 @@ import numpy as np
 import torch
 from safetensors import SafetensorError
 
-from geoseg import synth as synth_module
 from geoseg.errors import ConfigError, GeosegError, OutputError
 from geoseg.models.bundle import BundleMeta, ClassInfo, save_bundle
 from geoseg.models.registry import build_model
 from geoseg.predict import cpu_count, resolve_device
 from geoseg.scene import normalise
-from geoseg.synth import SynthSpec, write_scene
 from geoseg.train.checkpoint import load_state, save_state
 from geoseg.train.config import TrainConfig
 from geoseg.train.data import LabelledScene, Region, WindowSampler, load_scene, split_regions
 from geoseg.train.losses import MultitaskLoss
 from geoseg.train.outputs import check_outputs
+from geoseg.train.synth_data import make_synth_scenes
 from geoseg.train.runlog import PLOT_FILE, RunLog, plot_curves, step_progress
 from geoseg.train.validate import validate
 
@@ -33,22 +32,9 @@ from geoseg.train.validate import validate
 def synth_scenes(cfg: TrainConfig) -> tuple[list[LabelledScene], list[Region], list[Region]]:
     """Make (once, cached by generator source) and load the synthetic scenes; the last ``val_count`` validate."""
     assert cfg.synth is not None
-    folder = Path(cfg.data_dir)
-    folder.mkdir(parents=True, exist_ok=True)
-    # the generator's source is part of the cache key, so a changed look never reuses stale scenes
-    sources = sorted(Path(synth_module.__file__).parent.glob("*.py"))  # every module of the geoseg.synth package
-    code = hashlib.sha256(b"".join(f.read_bytes() for f in sources)).hexdigest()[:8]
-    scenes = []
-    s = cfg.synth
-    for seed in range(s.seed, s.seed + s.count + s.val_count):
-        image = folder / f"synth_{seed}_{s.size}_{code}.tif"
-        truth = folder / f"synth_{seed}_{s.size}_{code}_truth.gpkg"
-        if not (image.exists() and truth.exists()):
-            spec = SynthSpec(s.size, s.size, seed=seed, density=s.density, gsd=cfg.gsd)
-            write_scene(spec, image, truth, overwrite=True)
-        scenes.append(load_scene(image, cfg, labels=str(truth)))
+    scenes = [load_scene(image, cfg, labels=str(truth)) for image, truth in make_synth_scenes(cfg)]
     regions = [Region(i, 0, 0, sc.height, sc.width) for i, sc in enumerate(scenes)]
-    return scenes, regions[:s.count], regions[s.count:]
+    return scenes, regions[:cfg.synth.count], regions[cfg.synth.count:]
 
 
 def user_scenes(cfg: TrainConfig) -> tuple[list[LabelledScene], list[Region], list[Region]]:

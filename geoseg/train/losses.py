@@ -13,6 +13,7 @@ from geoseg.train.config import HeadConfig, TrainConfig
 from geoseg.train.labels import IGNORE
 
 Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+OHEM_KEEP = 0.25  # share of labelled pixels the "ohem" loss keeps, the hardest first
 
 
 def tanimoto(p: torch.Tensor, t: torch.Tensor, valid: torch.Tensor | None = None, eps: float = 1e-6) -> torch.Tensor:
@@ -33,6 +34,16 @@ def tanimoto_complement_loss(p: torch.Tensor, t: torch.Tensor, valid: torch.Tens
     return 1.0 - 0.5 * (tanimoto(p, t, valid) + tanimoto(1.0 - p, 1.0 - t, valid))
 
 
+def ohem_cross_entropy(x: torch.Tensor, y: torch.Tensor, keep: float = OHEM_KEEP) -> torch.Tensor:
+    """Cross-entropy over the hardest ``keep`` share of the labelled pixels (online hard-example mining):
+    the easy background that fills most windows stops drowning out confusers and the gaps between houses."""
+    per = F.cross_entropy(x, y, ignore_index=IGNORE, reduction="none").flatten()
+    per = per[(y != IGNORE).flatten()]
+    if not per.numel():
+        return x.sum() * 0.0
+    return per.topk(max(1, int(keep * per.numel())), sorted=False).values.mean()
+
+
 def _one_hot(y: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     valid = y != IGNORE
     return F.one_hot(torch.where(valid, y, 0), k).permute(0, 3, 1, 2).float(), valid
@@ -47,6 +58,8 @@ def class_loss(name: str, n_classes: int, activation: str) -> Loss:
 
     if name == "ce":
         return lambda x, y: F.cross_entropy(x, y, ignore_index=IGNORE)
+    if name == "ohem":
+        return ohem_cross_entropy
     if name == "bce":
         def bce(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
             t, valid = _one_hot(y, n_classes)
