@@ -11,8 +11,8 @@ from distributed import Client, Scheduler, SpecCluster, Worker, get_worker
 from geoseg.engine import task_resources
 from geoseg.placement import FEEDS_PER_GPU, TASK_KINDS, gpu_workers, needs_gpu, resources_for
 
-BLOCKS_TOGETHER = threading.Barrier(2, timeout=60)  # generous net: passes as soon as both tasks run at once
-CPU_TOGETHER = threading.Barrier(3, timeout=60)
+BLOCKS_TOGETHER = threading.Barrier(2, timeout=600)  # generous net: passes as soon as both tasks run at once
+CPU_TOGETHER = threading.Barrier(3, timeout=600)
 
 
 def block_task(_: int) -> str:

@@ -87,7 +87,7 @@ def test_sigterm_mid_run_removes_partial_outputs(make_scene, tiny_bundle: Path, 
         assert proc.poll() is None, "the run finished before it could be stopped; use a bigger scene"
         assert any(p.name.startswith(".c.tif.tmp-") for p in out_dir.iterdir())  # a run in flight, with temps
         proc.send_signal(signal.SIGTERM)
-        _, rest = proc.communicate(timeout=120)
+        _, rest = proc.communicate(timeout=600)
     finally:
         if proc.poll() is None:
             proc.kill()
