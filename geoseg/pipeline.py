@@ -118,12 +118,6 @@ def parse(cls: type[T], raw: Any, where: str) -> T:
         raise ConfigError(_one_line(err, cls, where)) from None
 
 
-def check_keys(cls: type, raw: Any, where: str) -> dict[str, Any]:
-    """Validate a YAML mapping against ``cls``; returns the mapping (for loaders that merge it with defaults)."""
-    parse(cls, raw, where)
-    return dict(raw)
-
-
 def _one_line(err: ValidationError, cls: type, where: str) -> str:
     """The first problem as ``FILE: section.key.path: what is wrong (got X)``, with valid keys for a typo."""
     problems = err.errors(include_url=False)
