@@ -55,6 +55,7 @@ class BlockJob:
     want_probs: bool = False  # probabilities travel back to the client only when they are written
     runtime: str = "torch"    # geoseg.runtime
     precision: str = "fp32"
+    tta: int = 1              # views averaged per tile (geoseg.tta)
 
     def predictor(self) -> Any:
         return get_predictor(self.bundle, self.device, self.runtime, self.spec.tile, self.precision)
@@ -86,7 +87,7 @@ def run_block(job: BlockJob) -> BlockResult:
     ran = tile_cores_valid(valid, job.block, job.spec)
     want_probs = job.want_probs or job.vectors is not None  # vector scores and heads need them, classes do not
     feed = partial(pred.feed, scale=meta.scale_for(data.dtype), halo=job.spec.halo, batch_size=job.batch_size,
-                   want_probs=want_probs)
+                   want_probs=want_probs, tta=job.tta)
     classes, probs = predict_block(feed, data, valid, ran, job.block, job.spec, job.batch_size, CLASS_NODATA,
                                    meta.n_outputs if want_probs else 0, PROB_NODATA)
     marks.append((time.perf_counter(), time.thread_time()))
@@ -179,7 +180,7 @@ def infer(scene_path: str | Path, out: str | Path | None, config: InferConfig, *
                                                str(resolve_device(config.device))))
     vspec = vector_spec(scene, meta, class_ids, checked.layers, config, block_side(block_size, spec)) if out else None
     jobs = (BlockJob(scene, b, spec, bundle_path, meta, config.device, batch_size, vspec, bool(prob_out),
-                     config.runtime, config.precision) for b in blocks)
+                     config.runtime, config.precision, tta=config.tta) for b in blocks)
     stage: dict[str, float] = defaultdict(float)
     stage_cpu: dict[str, float] = defaultdict(float)
     tiles_run = valid_px = done_px = 0

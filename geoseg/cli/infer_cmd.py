@@ -33,6 +33,9 @@ from geoseg.summary import summary_line
 @click.option("--device", help="auto, cpu or cuda[:N].")
 @runtime_opt
 @precision_opt
+@click.option("--tta", type=click.Choice(["1", "4", "8"]),
+              help="Test-time augmentation: average each tile over 4 (flips) or 8 (flips and quarter turns) views; "
+                   "4x or 8x the model time [default: 1, off].")
 @click.option("--workers", type=int, help="Dask threads or processes (default: one per core).")
 @click.option("--scheduler", help="threads (default), processes or tcp://HOST:PORT.")
 @click.option("--regularize", flag_value=True, default=None, help="Square building footprints (right angles).")
@@ -54,7 +57,7 @@ def infer(scene: str, out: str | None, model: str | None, pipeline: str | None, 
           bands: str | None, raster_out: str | None, prob_out: str | None, tile: int | None, halo: int | None,
           overlap: int | None,
           batch_size: int | None, block_size: int | None, device: str | None, runtime: str | None,
-          precision: str | None, workers: int | None,
+          precision: str | None, tta: str | None, workers: int | None,
           scheduler: str | None, regularize: bool | None, regularize_m: float | None, simplify_m: float | None,
           min_area_m2: float | None, holes: bool | None, instance_split: bool | None, resample: bool | None,
           overwrite: bool, progress_mode: str, verbose: int, quiet: bool) -> None:
@@ -64,6 +67,7 @@ def infer(scene: str, out: str | None, model: str | None, pipeline: str | None, 
         halo = overlap // 2
     config = base.replace(model=model, tile=tile, halo=halo, batch_size=batch_size, block_size=block_size,
                           device=device, runtime=runtime, precision=precision, workers=workers,
+                          tta=int(tta) if tta else None,
                           scheduler=scheduler, resample=resample,
                           bands=parse_bands(bands) if bands else None,
                           classes=tuple(c.strip() for c in classes.split(",")) if classes else None)
