@@ -33,6 +33,8 @@ MAX_MISFIT_PX = 1.0
 MAX_LOST_PX = 0.5
 HAUSDORFF_TOLERANCES = 3.0
 LS_ROUNDS = 2
+MAX_WALLS = 64  # more walls than this is not a building to square
+MAX_POINTS = 20_000
 
 
 def dominant_angle(poly: shapely.Polygon) -> float:
@@ -133,9 +135,11 @@ def _square_ring(xy: np.ndarray, tolerance: float) -> np.ndarray | None:
     if len(dp) < 5:
         return None
     horizontal, offset, weight = _drop_short(*_runs(dp), tolerance)
-    if len(offset) < 4 or len(offset) % 2:
+    if len(offset) < 4 or len(offset) % 2 or len(offset) > MAX_WALLS:
         return None
-    pts = shapely.get_coordinates(shapely.segmentize(shapely.linearrings(xy), 0.5))
+    ring = shapely.linearrings(xy)
+    # boundary points every half pixel, at most MAX_POINTS of them (bounds the point-to-wall distance arrays)
+    pts = shapely.get_coordinates(shapely.segmentize(ring, max(0.5, ring.length / MAX_POINTS)))
     offset = _least_squares(horizontal, offset, pts, tolerance)
     horizontal, offset, _ = _drop_short(horizontal, offset, np.ones(len(offset)), 0.5)
     if len(offset) < 4:
@@ -144,7 +148,7 @@ def _square_ring(xy: np.ndarray, tolerance: float) -> np.ndarray | None:
 
 
 def _squared(poly: shapely.Polygon, theta: float, tolerance: float) -> shapely.Polygon | None:
-    """``poly`` squared in the frame turned by ``theta``: every ring fitted, a hole that cannot be dropped."""
+    """``poly`` squared in the frame turned by ``theta`` (a hole that cannot be squared is filled), or None."""
     c, s = math.cos(theta), math.sin(theta)
     origin = np.asarray(poly.centroid.coords[0])
     to_local = np.array([[c, -s], [s, c]])  # row vectors: (xy - origin) @ R == rotate by -theta
