@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from affine import Affine
 
-from geoseg.pipeline import ClassPost, is_network
+from geoseg.post import ClassPost, is_network
 
 CELL_MARGIN = 64  # context pixels around a network cell: skeletons and spur pruning are local within this
 MAX_SKELETON_STEP = 8  # coarsest skeleton grid, in scene pixels; cells and CELL_MARGIN are multiples of it
