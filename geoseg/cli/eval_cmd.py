@@ -71,14 +71,10 @@ def eval_cmd(pred: str | None, truth: str, raster: str | None, classes: str, res
                        for c, s in scores.items()})
     click.echo(text)
     if json_out:
-        import os
-        from pathlib import Path
+        from geoseg.tempfiles import atomic_path
 
-        from geoseg.export import temp_name
-
-        tmp = temp_name(Path(json_out))  # a reader (the QGIS plugin) never sees a half-written report
-        tmp.write_text(text + "\n")
-        os.replace(tmp, json_out)
+        with atomic_path(json_out) as tmp:  # a reader (the QGIS plugin) never sees a half-written report
+            tmp.write_text(text + "\n")
     if not quiet:
         _table(scores)
 
