@@ -23,7 +23,7 @@ import os
 import time
 from typing import Callable
 
-import geoseg
+from geoseg.startup import thp_set_by_user
 
 _ONE_GB = 1 << 30
 # mallopt parameter numbers (malloc.h) and the environment variables glibc reads at start-up for each
@@ -60,7 +60,7 @@ def _thp_environ() -> dict[str, str]:
     """PyTorch's huge-page allocations are 2 MB-aligned: in a heap that keeps its buffers they leave holes, and
     glibc 2.36 did not reuse them (a worker thread's three 48 MB buffers grew the heap by 48 MB every round), so
     the policy turns them off unless the user chose a setting. Read at torch's first allocation."""
-    return {} if geoseg.THP_SET_BY_USER else {"THP_MEM_ALLOC_ENABLE": "0"}
+    return {} if thp_set_by_user() else {"THP_MEM_ALLOC_ENABLE": "0"}
 
 
 @functools.cache

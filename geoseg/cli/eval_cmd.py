@@ -111,7 +111,8 @@ def _many(source: str, spec: tuple[dict, ...], json_out: str | None, quiet: bool
         b = r.get("building", {})
         split = b.get("terraced_split_rate", b["terraced_split"] / b["terraced"] if b.get("terraced") else None)
         table.add_row(label, *(f"{r[n]['pixel_iou']:.3f}" if n in r else "–" for n in names),
-                      f"{b['object_f1']:.3f}" if "object_f1" in b else "–", f"{split:.3f}" if split is not None else "–")
+                      f"{b['object_f1']:.3f}" if "object_f1" in b else "–",
+                      f"{split:.3f}" if split is not None else "–")
     Console(stderr=True, force_terminal=False, width=120).print(table)
     sys.stderr.flush()
 

@@ -8,7 +8,6 @@ transform is honoured (DESIGN invariants 1 and 4).
 from __future__ import annotations
 
 import functools
-import warnings
 
 import geopandas as gpd
 import numpy as np
@@ -17,17 +16,11 @@ import pyproj
 import rasterio.features
 import shapely
 from affine import Affine
-from rasterio.errors import NotGeoreferencedWarning
 
+from geoseg.startup import quiet_shapes_warnings
 from geoseg.vectorize.options import ClassVectors, VectorSpec
 from geoseg.vectorize.regularize import regularize
 
-# rasterio 1.4 creates the in-memory dataset for ``shapes`` before giving it its transform, and warns that it
-# is "not georeferenced" (also for the identity shift of the block at the scene origin) from whichever Dask
-# thread runs it. Scenes without georeferencing are refused with a clear error in geoseg.scene, so these
-# warnings never carry information here. Process-wide, because per-call catch_warnings is not thread-safe.
-for _message in ("Dataset has no geotransform", "The given matrix is equal to Affine.identity"):
-    warnings.filterwarnings("ignore", message=_message, category=NotGeoreferencedWarning)
 
 
 def apply_affine(transform: Affine, xy: np.ndarray) -> np.ndarray:
@@ -43,6 +36,7 @@ def label_polygons(labels: np.ndarray, row0: int, col0: int) -> dict[int, shapel
     """
     if not labels.any():
         return {}
+    quiet_shapes_warnings()  # rasterio's spurious "not georeferenced" warnings, process-wide, once (geoseg.startup)
     values, rings, owner = [], [], []
     # the mask keeps GDAL from tracing the background, a huge polygon with a hole per object
     for geom, value in rasterio.features.shapes(labels.astype(np.int32), mask=labels > 0, connectivity=4,
