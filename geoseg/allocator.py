@@ -21,7 +21,7 @@ import ctypes
 import functools
 import os
 import time
-from typing import Callable
+from typing import Any, Callable
 
 from geoseg.startup import thp_set_by_user
 
@@ -50,7 +50,7 @@ def _glibc(name: str) -> Callable[..., int] | None:
 
 
 def _mallopt() -> Callable[[int, int], int] | None:
-    fn = _glibc("mallopt")
+    fn: Any = _glibc("mallopt")
     if fn is not None:
         fn.argtypes, fn.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     return fn

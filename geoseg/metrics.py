@@ -84,7 +84,7 @@ def skeleton_graph(mask: np.ndarray) -> tuple[np.ndarray, Any]:
     return rc, graph + graph.T
 
 
-def _path_score(a: tuple[np.ndarray, object], b: tuple[np.ndarray, object], snap_px: float, sources: int,
+def _path_score(a: tuple[np.ndarray, Any], b: tuple[np.ndarray, Any], snap_px: float, sources: int,
                 rng: np.random.Generator) -> float:
     """One direction of APLS: paths between control nodes of graph ``a`` compared with the same trips in ``b``."""
     from scipy.sparse.csgraph import dijkstra

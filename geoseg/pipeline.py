@@ -17,10 +17,12 @@ from pydantic import BeforeValidator, TypeAdapter, ValidationError
 from geoseg.errors import ConfigError
 from geoseg.post import DEFAULT_POST, SCHEMA, ClassPost, is_network
 
-__all__ = ["DEFAULT_POST", "SCHEMA", "ClassPost", "InferConfig", "is_network", "load_pipeline", "override_post",
-           "parse", "read_yaml"]
+__all__ = ["DEFAULT_POST", "SCHEMA", "ClassPost", "InferConfig", "Precision", "Runtime", "is_network", "load_pipeline",
+           "override_post", "parse", "read_yaml"]
 
 T = TypeVar("T")
+Runtime = Literal["auto", "torch", "onnxruntime", "openvino"]
+Precision = Literal["fp32", "bf16", "fp16"]
 
 
 @dataclass(frozen=True)
@@ -35,8 +37,8 @@ class InferConfig:
     block_size: int | None = None    # default: auto, ~1024 px (a batch of tiles), several per worker
     batch_size: int | None = None    # default: 1 on CPU, 16 on CUDA
     device: str = "auto"
-    runtime: Literal["auto", "torch", "onnxruntime", "openvino"] = "torch"  # auto: the fastest checked here
-    precision: Literal["fp32", "bf16", "fp16"] = "fp32"   # bf16/fp16: opt-in, for a named runtime (geoseg.runtime)
+    runtime: Runtime = "torch"  # auto: the fastest checked here
+    precision: Precision = "fp32"   # bf16/fp16: opt-in, for a named runtime (geoseg.runtime)
     workers: int | None = None       # default: one per core
     scheduler: str = "threads"
     classes: Annotated[tuple[str, ...] | None, BeforeValidator(names)] = None  # default: every non-background

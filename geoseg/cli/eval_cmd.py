@@ -55,7 +55,7 @@ def eval_cmd(pred: str | None, truth: str, raster: str | None, classes: str, res
     steps = 2 if seams else 1  # eval has no per-window hook: progress moves per scoring step
     if progress_mode == "json":
         emit_progress("eval", 0, steps)
-    scores = evaluate(raster or pred, truth, pred_vectors=pred if raster and pred else None, classes=spec,
+    scores = evaluate(raster or pred or "", truth, pred_vectors=pred if raster and pred else None, classes=spec,
                       resolution=resolution, snap_m=snap_m)
     if progress_mode == "json":
         emit_progress("eval", 1, steps)

@@ -80,6 +80,7 @@ def export_onnx(bundle: Bundle, out: str | Path, *, opset: int = 18, tile: int |
                                         output_names=names, verbose=False)
     except Exception as err:  # torch.export raises many types; report them as one line
         raise BundleError(f"{bundle.path}: ONNX export of {meta.arch} failed: {str(err).splitlines()[0]}") from None
+    assert program is not None  # dynamo export returns its program
     model = program.model_proto
     for key, value in {**deepness_metadata(bundle, tile), **(extra_props or {})}.items():
         prop = model.metadata_props.add()

@@ -37,7 +37,9 @@ def label_polygons(labels: np.ndarray, row0: int, col0: int) -> dict[int, shapel
     if not labels.any():
         return {}
     quiet_shapes_warnings()  # rasterio's spurious "not georeferenced" warnings, process-wide, once (geoseg.startup)
-    values, rings, owner = [], [], []
+    values: list[int] = []
+    rings: list[np.ndarray] = []
+    owner: list[int] = []
     # the mask keeps GDAL from tracing the background, a huge polygon with a hole per object
     for geom, value in rasterio.features.shapes(labels.astype(np.int32), mask=labels > 0, connectivity=4,
                                                 transform=Affine.translation(col0, row0)):
