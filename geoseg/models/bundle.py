@@ -1,6 +1,7 @@
 """Bundles: one ``.safetensors`` file holding weights plus JSON metadata in its header.
 
-Loading never unpickles anything (DESIGN invariant 6): safetensors stores raw tensors, the metadata is JSON.
+Loading never unpickles anything (the no-code-from-data invariant): safetensors stores raw tensors, the metadata
+is JSON.
 """
 
 from __future__ import annotations

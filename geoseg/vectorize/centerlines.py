@@ -156,7 +156,7 @@ def _chaikin(xy: np.ndarray, offsets: np.ndarray, rounds: int = 2) -> tuple[np.n
 
 
 def _simplify(lines: np.ndarray, tolerance: float) -> np.ndarray:
-    """Douglas-Peucker, and GEOS's topology-preserving simplifier (30x slower) only where plain DP would make a
+    """Douglas-Peucker, and GEOS's topology-preserving simplifier (much slower) only where plain DP would make a
     line cross itself or collapse a closed loop."""
     out = shapely.simplify(lines, tolerance, preserve_topology=False)
     redo = shapely.is_closed(lines) | ~shapely.is_simple(out)

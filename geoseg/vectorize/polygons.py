@@ -2,7 +2,7 @@
 
 Polygons are traced and simplified in global pixel coordinates (integers, exact) and only then mapped through
 the scene's full affine: the geometry does not depend on the block that traced it, and a rotated or sheared
-transform is honoured (DESIGN invariants 1 and 4).
+transform is honoured (the partition-invariance and carried-georeferencing invariants).
 """
 
 from __future__ import annotations
@@ -104,7 +104,7 @@ def orientation_deg(metric_geoms: np.ndarray) -> np.ndarray:
 
 
 def simplify_polygons(geoms: np.ndarray, tolerance: float) -> np.ndarray:
-    """Douglas-Peucker, and GEOS's topology-preserving simplifier (3-10x slower on big road polygons) only where
+    """Douglas-Peucker, and GEOS's topology-preserving simplifier (much slower on big road polygons) only where
     plain DP would make a polygon invalid or empty or lose a hole."""
     out = shapely.simplify(geoms, tolerance, preserve_topology=False)
     redo = ~shapely.is_valid(out) | shapely.is_empty(out) | \
