@@ -24,6 +24,8 @@ from geoseg.vectorize.options import CELL_MARGIN, ClassVectors, VectorSpec
 from geoseg.vectorize.polygons import anchors, label_polygons, line_frame, polygon_frame
 from geoseg.vectorize.spill import Spill
 
+MAX_LINE_SIMPLIFY_PX = 1.0  # centerlines are simplified by the class's simplify_m, but by at most this many pixels
+
 TOP, BOTTOM, LEFT, RIGHT = range(4)
 OPPOSITE = {TOP: BOTTOM, BOTTOM: TOP, LEFT: RIGHT, RIGHT: LEFT}
 STEP = {TOP: (-1, 0), BOTTOM: (1, 0), LEFT: (0, -1), RIGHT: (0, 1)}
@@ -170,8 +172,9 @@ def network_frames(mask: np.ndarray, prob: np.ndarray, row0: int, col0: int, cel
     labels, _ = ndimage.label(mask[core])
     polys = labels_frame(labels, prob[core], r0, c0, opts, vs)
     m = vs.m_per_px
+    smooth_px = min(opts.post.simplify_m / m, MAX_LINE_SIMPLIFY_PX)
     lines, widths, scores, ids = centerlines(mask, prob, row0, col0, (r0, r1, c0, c1), opts.post.spur_m / m,
-                                             min(opts.post.simplify_m / m, 1.0), vs.skeleton_step(opts))
+                                             smooth_px, vs.skeleton_step(opts))
     return polys, line_frame(ids, lines, widths, scores, opts.name, vs)
 
 
