@@ -192,7 +192,8 @@ def remote_stat(path: str) -> RemoteStat:
             lib.CSLDestroy(ctypes.cast(meta, ctypes.c_void_p))
     if not headers:
         raise _open_error(path)
-    size = headers.get("content-length") or headers.get("x-ms-content-length") or "-1"
+    # GDAL's object-store HEAD can be a first range GET: then the object's size is the range's total
+    size = headers.get("content-range", "").rpartition("/")[2] or headers.get("content-length") or "-1"
     return RemoteStat(int(size) if size.isdigit() else -1, headers.get("etag", "").strip('"'),
                       headers.get("last-modified", ""))
 

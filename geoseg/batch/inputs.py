@@ -230,6 +230,32 @@ def _stac_item(item: dict[str, Any], base: str, asset_keys: tuple[str, ...]) -> 
     return SceneRef(target, name, problem.replace("STAC document", f"STAC item {name}") if problem else "")
 
 
+_QUERY_OPS = {"<=": "lte", ">=": "gte", "!=": "neq", "<": "lt", ">": "gt", "=": "eq"}
+
+
+def stac_query(terms: tuple[str, ...]) -> dict[str, Any] | None:
+    """``--query`` terms as the query extension's object: ``eo:cloud_cover<10`` -> ``{"eo:cloud_cover":
+    {"lt": 10}}`` (values read as JSON, so numbers stay numbers), or one JSON object as it is."""
+    if len(terms) == 1 and terms[0].lstrip().startswith("{"):
+        try:
+            return dict(json.loads(terms[0]))
+        except (json.JSONDecodeError, TypeError, ValueError) as err:
+            raise ConfigError(f"--query {terms[0]}: not a JSON object ({err})") from None
+    out: dict[str, Any] = {}
+    for term in terms:
+        match = re.fullmatch(r"\s*([\w:.-]+)\s*(<=|>=|!=|<|>|=)\s*(.+?)\s*", term)
+        if not match:
+            raise ConfigError(f"--query {term}: expected PROPERTY<OP>VALUE with OP one of "
+                              f"{' '.join(_QUERY_OPS)}, e.g. 'eo:cloud_cover<10'")
+        name, op, text = match.groups()
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError:
+            value = text
+        out.setdefault(name, {})[_QUERY_OPS[op]] = value
+    return out or None
+
+
 def search_scenes(search: StacSearch, asset_keys: tuple[str, ...]) -> Iterator[SceneRef]:
     """The items of a STAC API search (pystac-client: paging, conformance, the POST /search body)."""
     try:
@@ -237,12 +263,7 @@ def search_scenes(search: StacSearch, asset_keys: tuple[str, ...]) -> Iterator[S
         from pystac_client.exceptions import APIError
     except ImportError:
         raise ConfigError("--stac-api needs pystac-client: pip install 'geoseg[stac]'") from None
-    query: Any = list(search.query) or None
-    if len(search.query) == 1 and search.query[0].lstrip().startswith("{"):
-        try:
-            query = json.loads(search.query[0])
-        except json.JSONDecodeError as err:
-            raise ConfigError(f"--query {search.query[0]}: not valid JSON ({err})") from None
+    query = stac_query(search.query)
     shown = redact(search.url)
     try:
         client = Client.open(search.url, timeout=STAC_FETCH_TIMEOUT_S)
