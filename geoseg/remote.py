@@ -157,6 +157,7 @@ def _libgdal() -> Any:
             lib.VSIGetFileMetadata.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_void_p]
             lib.CSLDestroy.argtypes = [ctypes.c_void_p]
             lib.VSICurlPartialClearCache.argtypes = [ctypes.c_char_p]
+            lib.VSICurlClearCache.argtypes = []
             lib.CPLGetLastErrorMsg.restype = ctypes.c_char_p
             lib.VSIFOpenL.restype = ctypes.c_void_p
             lib.VSIFOpenL.argtypes = [ctypes.c_char_p, ctypes.c_char_p]
@@ -203,12 +204,31 @@ def _open_error(path: str) -> GeosegError:
     import rasterio
     from rasterio.errors import RasterioIOError
 
+    _libgdal().VSICurlPartialClearCache(gdal_path(path).encode())  # not GDAL's cached "does not exist"
     try:
         with remote_env(), rasterio.open(gdal_path(path), driver="GTiff"):
             pass
     except RasterioIOError as err:
         return remote_error(path, str(err))
     return SceneReadError(f"{redact(path)}: the server answered no headers to a HEAD request; check the URL")
+
+
+_SEEN_VERSIONS: dict[str, str] = {}
+
+
+def forget_remote(path: str, version: str) -> None:
+    """Drop GDAL's cached ranges of ``path`` when this process last read another version of it (a worker that
+    outlives a batch must not mix an object's old bytes with its new ones)."""
+    with _GDAL_LOCK:
+        previous = _SEEN_VERSIONS.get(path)
+        _SEEN_VERSIONS[path] = version
+    if previous is not None and previous != version:
+        _libgdal().VSICurlPartialClearCache(gdal_path(path).encode())
+
+
+def clear_cache() -> None:
+    """Forget every remote range GDAL holds in memory (benchmarks: a second pass must fetch again)."""
+    _libgdal().VSICurlClearCache()
 
 
 def read_head(path: str, size: int = 16) -> bytes:

@@ -172,50 +172,112 @@ def _python_server(root: Path) -> Iterator[Server]:
         server.server_close()
 
 
-def _digest(paths: list[Path]) -> str:
-    h = hashlib.sha256()
-    for p in paths:
-        import rasterio
-
-        with rasterio.open(p) as src:  # pixels, not file bytes (a COG's header holds no path, but be exact)
-            for _, win in src.block_windows(1):
-                h.update(src.read(window=win).tobytes())
-    return h.hexdigest()
+ORDER = ("local", "remote", "remote", "local")  # ABBA: warm-up and drift fall on both sides alike
 
 
-def bench_remote(scene: Path, run: Callable[[str, Path], float], workdir: Path) -> dict[str, Any]:
-    """``run(scene_path_or_url, out_folder) -> seconds``, on disk then over HTTP; outputs compared by content."""
+def bench_infer_remote(size: int, config: Any, folder: Path | None = None, vectors: bool = True) -> dict[str, Any]:
+    """``infer`` on the bench scene (as a COG) from disk and over loopback HTTP, in ABBA order, then a read-only
+    pass of every block both ways (the I/O path alone); Mpx/s per side from its total time."""
+    from geoseg.bench import bench_scene
+    from geoseg.remote import clear_cache
+
+    with tempfile.TemporaryDirectory() as tmp:
+        work = folder or Path(tmp)
+        work.mkdir(parents=True, exist_ok=True)
+        cog = _bench_cog(bench_scene(size, work))
+        # untimed: torch, the model and the thread pools start once, not inside the first timed run
+        _one_infer(str(_bench_cog(bench_scene(256, work))), Path(tmp) / "warm-up", config, vectors, None)
+        with serve(cog.parent) as server:
+            paths = {"local": str(cog), "remote": f"{server.url}/{cog.name}"}
+            runs = []
+            for i, where in enumerate(ORDER):
+                clear_cache()  # each remote run fetches what it reads
+                runs.append((where, *_one_infer(paths[where], Path(tmp) / f"{i}-{where}", config, vectors, server)))
+            reads = []
+            for where in ORDER:
+                clear_cache()
+                reads.append((where, _read_all(paths[where], config)))
+            kind = server.kind
+    size_b = cog.stat().st_size
+    mpx = runs[0][2]["megapixels"]
+    side: dict[str, dict[str, Any]] = {w: {"wall_s": [r[2]["wall_s"] for r in runs if r[0] == w]}
+                                       for w in ("local", "remote")}
+    for w, d in side.items():
+        d["mpx_per_s"] = round(mpx * len(d["wall_s"]) / sum(d["wall_s"]), 3)
+    read_rate = {w: round(mpx * 2 / sum(s for x, s in reads if x == w), 2) for w in ("local", "remote")}
+    fetched = max(r[2]["bytes"] for r in runs if r[0] == "remote")
+    return {
+        "bench": "infer-remote", "size": size, "megapixels": round(mpx, 2), "server": kind, "order": list(ORDER),
+        "file_bytes": size_b, "bytes_fetched": fetched, "bytes_fetched_per_file_size": round(fetched / size_b, 3),
+        "identical_outputs": len({r[1] for r in runs}) == 1, **side,
+        "remote_over_local_mpx_per_s": round(side["remote"]["mpx_per_s"] / side["local"]["mpx_per_s"], 3),
+        "read_only_mpx_per_s": read_rate,
+        "read_only_remote_over_local": round(read_rate["remote"] / read_rate["local"], 3),
+        "scheduler": config.scheduler, "workers": config.workers, "device": config.device,
+    }
+
+
+def _one_infer(path: str, out: Path, config: Any, vectors: bool, server: Server | None
+               ) -> tuple[str, dict[str, Any]]:
+    from geoseg.infer import infer
+
+    out.mkdir(parents=True)
+    sent = server.bytes_sent() if server else 0
+    summary = infer(path, out / "v.gpkg" if vectors else None, config, raster_out=out / "c.tif", overwrite=True)
+    digest = hashlib.sha256(repr(_contents(out)).encode()).hexdigest()
+    return digest, {"wall_s": round(summary.seconds, 2), "megapixels": summary.megapixels,
+                    "bytes": server.bytes_sent() - sent if server else 0}
+
+
+def _bench_cog(scene: Path) -> Path:
+    """The bench scene as a COG (what archives serve), made once beside it."""
+    import rasterio.shutil
+
+    cog = scene.with_name(f"{scene.stem}_cog.tif")
+    if not cog.exists():
+        tmp = cog.with_name(f".{cog.name}.tmp")
+        rasterio.shutil.copy(scene, tmp, driver="COG", COMPRESS="DEFLATE", PREDICTOR="YES", BLOCKSIZE=512)
+        os.replace(tmp, cog)
+    return cog
+
+
+def _contents(folder: Path) -> tuple[str, dict[str, list[bytes]]]:
+    """The class raster's pixels (digest) and every vector layer's geometries (sorted WKB)."""
     import geopandas as gpd
-
-    out: dict[str, Any] = {}
-    results = {}
-    with serve(scene.parent) as server:
-        for where, path in (("local", str(scene)), ("remote", f"{server.url}/{scene.name}")):
-            folder = workdir / where
-            folder.mkdir(parents=True, exist_ok=True)
-            before = server.bytes_sent()
-            t0 = time.perf_counter()
-            seconds = run(path, folder)
-            out[f"{where}_s"] = round(seconds or time.perf_counter() - t0, 3)
-            if where == "remote":
-                out["bytes_fetched"] = server.bytes_sent() - before
-            rasters = sorted(folder.glob("*.tif"))
-            vectors = sorted(folder.glob("*.gpkg"))
-            results[where] = (_digest(rasters), [gpd.read_file(v, layer=None).to_wkb().values.tolist()
-                                                  for v in vectors])
-        out["server"] = server.kind
-    mpx = _mpx(scene)
-    size = scene.stat().st_size
-    out.update({"file_bytes": size, "bytes_fetched_per_file_size": round(out["bytes_fetched"] / size, 3),
-                "mpx": round(mpx, 3), "local_mpx_per_s": round(mpx / out["local_s"], 3),
-                "remote_mpx_per_s": round(mpx / out["remote_s"], 3),
-                "remote_over_local_mpx_per_s": round(out["local_s"] / out["remote_s"], 3),
-                "identical_outputs": results["local"] == results["remote"]})
-    return out
-
-
-def _mpx(scene: Path) -> float:
     import rasterio
 
-    with rasterio.open(scene) as src:
-        return src.width * src.height / 1e6
+    h = hashlib.sha256()
+    with rasterio.open(folder / "c.tif") as src:
+        for _, win in src.block_windows(1):
+            h.update(src.read(window=win).tobytes())
+    layers: dict[str, list[bytes]] = {}
+    gpkg = folder / "v.gpkg"
+    if gpkg.exists():
+        listed = gpd.list_layers(gpkg)
+        for name in listed[listed["geometry_type"].notna()]["name"]:
+            layers[name] = sorted(gpd.read_file(gpkg, layer=name).geometry.to_wkb().tolist())
+    return h.hexdigest(), layers
+
+
+def _read_all(path: str, config: Any) -> float:
+    """Every block window of a 1024-px plan read through :func:`geoseg.scene.read_block`, on the threads
+    ``infer`` would use: the reading alone."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from geoseg.predict import cpu_count
+    from geoseg.scene import open_scene, read_block
+
+    info = open_scene(path)
+    block, halo = config.block_size or 1024, 64
+    jobs = [((r - halo, min(r + block, info.height) + halo), (c - halo, min(c + block, info.width) + halo))
+            for r in range(0, info.height, block) for c in range(0, info.width, block)]
+    bands = tuple(range(1, info.data_bands + 1))
+
+    def read(job: tuple[tuple[int, int], tuple[int, int]]) -> int:
+        data, _ = read_block(info, bands, *job)
+        return int(data.size)
+
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(config.workers or cpu_count()) as pool:
+        list(pool.map(read, jobs))
+    return time.perf_counter() - t0

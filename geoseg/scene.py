@@ -28,7 +28,7 @@ from rasterio.windows import Window
 
 from geoseg.errors import SceneError, SceneNotFoundError, SceneReadError
 from geoseg.grid import reflect_index
-from geoseg.remote import env_for, gdal_path, is_remote, read_head, redact, remote_error
+from geoseg.remote import env_for, forget_remote, gdal_path, is_remote, read_head, redact, remote_error, remote_stat
 
 # GDAL opens inputs only through this driver (DESIGN invariant 6 allow-list); COGs are read by GTiff too.
 SCENE_DRIVER = "GTiff"
@@ -68,6 +68,7 @@ class SceneInfo:
     nodata: float | None
     data_bands: int  # bands that are not alpha (alpha only masks)
     native: Grid | None = None  # the file's own grid when read on another one (``--resample``)
+    version: str = ""  # a remote scene's size and ETag/Last-Modified when opened: a replaced object is re-read
 
     def __repr__(self) -> str:  # Dask logs a failed task's arguments: a scene URL's credentials stay out of them
         return f"SceneInfo({redact(self.path)!r}, {self.width}x{self.height}, {self.count} bands, {self.dtype})"
@@ -117,13 +118,17 @@ def open_scene(path: str | os.PathLike[str]) -> SceneInfo:
     remote = is_remote(path)
     if not remote and not Path(path).exists():
         raise SceneNotFoundError(f"{path}: no such file; check the path (relative paths start in {os.getcwd()})")
+    version = ""
+    if remote:  # one HEAD (also GDAL's cache of this object dropped): 404/403/timeout answer here
+        head = remote_stat(path)
+        version = f"{head.size}|{head.etag or head.last_modified}"
     try:
         with warnings.catch_warnings():  # rasterio warns on missing georeferencing; we raise a clearer error below
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
             with open_file(path) as src:
                 alpha = sum(ci == ColorInterp.alpha for ci in src.colorinterp)
                 info = SceneInfo(path, src.width, src.height, src.count, src.dtypes[0], src.crs, src.transform,
-                                 src.nodata, src.count - alpha)
+                                 src.nodata, src.count - alpha, version=version)
                 gcps, _ = src.gcps
                 has_rpcs = src.rpcs is not None
                 striped = src.block_shapes[0][1] >= src.width > 1024
@@ -201,8 +206,8 @@ def scene_handle(info: SceneInfo) -> DatasetReader | WarpedVRT:
     every block re-opening the file, 0.23 s on one handle). GDAL handles are not thread-safe, so each thread
     has its own; a few per thread at most, keyed by the file's identity so a replaced file is re-opened.
     """
-    if is_remote(info.path):  # GDAL's network layer keeps the object's validity for the process's life
-        key: tuple = (info.path, info.transform, info.width, info.height)
+    if is_remote(info.path):  # the object's version as opened: a long-lived worker re-reads a replaced object
+        key: tuple = (info.path, info.version, info.transform, info.width, info.height)
     else:
         st = os.stat(info.path)
         key = (info.path, st.st_ino, st.st_size, st.st_mtime_ns, info.transform, info.width, info.height)
@@ -212,6 +217,8 @@ def scene_handle(info: SceneInfo) -> DatasetReader | WarpedVRT:
         cache = _HANDLES.cache = OrderedDict()
     entry = cache.get(key)
     if entry is None:
+        if info.version:
+            forget_remote(info.path, info.version)
         src = rasterio.open(gdal_path(info.path), driver=SCENE_DRIVER)
         entry = cache[key] = (src, _on_grid(src, info))
         while len(cache) > _HANDLES_PER_THREAD:

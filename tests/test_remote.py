@@ -130,3 +130,17 @@ def test_local_files_only_when_named(web: Any, make_scene: Any, tiny_bundle: Pat
                              "--model", tiny_bundle, *TINY), "to-local.tif")
     assert "local-only" not in line
     assert not (tmp_path / "w.gpkg").exists()
+
+
+@pytest.mark.slow
+def test_worker_processes_read_the_url_themselves(web: Any, make_scene: Any, tiny_bundle: Path,
+                                                  tmp_path: Path) -> None:
+    """With worker processes, each opens the URL in its own GDAL, in geoseg's settings, and reads its blocks;
+    the outputs are those of the local file read by threads."""
+    server, root = web
+    cog = make_cog(make_scene(width=300, height=260, seed=5), root / "p.tif")
+    for where, scene, how in (("local", cog, "threads"), ("remote", f"{server.url}/p.tif", "processes")):
+        result = invoke("infer", scene, "--raster-out", tmp_path / f"{where}.tif", "--model", tiny_bundle, *TINY,
+                        "--scheduler", how, "--workers", "1")
+        assert result.exit_code == 0, result.output
+    assert (tmp_path / "remote.tif").read_bytes() == (tmp_path / "local.tif").read_bytes()
