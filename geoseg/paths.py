@@ -109,7 +109,7 @@ def check_distinct(outputs: Iterable[tuple[str, PathLike]], inputs: Mapping[str,
 
     ``outputs``: (label, path) pairs such as ("--raster-out", "c.tif"); ``inputs``: label -> path (None: absent).
     """
-    seen_in = {}
+    seen_in: dict[tuple[object, ...], tuple[str, PathLike]] = {}
     for label, path in inputs.items():
         if path is not None and Path(path).exists():
             seen_in.setdefault(_identity(path), (label, path))

@@ -45,7 +45,7 @@ GDAL_REMOTE_OPTIONS = {
 }
 # environment variables whose values are secrets: replaced by *** wherever they would be shown
 _SECRET_NAME = re.compile(r"^(AWS|GS|GOOGLE|AZURE|AZ|GDAL|CPL|OSS|SWIFT)_\w*(SECRET|TOKEN|PASSWORD|PASSWD|USERPWD|"
-                          r"SAS|KEY|BEARER|CONNECTION_STRING|CREDENTIAL)\w*$")
+                          r"SAS|KEY|BEARER|CONNECTION_STRING|CREDENTIAL|HEADERS)\w*$")
 _URL = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[^/@\s'\"]*@)?(?P<rest>[^\s'\"?#]*)"
                   r"(?P<query>\?[^\s'\"#]*?(?=[:;,.)\]]*(?:[\s'\"#]|$)))?")
 
@@ -112,7 +112,9 @@ class RedactFilter(logging.Filter):
         return True
 
 
-log.addFilter(RedactFilter())
+# geoseg's own records, and GDAL's messages as rasterio logs them (a retry warning names the signed URL)
+for _name in ("geoseg", "rasterio", "rasterio._env", "rasterio._err", "rasterio._base", "rasterio._io"):
+    logging.getLogger(_name).addFilter(RedactFilter())
 
 
 def remote_error(path: str, message: str, reading: str = "") -> GeosegError:
@@ -132,6 +134,10 @@ def remote_error(path: str, message: str, reading: str = "") -> GeosegError:
         return SceneError(f"{shown}: the server ignores HTTP range requests; geoseg reads remote scenes window by "
                           "window: serve it from a server with range support (any object store, nginx) or "
                           "download it first")
+    status = re.search(r"\b(5\d\d)\b", low)
+    if status:
+        return SceneReadError(f"{shown}: the server failed{where} (HTTP {status.group(1)}, still after "
+                              "GDAL_HTTP_MAX_RETRY retries); try again later")
     if "timed out" in low or "timeout" in low:
         return SceneReadError(f"{shown}: timed out{where} (GDAL_HTTP_TIMEOUT, after GDAL_HTTP_MAX_RETRY retries); "
                               "check the network, or raise GDAL_HTTP_TIMEOUT in the environment")

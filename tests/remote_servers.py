@@ -25,6 +25,7 @@ from tests.waiting import accepts, wait_until
 # locations the tests need besides plain files: a forbidden folder and a redirect to a local file
 NGINX_EXTRA = """
         location /private/ {{ return 403; }}
+        location /busy/ {{ return 503; }}
         location = /to-local.tif {{ return 302 file://{local}; }}
 """
 

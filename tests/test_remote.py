@@ -6,6 +6,7 @@ is reached only by naming it, never through a URL or a redirect.
 
 from __future__ import annotations
 
+import logging
 import socket
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from geoseg.cli import main
 from geoseg.errors import SceneError
 from geoseg.paths import check_input
 from geoseg.remote import gdal_path, is_remote, redact
+from geoseg.scene import open_scene
 from tests.remote_servers import make_cog, web  # noqa: F401 (fixture)
 
 TINY = ("--tile", "128", "--halo", "32", "--block-size", "128", "--device", "cpu")
@@ -85,7 +87,8 @@ def test_remote_cog_outputs_equal_the_local_file(web: Any, make_scene: Any, tiny
     assert server.bytes_sent() <= 1.3 * cog.stat().st_size, open(server.log).read()
 
 
-def test_remote_failures_are_one_line(web: Any, make_scene: Any, tiny_bundle: Path, tmp_path: Path) -> None:
+def test_remote_failures_are_one_line(web: Any, make_scene: Any, tiny_bundle: Path, tmp_path: Path,
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
     server, root = web
     scene = make_scene(width=320, height=300)
     (root / "norange").mkdir()
@@ -99,7 +102,27 @@ def test_remote_failures_are_one_line(web: Any, make_scene: Any, tiny_bundle: Pa
     user_error(invoke("infer", f"{server.url}/private/a.tif", *out), "access denied", "credentials")
     user_error(invoke("infer", f"{server.url}/norange/a.tif", *out), "ignores HTTP range requests")
     user_error(invoke("infer", f"{server.url}/photo.tif", *out), "not a GeoTIFF", "PNG")
+    monkeypatch.setenv("GDAL_HTTP_RETRY_DELAY", "0.01")
+    signed = f"{server.url.replace('//', '//bob:hunter22pass@')}/busy/a.tif?X-Amz-Signature=sigSECRET42"
+    line = user_error(invoke("infer", signed, *out), f"{server.url}/busy/a.tif?…", "HTTP 503", "retries")
+    assert "hunter22pass" not in line and "sigSECRET42" not in line
     assert not (tmp_path / "v.gpkg").exists()
+
+
+def test_a_striped_remote_geotiff_warns_once(web: Any, make_scene: Any, caplog: pytest.LogCaptureFixture) -> None:
+    """Readable, only slower (each window fetches whole rows): a warning with the fix, not an error."""
+    server, root = web
+    striped = make_scene("striped.tif", width=1100, height=64, tiled=False, blockxsize=None, blockysize=None)
+    (root / "striped.tif").write_bytes(striped.read_bytes())
+    with caplog.at_level(logging.WARNING, logger="geoseg"):
+        for _ in range(2):
+            open_scene(f"{server.url}/striped.tif")
+    warned = [r.getMessage() for r in caplog.records if "striped" in r.getMessage()]
+    assert len(warned) == 1 and "gdal_translate -of COG" in warned[0]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="geoseg"):
+        open_scene(str(striped))  # on disk: no warning
+    assert not caplog.records
 
 
 def test_a_timeout_is_one_line(monkeypatch: pytest.MonkeyPatch, tiny_bundle: Path, tmp_path: Path) -> None:

@@ -75,7 +75,9 @@ class Manifest:
                               "FROM scenes WHERE name = ?", (name,)).fetchone()
         if row is None:
             return None
-        return SceneRow(*row[:5], json.loads(row[5] or "{}"), *row[6:])
+        name, source, status, reason, fingerprint, outputs, run_id, seconds, attempts = row
+        return SceneRow(name, source, status, reason, fingerprint, json.loads(outputs or "{}"), run_id, seconds,
+                        attempts)
 
     def start_run(self, run_id: str, argv: list[str], model_sha256: str, params: dict[str, Any]) -> None:
         self._tx("INSERT INTO runs (run_id, started, status, argv, model_sha256, params) VALUES (?, ?, ?, ?, ?, ?)",
