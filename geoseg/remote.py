@@ -36,7 +36,9 @@ GDAL_REMOTE_OPTIONS = {
     "GDAL_HTTP_RETRY_DELAY": "0.5",
     "GDAL_HTTP_TIMEOUT": "60",
     "GDAL_HTTP_CONNECTTIMEOUT": "20",
-    "GDAL_HTTP_MULTIRANGE": "YES",                 # the tiles of one window in parallel requests
+    # a window's ranges one after another, through the range cache all threads share: threads reading neighbouring
+    # blocks then fetch their shared tiles once (parallel requests bypass it); the block threads are the parallelism
+    "GDAL_HTTP_MULTIRANGE": "SERIAL",
     "GDAL_HTTP_MERGE_CONSECUTIVE_RANGES": "YES",   # neighbouring tiles in one range
     "GDAL_INGESTED_BYTES_AT_OPEN": "65536",        # a COG's header and tile index in the first request
     "CPL_VSIL_CURL_CACHE_SIZE": str(256 << 20),    # downloaded ranges, per process: a block's halo is not refetched
