@@ -193,9 +193,13 @@ def _resolve(base: str, href: str) -> tuple[str, str]:
 
 def _read_json(location: str) -> dict[str, Any]:
     shown = redact(location)
+    url = location[len("/vsicurl/"):] if location.startswith("/vsicurl/") else location
+    if is_remote(location) and not url.lower().startswith(("http://", "https://")):
+        raise ConfigError(f"{shown}: STAC documents are read from disk or over HTTP(S); serve the catalogue over "
+                          "HTTPS or copy it locally (its assets may stay in the object store)")
     try:
         if is_remote(location):
-            with urllib.request.urlopen(location, timeout=STAC_FETCH_TIMEOUT_S) as response:
+            with urllib.request.urlopen(url, timeout=STAC_FETCH_TIMEOUT_S) as response:
                 text = response.read().decode()
         else:
             text = Path(location).read_text()
@@ -209,6 +213,8 @@ def _read_json(location: str) -> dict[str, Any]:
         raise ConfigError(f"{shown}: STAC document not fetched ({reason}); check the URL and the network") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ConfigError(f"{shown}: not valid JSON ({err}); give a STAC ItemCollection or Catalog") from None
+    except ValueError as err:  # http.client's InvalidURL (e.g. a user:password@ it cannot send)
+        raise ConfigError(f"{shown}: STAC document not fetched ({err}); check the URL") from None
     if not isinstance(doc, dict):
         raise ConfigError(f"{shown}: not a STAC document (expected a JSON object)")
     return doc
