@@ -167,3 +167,19 @@ def test_worker_processes_read_the_url_themselves(web: Any, make_scene: Any, tin
                         "--scheduler", how, "--workers", "1")
         assert result.exit_code == 0, result.output
     assert (tmp_path / "remote.tif").read_bytes() == (tmp_path / "local.tif").read_bytes()
+
+
+def test_the_bench_fallback_server_serves_ranges(make_scene: Any, tmp_path: Path) -> None:
+    """Without nginx, ``bench infer --remote`` serves from the standard library's server with range support; a
+    window read fetches its tiles, not the file."""
+    from geoseg.remote_bench import serve
+    from geoseg.scene import read_block
+
+    scene = make_scene("r.tif", width=1200, height=1200)
+    with serve(tmp_path, nginx=False) as server:
+        assert server.kind == "python"
+        info = open_scene(f"{server.url}/r.tif")
+        data, valid = read_block(info, (1, 2, 3), (0, 64), (0, 64))
+        with rasterio.open(scene) as src:
+            np.testing.assert_array_equal(data, src.read(window=((0, 64), (0, 64))))
+        assert 0 < server.bytes_sent() < scene.stat().st_size / 4
