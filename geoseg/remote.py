@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import logging
 import os
 import re
@@ -51,9 +52,6 @@ _SECRET_NAME = re.compile(r"^(AWS|GS|GOOGLE|AZURE|AZ|GDAL|CPL|OSS|SWIFT)_\w*(SEC
 _URL = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[^/@\s'\"]*@)?(?P<rest>[^\s'\"?#]*)"
                   r"(?P<query>\?[^\s'\"#]*?(?=[:;,.)\]]*(?:[\s'\"#]|$)))?")
 
-log = logging.getLogger("geoseg")
-
-
 def is_remote(path: str | os.PathLike[str]) -> bool:
     """A URL or key geoseg reads through GDAL's network file systems (not ``file://``: that is a local path)."""
     text = str(path)
@@ -86,6 +84,7 @@ def remote_env() -> Any:
     """The ``rasterio.Env`` every remote open and read runs in (options are thread-local: each thread enters it)."""
     import rasterio
 
+    redact_logs()
     return rasterio.Env(**{k: v for k, v in GDAL_REMOTE_OPTIONS.items() if k not in os.environ})
 
 
@@ -114,9 +113,12 @@ class RedactFilter(logging.Filter):
         return True
 
 
-# geoseg's own records, and GDAL's messages as rasterio logs them (a retry warning names the signed URL)
-for _name in ("geoseg", "rasterio", "rasterio._env", "rasterio._err", "rasterio._base", "rasterio._io"):
-    logging.getLogger(_name).addFilter(RedactFilter())
+@functools.cache
+def redact_logs() -> None:
+    """Redact geoseg's own log records and GDAL's messages as rasterio logs them (a retry warning names the signed
+    URL). Process-wide, so applied by :func:`geoseg.startup.configure` and on first remote use, not on import."""
+    for name in ("geoseg", "rasterio", "rasterio._env", "rasterio._err", "rasterio._base", "rasterio._io"):
+        logging.getLogger(name).addFilter(RedactFilter())
 
 
 def remote_error(path: str, message: str, reading: str = "") -> GeosegError:
