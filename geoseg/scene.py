@@ -202,9 +202,9 @@ def scene_handle(info: SceneInfo) -> DatasetReader | WarpedVRT:
     """This thread's open reader of the scene on ``info``'s grid, kept between blocks.
 
     Neighbouring blocks overlap by their halo and share GDAL blocks: an open handle keeps them in GDAL's block
-    cache and skips the re-open (measured on a 4096² DEFLATE scene with 1024² block inputs: 0.63 s to read
-    every block re-opening the file, 0.23 s on one handle). GDAL handles are not thread-safe, so each thread
-    has its own; a few per thread at most, keyed by the file's identity so a replaced file is re-opened.
+    cache and skips the re-open (for a remote scene: the header request too). GDAL handles are not thread-safe,
+    so each thread has its own; a few per thread at most, keyed by the file's identity (a remote object's
+    version) so a replaced file is re-opened.
     """
     if is_remote(info.path):  # the object's version as opened: a long-lived worker re-reads a replaced object
         key: tuple = (info.path, info.version, info.transform, info.width, info.height)
@@ -270,7 +270,7 @@ def read_block(info: SceneInfo, bands: tuple[int, ...], rows: tuple[int, int], c
         raise SceneReadError(f"{info.path}: read failed {where} ({reason}); "
                              "the file is corrupt or truncated: re-download or re-export it")
     # past a scene edge: gather the mirrored rows/columns one axis at a time, only on the axes that need it
-    # (a 2-D np.ix_ gather took 26 ms per 1024² block, the per-axis takes 0.2-4 ms)
+    # (a 2-D np.ix_ gather copies the whole block through a fancy index: many times slower)
     if not (ri[0] == r0 and len(ri) == win.height):
         data, mask = data.take(ri - r0, axis=1), mask.take(ri - r0, axis=0)
     if not (ci[0] == c0 and len(ci) == win.width):
