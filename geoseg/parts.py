@@ -220,11 +220,12 @@ def check_workers_see(client: Any, folders: list[Path]) -> None:
     for folder in folders:
         (folder / PROBE_NAME).write_text(token)
     try:
-        seen = client.run(workers_see, [str(f) for f in folders], token)
+        # a worker that cannot be reached (one dying just now) is the scheduler's business, not a blind one
+        seen = client.run(workers_see, [str(f) for f in folders], token, on_error="return")
     finally:
         for folder in folders:
             (folder / PROBE_NAME).unlink(missing_ok=True)
-    blind = sorted(addr for addr, ok in seen.items() if not ok)
+    blind = sorted(addr for addr, ok in seen.items() if ok is False)
     if blind:
         raise OutputError(f"{folders[0].parent}: the output folder is not visible to Dask worker(s) "
                           f"{', '.join(blind)}; tasks write their parts beside the outputs, so on a remote cluster "
