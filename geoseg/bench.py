@@ -126,9 +126,9 @@ def subprocess_cluster(workers: int) -> Iterator[Any]:
             with Client(scheduler_file=address_file, timeout="120s", set_as_default=False) as client:
                 client.wait_for_workers(workers, timeout=600)
                 yield client
-        finally:
+        finally:  # the workers hold nothing to save: killed at once (a graceful close can wait on its tasks)
             for proc in reversed(procs):
-                proc.terminate()
+                proc.kill() if proc is not procs[0] else proc.terminate()
             for proc in procs:
                 proc.wait()
 

@@ -23,7 +23,7 @@ from geoseg.assemble import (RasterAssembly, ReduceJob, Totals, VectorParts, ass
 from geoseg.engine import catch_interrupts, dask_client, task_resources
 from geoseg.bands import select_bands
 from geoseg.parts import (CELLS, FRAGMENTS, VECTORS, check_workers_see, make_staging, remove_staging,
-                          write_raster_part)
+                          require_folder, write_raster_part)
 from geoseg.preflight import check_fit, check_run
 from geoseg.plan import plan_line
 from geoseg.preload import preloading
@@ -132,6 +132,9 @@ def _write_parts(job: BlockJob, classes: np.ndarray, probs: np.ndarray | None,
                  block_vectors: Any) -> VectorParts | None:
     """The block's raster parts and vector parts, in the staging folders."""
     scene, win, staging = job.scene, job.block.window, job.staging
+    for folder in (staging.classes, staging.probs, staging.vectors):
+        if folder is not None:
+            require_folder(folder)
     if staging.classes:
         write_raster_part(staging.classes, win, classes, scene.crs, scene.transform, CLASS_NODATA)
     if staging.probs and probs is not None:
@@ -223,15 +226,10 @@ def infer(scene_path: str | Path, out: str | Path | None, config: InferConfig, *
             run = _Run(client, sink, task_resources(client, config.device), interrupted, progress,
                        scene.width * scene.height)
             run.blocks(jobs, 2 * workers)
-            for kind, seconds in run.stage.items():
-                stage[kind] += seconds
-            for kind, seconds in run.stage_cpu.items():
-                stage_cpu[kind] += seconds
-            t_final, c_final = time.perf_counter(), time.thread_time()
-            trim_heap()  # the model's buffers are no longer needed: hand them back before the files are built
             written = run.finish()
-            stage["finalize"] = time.perf_counter() - t_final
-            stage_cpu["finalize"] = time.thread_time() - c_final
+            for totals, into in ((run.stage, stage), (run.stage_cpu, stage_cpu)):
+                for kind, seconds in totals.items():
+                    into[kind] += seconds
     km2 = run.valid_px * sink.m_per_px**2 / 1e6
     return InferSummary(sink.totals.counts, written, scene_px / 1e6, km2, time.perf_counter() - start, dict(stage),
                         run.tiles_run, resampled, dict(stage_cpu), sink.totals.measures, sink.layer_types)
@@ -408,6 +406,14 @@ class _Run:
 
     def finish(self) -> list[str]:
         """The assembly tasks (one per output, side by side), then every file renamed into place."""
+        t0, c0 = time.perf_counter(), time.thread_time()
+        trim_heap()  # the model's buffers are no longer needed: hand them back before the files are built
+        written = self._assemble()
+        self.stage["finalize"] = time.perf_counter() - t0
+        self.stage_cpu["finalize"] = time.thread_time() - c0
+        return written
+
+    def _assemble(self) -> list[str]:
         for raster in self.sink.raster_jobs():
             self.submit(assemble_raster, raster, job=("raster", raster))
         vector_args = self.sink.vector_args()

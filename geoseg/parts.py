@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 import uuid
 from pathlib import Path
 from typing import Any, Callable
@@ -47,12 +48,14 @@ def make_staging(path: Path, subfolders: tuple[str, ...] = ()) -> Path:
     return folder
 
 
-def remove_staging(folder: Path) -> None:
-    """Remove a staging folder; retried because a task of a stopped run may still be renaming a part into it."""
-    for _ in range(5):
+def remove_staging(folder: Path, tries: int = 20) -> None:
+    """Remove a staging folder; retried for a while because a task of a stopped run may still be writing a part
+    into it (once the folder is gone, such a task fails instead)."""
+    for attempt in range(tries):
         shutil.rmtree(folder, ignore_errors=True)
         if not folder.exists():
             return
+        time.sleep(0.05 * (attempt + 1))
 
 
 def write_once(path: Path, write: Callable[[Path], None]) -> bool:
@@ -230,6 +233,14 @@ def check_workers_see(client: Any, folders: list[Path]) -> None:
         raise OutputError(f"{folders[0].parent}: the output folder is not visible to Dask worker(s) "
                           f"{', '.join(blind)}; tasks write their parts beside the outputs, so on a remote cluster "
                           "write the outputs to storage every worker mounts at the same path (a shared filesystem)")
+
+
+def require_folder(folder: Path) -> None:
+    """On a worker, before writing parts: a worker that joined after the check and does not see the folder."""
+    if not folder.is_dir():
+        raise OutputError(f"{folder.parent}: the output folder is not visible to this Dask worker (or the run "
+                          "was stopped); on a remote cluster write the outputs to storage every worker mounts at "
+                          "the same path (a shared filesystem)")
 
 
 def workers_see(folders: list[str], token: str) -> bool:
