@@ -192,14 +192,8 @@ def infer(scene_path: str | Path, out: str | Path | None, config: InferConfig, *
     if removed:
         logging.getLogger("geoseg").info("removed %d temporary file(s), %.1f MB, left by killed runs", removed,
                                          freed / 1e6)
-    scene_px, resampled = scene.width * scene.height, None
-    if config.resample:  # the whole pipeline runs on the model-GSD grid; raster outputs go back to the scene's
-        file_gsd, scene = scene.gsd_m, at_gsd(scene, meta.gsd)
-        if scene.native is not None:
-            resampled = (file_gsd, scene.gsd_m)
-            logging.getLogger("geoseg").info("%s: resampled from %.3g m to %.3g m (%dx%d -> %dx%d px)", scene.path,
-                                             file_gsd, scene.gsd_m, scene.native.width, scene.native.height,
-                                             scene.width, scene.height)
+    scene_px = scene.width * scene.height
+    scene, resampled = _on_model_grid(scene, meta, config)
     batch_size = config.batch_size or default_batch_size(resolve_device(config.device))  # bad --device fails here
     check_runtime(config.runtime, config.precision)  # an unknown or uninstalled runtime fails here
 
@@ -225,14 +219,33 @@ def infer(scene_path: str | Path, out: str | Path | None, config: InferConfig, *
             check_workers_see(client, sink.folders())
             run = _Run(client, sink, task_resources(client, config.device), interrupted, progress,
                        scene.width * scene.height)
-            run.blocks(jobs, 2 * workers)
-            written = run.finish()
+            try:
+                run.blocks(jobs, 2 * workers)
+                written = run.finish()
+            except BaseException:
+                run.cancel()
+                raise
             for totals, into in ((run.stage, stage), (run.stage_cpu, stage_cpu)):
                 for kind, seconds in totals.items():
                     into[kind] += seconds
     km2 = run.valid_px * sink.m_per_px**2 / 1e6
     return InferSummary(sink.totals.counts, written, scene_px / 1e6, km2, time.perf_counter() - start, dict(stage),
                         run.tiles_run, resampled, dict(stage_cpu), sink.totals.measures, sink.layer_types)
+
+
+def _on_model_grid(scene: SceneInfo, meta: BundleMeta, config: InferConfig
+                   ) -> tuple[SceneInfo, tuple[float, float] | None]:
+    """With ``--resample`` the whole pipeline runs on the model-GSD grid (raster outputs go back to the scene's):
+    that scene, and (scene GSD, model GSD) when they differ."""
+    if not config.resample:
+        return scene, None
+    file_gsd, scene = scene.gsd_m, at_gsd(scene, meta.gsd)
+    if scene.native is None:
+        return scene, None
+    logging.getLogger("geoseg").info("%s: resampled from %.3g m to %.3g m (%dx%d -> %dx%d px)", scene.path,
+                                     file_gsd, scene.gsd_m, scene.native.width, scene.native.height, scene.width,
+                                     scene.height)
+    return scene, (file_gsd, scene.gsd_m)
 
 
 def vector_spec(scene: SceneInfo, meta: BundleMeta, class_ids: tuple[int, ...], layers: dict[int, str],
@@ -355,18 +368,20 @@ class _Run:
         return fut
 
     def results(self) -> Iterator[tuple[Any, Any]]:
-        """``(job, result)`` of each task as it completes; on error or interruption the rest are cancelled."""
-        try:
-            for fut in self.running:
-                if self.interrupted.is_set():  # a Ctrl-C that Python swallowed still stops the run here
-                    raise KeyboardInterrupt
-                self.outstanding.discard(fut)
-                result = fut.result()
-                fut.release()
-                yield self.kinds.pop(fut.key), result
-        finally:
-            if self.outstanding:
-                self.client.cancel(list(self.outstanding))
+        """``(job, result)`` of each task as it completes."""
+        for fut in self.running:
+            if self.interrupted.is_set():  # a Ctrl-C that Python swallowed still stops the run here
+                raise KeyboardInterrupt
+            self.outstanding.discard(fut)
+            result = fut.result()
+            fut.release()
+            yield self.kinds.pop(fut.key), result
+
+    def cancel(self) -> None:
+        """On error or interruption (here or in a caller's progress callback): no task of this run goes on."""
+        if self.outstanding:
+            self.client.cancel(list(self.outstanding))
+            self.outstanding.clear()
 
     def blocks(self, jobs: Iterator[BlockJob], inflight: int) -> None:
         """Every block, and every reduction the blocks make ready."""
