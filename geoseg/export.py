@@ -1,7 +1,8 @@
-"""Outputs written safely: COG rasters streamed by block, vector layers appended in batches.
+"""Output file writers: a COG copied by GDAL from a raster (the VRT mosaic of a run's block parts), vector layers
+appended in batches.
 
-Every file goes to a temporary name in its target folder and is renamed into place when complete
-(DESIGN invariant 5); ``abort`` removes the temporary files.
+Every file goes to a temporary name in its target folder (or in a run's staging folder, :mod:`geoseg.parts`) and
+is renamed into place when complete (DESIGN invariant 5); ``abort`` removes the temporary files.
 """
 
 from __future__ import annotations
