@@ -9,8 +9,7 @@ from typing import TYPE_CHECKING
 import click
 
 from geoseg.bands import parse_bands
-from geoseg.cli.options import (precision_opt, quiet_opt, runtime_opt, user_errors, values_from,
-                                verbose_opt)
+from geoseg.cli.options import quiet_opt, run_options, user_errors, values_from, verbose_opt
 from geoseg.cli.progress import emit_progress, progress_opt
 from geoseg.pipeline import InferConfig, load_pipeline
 from geoseg.preflight import check_batch_paths, check_model
@@ -36,28 +35,13 @@ def _cluster_opts(values: tuple[str, ...]) -> dict[str, object]:
 @click.argument("source", metavar="INPUT")
 @click.option("--out-dir", required=True, type=click.Path(),
               help="Folder for the outputs, the manifest (geoseg-batch.sqlite) and the summary JSON.")
-@click.option("--pipeline", type=click.Path(dir_okay=False), help="Pipeline YAML (pipelines/*.yaml).")
-@click.option("--model", help="Bundle path or registered name (default: the bundled model).")
-@click.option("--classes", help="Comma-separated classes to vectorise, e.g. building,road.")
+@run_options
 @click.option("--outputs", default="vectors,classes", show_default=True,
               help="Per scene: vectors (<name>.gpkg), classes (<name>_classes.tif), probs (<name>_probs.tif).")
 @click.option("--asset", "assets", default="visual,image", show_default=True,
               help="STAC asset keys to use, first present wins.")
-@click.option("--bands", help="Scene bands in the model's order, 1-based (as rasterio's --bidx), e.g. 1,2,3 "
-              "(default: matched by each scene's band labels, else the bundle's).")
-@click.option("--tile", type=int, help="Tile size in pixels (default: the bundle's).")
-@click.option("--halo", type=int, help="Context pixels around each tile core (default: the bundle's).")
-@click.option("--batch-size", type=int, help="Tiles per forward pass.")
-@click.option("--block-size", type=int, help="Block side in pixels.")
-@click.option("--device", help="auto, cpu or cuda[:N].")
-@runtime_opt
-@precision_opt
-@click.option("--workers", type=int, help="Local workers, SLURM jobs or Kubernetes pods (default: one per core).")
 @click.option("--concurrency", type=click.IntRange(min=1), help="Scenes at once (default: workers, at most 4).")
 @click.option("--scheduler", help="threads (default), processes, tcp://HOST:PORT or tls://HOST:PORT.")
-@click.option("--resample", flag_value=True, default=None,
-              help="Read scenes whose pixel size differs from the model's GSD at the model's GSD (bilinear); "
-                   "rasters are written back on each scene's grid.")
 @click.option("--cluster", type=click.Choice(["local", "slurm", "kubernetes"]),
               help="Start a cluster: local processes, SLURM (dask-jobqueue) or Kubernetes (dask-kubernetes).")
 @click.option("--cluster-opt", "cluster_opt", multiple=True, metavar="KEY=VALUE",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import cast
 from pathlib import Path
 
 import click
@@ -47,7 +48,7 @@ def bench_infer_cmd(size: int, model: str | None, block_size: int | None, batch_
     """End-to-end inference vs the model-only bound on the same tiles, peak RSS, time per stage; with
     --scheduler processes also driver and worker CPU per Mpx and the Mpx/s projected to --project-cores."""
     from geoseg.bench import bench_infer, bench_repeat
-    from geoseg.pipeline import InferConfig
+    from geoseg.pipeline import InferConfig, Precision, Runtime
 
     runtimes = [r.strip() for r in runtime.split(",") if r.strip()]
     if repeat > 1 or len(runtimes) > 1:
@@ -72,7 +73,8 @@ def bench_infer_cmd(size: int, model: str | None, block_size: int | None, batch_
         return
 
     config = InferConfig(model=model, block_size=block_size, batch_size=batch_size, workers=workers,
-                         scheduler=scheduler, device=device, runtime=runtime, precision=precision or "fp32")
+                         scheduler=scheduler, device=device, runtime=cast(Runtime, runtime),
+                         precision=cast(Precision, precision or "fp32"))
     result = bench_infer(size, config, Path(workdir) if workdir else None, vectors=not no_vectors,
                          model_only=not no_model_only, baseline=baseline, project_cores=project_cores,
                          project_model_mpx_s=project_model_mpx_s,
