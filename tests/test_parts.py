@@ -16,7 +16,7 @@ import pytest
 
 from geoseg.assemble import assemble_raster, assemble_vectors, run_reduce
 from geoseg.grid import block_side, make_blocks
-from geoseg.infer import BlockJob, Outputs, Staging, infer, run_block, vector_spec
+from geoseg.infer import BlockJob, Outputs, infer, run_block, vector_spec
 from geoseg.parts import load_arrays
 from geoseg.pipeline import ClassPost, InferConfig
 from geoseg.preflight import check_run
