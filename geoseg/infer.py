@@ -1,6 +1,9 @@
-"""``infer``: scene → blocks (Dask) → tiles → model → stitch → COG rasters + GeoPackage vectors.
+"""``infer``: scene → blocks (Dask) → tiles → model → stitch → parts → COG rasters + GeoPackage vectors.
 
-This page wires the data-flow modules together; each step lives in its own module.
+This page wires the data-flow modules together; each step lives in its own module. Block tasks write their own
+raster and vector parts (:mod:`geoseg.parts`); this process (the driver) only plans, tracks fragments and cells
+(:mod:`geoseg.tracker`), submits the reductions and assemblies (:mod:`geoseg.assemble`) and renames the files
+into place.
 """
 
 from __future__ import annotations
