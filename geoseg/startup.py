@@ -20,6 +20,8 @@ use, so a library caller who never configures still gets the same results.
   whichever Dask thread runs it. Scenes without georeferencing are refused with a clear error in
   :mod:`geoseg.scene`, so these warnings never carry information; filtered process-wide, because a per-call
   ``warnings.catch_warnings`` is not thread-safe.
+- A scene URL's password or signature must not reach a log: geoseg's log records and GDAL's messages as rasterio
+  logs them pass through :func:`geoseg.remote.redact` (logging filters are process-wide).
 
 Environment variables already set by the user always win.
 """
@@ -75,6 +77,9 @@ def configure() -> None:
     set_environ_defaults()
     single_threaded_opencv()
     quiet_shapes_warnings()
+    from geoseg.remote import redact_logs
+
+    redact_logs()
 
 
 def worker_plugin() -> Any:
