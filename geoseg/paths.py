@@ -1,6 +1,7 @@
 """Checks on the paths a run reads and writes, made before anything heavy is imported or computed.
 
-No output may resolve to an input, whatever the flags (DESIGN invariant 5), and no two outputs may share a file.
+No output may resolve to an input, whatever the flags (the nothing-half-written invariant), and no two outputs
+may share a file.
 Identity is the file's (st_dev, st_ino) when it exists, which catches symlinks and hard links; a path not yet
 written is compared by its resolved path. Only the standard library is used here, so the CLI can run these
 checks (and answer a user error) in a fraction of a second. A remote input is never an output (outputs are local

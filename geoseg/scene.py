@@ -1,6 +1,6 @@
 """Open and validate a scene, read a block's pixels by window, normalise them for the model.
 
-No code path here reads a whole scene: every read is a window (DESIGN invariant 3).
+No code path here reads a whole scene: every read is a window (the bounded-memory invariant).
 """
 
 from __future__ import annotations
@@ -30,7 +30,8 @@ from geoseg.errors import SceneError, SceneNotFoundError, SceneReadError
 from geoseg.grid import reflect_index
 from geoseg.remote import env_for, forget_remote, gdal_path, is_remote, read_head, redact, remote_error, remote_stat
 
-# GDAL opens inputs only through this driver (DESIGN invariant 6 allow-list); COGs are read by GTiff too.
+# GDAL opens inputs only through this driver (the no-code-from-data invariant's allow-list); COGs are read by
+# GTiff too.
 SCENE_DRIVER = "GTiff"
 # ``--resample``: how imagery is read on the model's grid, and the relative GSD difference below which it is not
 SCENE_RESAMPLING = Resampling.bilinear
@@ -304,8 +305,9 @@ def normalise(data: np.ndarray, valid: np.ndarray, scale: float, mean: tuple[flo
               std: tuple[float, ...]) -> np.ndarray:
     """``(clip(data / scale, 0, 1) - mean) / std`` per band; invalid pixels become 0 (the mean).
 
-    The one normalisation of training and inference (DESIGN: train/serve skew). Folded into one multiply-add
-    and one clip per pixel: ``x / (scale * std) - mean / std``, clipped to the standardised image of 0..1.
+    The one normalisation of training and inference (the one-normalisation invariant: no train/serve skew).
+    Folded into one multiply-add and one clip per pixel: ``x / (scale * std) - mean / std``, clipped to the
+    standardised image of 0..1.
     """
     std64, mean64 = np.asarray(std, np.float64), np.asarray(mean, np.float64)
     gain = (1.0 / (scale * std64)).astype(np.float32)[:, None, None]

@@ -5,7 +5,7 @@
   A remote scene: URL, size and ETag (else Last-Modified) from one HEAD request, never a download.
 - model: sha256 of the bundle file (weights and metadata).
 - parameters: the settings that change outputs. Block size, batch size, workers and scheduler are left out on
-  purpose: outputs do not depend on them (DESIGN invariant 1, tested bit for bit).
+  purpose: outputs do not depend on them (the partition-invariance invariant, tested bit for bit).
 """
 
 from __future__ import annotations
