@@ -19,6 +19,7 @@ from typing import Callable, Iterable, Iterator, Sequence
 import numpy as np
 import torch
 
+from geoseg.models.activation import to_probabilities
 from geoseg.models.bundle import Bundle, load_bundle
 from geoseg.tta import averaged
 
@@ -250,10 +251,11 @@ class Predictor:
         return CoreBatch(stage.buffers[("classes", slot)][:n].numpy(), probs)
 
     def _cpu_threads(self) -> None:
-        if not self.cuda:
-            # OpenMP's thread count is per calling thread (torch.get_num_threads does not tell which): every
-            # thread sets its own, so torch threads x Dask threads never exceed the cores, and every tile sees
-            # the same kernels (bit-identical output whatever the worker count)
+        # torch's thread count is per calling thread (OpenMP), and torch.get_num_threads() reads this thread's:
+        # each predicting thread runs one, so torch threads x Dask threads never exceed the cores and every tile
+        # sees the same kernels (bit-identical output whatever the worker count). Set on a thread's first call,
+        # and again only where other code in that thread changed it (a bench's all-threads run).
+        if not self.cuda and torch.get_num_threads() != 1:
             torch.set_num_threads(1)
 
     def _pad(self, x: torch.Tensor, batch_size: int) -> torch.Tensor:
@@ -280,14 +282,12 @@ class Predictor:
             logits = logits.float()
         else:
             logits = self.model(x)
-        k = self.n_classes
-        seg = torch.softmax(logits[:, :k], dim=1) if self.softmax else torch.sigmoid(logits[:, :k])
-        return torch.cat([seg, torch.sigmoid(logits[:, k:])], dim=1) if logits.shape[1] > k else seg
+        return to_probabilities(logits, self.n_classes, self.softmax)
 
 
 def default_batch_size(device: torch.device) -> int:
-    """Tiles per forward pass: 1 on CPU (larger batches only add page-fault time there: measured 2x slower at
-    4 than at 1 for 512 px tiles), 16 on CUDA, where batching is what fills the GPU."""
+    """Tiles per forward pass: 1 on CPU (larger batches only add page-fault time there, no speed), 16 on CUDA,
+    where batching is what fills the GPU."""
     return 16 if device.type == "cuda" else 1
 
 
