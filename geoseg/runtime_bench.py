@@ -141,7 +141,7 @@ def bench_model_runtimes(names: list[str], runtimes: list[str], tile: int | None
         if name not in VARIANTS:
             check_runtime(runtime, precision or "fp32")
     graphs_needed = any(r not in VARIANTS and r != "torch" for r in runtimes)
-    out = []
+    out: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in names:
             if name in DEFAULT_MODELS or ":" in name or name == "resunet-a":
@@ -175,7 +175,7 @@ def compare_runtimes(args: list[str], runtimes: list[str], rounds: int) -> dict[
     first = reports[runtimes[0]]
     summary = {}
     for name, rows in reports.items():
-        med = {k: round(float(np.median([r[k] for r in rows])), 3) for k in keys if all(r.get(k) for r in rows)}
+        med: dict[str, Any] = {k: round(float(np.median([r[k] for r in rows])), 3) for k in keys if all(r.get(k) for r in rows)}
         med["ran"] = rows[0].get("ran")
         if name != runtimes[0]:
             med["speedup_mpx_per_s"] = round(float(np.median([r["mpx_per_s"] / f["mpx_per_s"]
