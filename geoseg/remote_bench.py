@@ -233,11 +233,12 @@ def _bench_cog(scene: Path) -> Path:
     """The bench scene as a COG (what archives serve), made once beside it."""
     import rasterio.shutil
 
+    from geoseg.tempfiles import atomic_path
+
     cog = scene.with_name(f"{scene.stem}_cog.tif")
     if not cog.exists():
-        tmp = cog.with_name(f".{cog.name}.tmp")
-        rasterio.shutil.copy(scene, tmp, driver="COG", COMPRESS="DEFLATE", PREDICTOR="YES", BLOCKSIZE=512)
-        os.replace(tmp, cog)
+        with atomic_path(cog) as tmp:
+            rasterio.shutil.copy(scene, tmp, driver="COG", COMPRESS="DEFLATE", PREDICTOR="YES", BLOCKSIZE=512)
     return cog
 
 

@@ -175,7 +175,8 @@ def compare_runtimes(args: list[str], runtimes: list[str], rounds: int) -> dict[
     first = reports[runtimes[0]]
     summary = {}
     for name, rows in reports.items():
-        med: dict[str, Any] = {k: round(float(np.median([r[k] for r in rows])), 3) for k in keys if all(r.get(k) for r in rows)}
+        med: dict[str, Any] = {k: round(float(np.median([r[k] for r in rows])), 3) for k in keys
+                               if all(r.get(k) for r in rows)}
         med["ran"] = rows[0].get("ran")
         if name != runtimes[0]:
             med["speedup_mpx_per_s"] = round(float(np.median([r["mpx_per_s"] / f["mpx_per_s"]
