@@ -182,3 +182,60 @@ def bench_batch_cmd(scenes: int, size: int, model: str | None, tile: int | None,
 
     config = InferConfig(model=model, tile=tile, halo=halo, device=device)
     click.echo(json.dumps(bench_batch(scenes, size, config, folder=Path(workdir) if workdir else None)))
+
+
+@bench.command("footprints")
+@click.argument("folder", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("seeds", type=int, nargs=-1, required=True)
+@click.option("--look", default="temperate", show_default=True, help="Look of the synth scenes (geoseg synth --look).")
+@click.option("--size", type=click.IntRange(min=64), default=1024, show_default=True, help="Side of each scene.")
+@click.option("--model", is_flag=True, help="Also the bundled model's predictions (class and probability rasters).")
+@click.option("--tta", type=click.Choice(["1", "4", "8"]), default="1", show_default=True,
+              help="Views for the model's predictions (as infer --tta).")
+@click.option("--reference/--no-reference", default=True, show_default=True,
+              help="Also buildingregulariser on the raw outlines, where installed (pip install buildingregulariser; "
+                   "not a dependency): the report says when it is skipped.")
+@click.option("--regularize-m", type=click.FloatRange(min=0, min_open=True),
+              help="Default: the building class's.")
+@click.option("--misfit", type=float, help="Trade-off studies: geoseg.vectorize.regularize.MAX_MISFIT_PX.")
+@click.option("--lost", type=float, help="Trade-off studies: MAX_LOST_PX.")
+@click.option("--hausdorff", type=float, help="Trade-off studies: HAUSDORFF_TOLERANCES.")
+@click.option("--only", default="", help="Comma-separated prefixes of the predictions to score (single, raster, "
+              "model_reg...); default: all.")
+@verbose_opt
+@user_errors
+def bench_footprints_cmd(folder: Path, seeds: tuple[int, ...], look: str, size: int, model: bool, tta: str,
+                         reference: bool, regularize_m: float | None, misfit: float | None, lost: float | None,
+                         hausdorff: float | None, only: str, verbose: int) -> None:
+    """Building outlines against exact truth on synth scenes made in FOLDER (one per seed, reused): object F1,
+    matched mean IoU and right-angled share, plain vs --regularize (vs buildingregulariser)."""
+    from typing import Literal
+
+    from geoseg.footprint_bench import FootprintRun, bench_footprints
+
+    limits = {k: v for k, v in (("MAX_MISFIT_PX", misfit), ("MAX_LOST_PX", lost), ("HAUSDORFF_TOLERANCES", hausdorff))
+              if v is not None}
+    run = FootprintRun(folder, seeds, look, size, model, reference, cast(Literal[1, 4, 8], int(tta)), regularize_m,
+                       limits, tuple(o for o in only.split(",") if o))
+    click.echo(json.dumps(bench_footprints(run)))
+
+
+@bench.command("tta")
+@click.argument("folder", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--views", "views", type=click.Choice(["1", "4", "8"]), multiple=True,
+              help="Numbers of views to run (repeatable) [default: 1 4 8]; the first is the cost ratio's base.")
+@click.option("--look", "looks", multiple=True, help="Looks (repeatable) [default: arid nordic tropical].")
+@click.option("--seed", "seeds", type=int, multiple=True, help="Seeds (repeatable) [default: 4101 4102].")
+@click.option("--size", type=click.IntRange(min=64), default=1024, show_default=True, help="Side of each scene.")
+@click.option("--workers", type=click.IntRange(min=1), default=2, show_default=True)
+@click.option("--model", help="Bundle path or registered name (default: the bundled model).")
+@verbose_opt
+@user_errors
+def bench_tta_cmd(folder: Path, views: tuple[str, ...], looks: tuple[str, ...], seeds: tuple[int, ...], size: int,
+                  workers: int, model: str | None, verbose: int) -> None:
+    """Cost (predict CPU s/Mpx, ratio) and gain (pooled scores) of --tta on held-out looks; scenes and runs are
+    kept in FOLDER (FOLDER/tV is what 'geoseg eval --many' reads) and reused."""
+    from geoseg.tta_bench import LOOKS, SEEDS, VIEWS, bench_tta
+
+    click.echo(json.dumps(bench_tta(folder, tuple(int(v) for v in views) or VIEWS, looks or LOOKS, seeds or SEEDS,
+                                    size, workers, model)))
