@@ -225,7 +225,9 @@ class WindowSampler:
                 start += count
         out = []
         for kind in wanted:
-            full = boundary_target(inst, self.cfg.boundary_px) if kind == "boundary" else distance_target(inst)
+            shared = any(h.kind == "boundary" and h.shared_weight != 1.0 for h in self.cfg.heads)
+            full = boundary_target(inst, self.cfg.boundary_px, shared) if kind == "boundary" \
+                else distance_target(inst)
             out.append(full[m:m + n, m:m + n])
         return mask, out
 
