@@ -2,11 +2,10 @@
 
 PyTorch's CPU tensors come from ``malloc``. glibc serves the large ones (tens of MB per activation) with a
 fresh ``mmap`` each time and unmaps them on ``free``, so every forward faults in and zeroes its whole working
-set again, even with huge pages: on the 2-core test machine, 24 forwards of the default model (1024 px tiles) from
-two threads spent 13.8 s in the kernel for 28.8 s of user time. With one arena, and mmap and trim thresholds
-above any single buffer, freed buffers stay in the heap and the next forward reuses them: 0.5 s of kernel
-time, wall 22.0 -> 16.4 s, peak RSS 1909 -> 1798 MB. Every setting is needed: without the single arena,
-worker threads allocate from 64 MB sub-heaps, which cannot hold these buffers, so they are still mmapped.
+set again, even with huge pages, and the kernel's time rivals the model's (figures in the README's Benchmarks).
+With one arena, and mmap and trim thresholds above any single buffer, freed buffers stay in the heap and the
+next forward reuses them. Every setting is needed: without the single arena, worker threads allocate from
+64 MB sub-heaps, which cannot hold these buffers, so they are still mmapped.
 
 The policy must be set before worker threads first allocate, so the CLI sets it at start-up and local worker
 processes inherit it through their environment (Python API: call :func:`tune_malloc` first thing; workers of
@@ -21,9 +20,9 @@ import ctypes
 import functools
 import os
 import time
-from typing import Callable
+from typing import Any, Callable
 
-import geoseg
+from geoseg.startup import thp_set_by_user
 
 _ONE_GB = 1 << 30
 # mallopt parameter numbers (malloc.h) and the environment variables glibc reads at start-up for each
@@ -50,7 +49,7 @@ def _glibc(name: str) -> Callable[..., int] | None:
 
 
 def _mallopt() -> Callable[[int, int], int] | None:
-    fn = _glibc("mallopt")
+    fn: Any = _glibc("mallopt")
     if fn is not None:
         fn.argtypes, fn.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
     return fn
@@ -58,9 +57,9 @@ def _mallopt() -> Callable[[int, int], int] | None:
 
 def _thp_environ() -> dict[str, str]:
     """PyTorch's huge-page allocations are 2 MB-aligned: in a heap that keeps its buffers they leave holes, and
-    glibc 2.36 did not reuse them (a worker thread's three 48 MB buffers grew the heap by 48 MB every round), so
-    the policy turns them off unless the user chose a setting. Read at torch's first allocation."""
-    return {} if geoseg.THP_SET_BY_USER else {"THP_MEM_ALLOC_ENABLE": "0"}
+    glibc does not reuse them (the heap grows by a buffer's size every forward), so the policy turns them off
+    unless the user chose a setting. Read at torch's first allocation."""
+    return {} if thp_set_by_user() else {"THP_MEM_ALLOC_ENABLE": "0"}
 
 
 @functools.cache
@@ -95,8 +94,8 @@ def trim_heap() -> None:
 class HeapTrim:
     """:func:`trim_heap` at most every ``every_s`` seconds (0: every call; None: never).
 
-    A trim also hands back the model's freed activation buffers, which the next forward must fault in again
-    (trimming after every block cost 5 % of the model's CPU at 4096²), so ``infer`` trims every 30 s.
+    A trim also hands back the model's freed activation buffers, which the next forward must fault in again, so
+    ``infer`` trims every 30 s rather than after every block.
     """
 
     def __init__(self, every_s: float | None) -> None:

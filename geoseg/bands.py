@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import re
 
-import rasterio
 from rasterio.enums import ColorInterp
 
 from geoseg.errors import ConfigError, SceneError
 from geoseg.models.bundle import BundleMeta
-from geoseg.scene import SCENE_DRIVER, SceneInfo
+from geoseg.scene import SceneInfo, open_file
 
 # band names as satellites and GDAL spell them, to the canonical name a bundle uses
 ALIASES = {"r": "red", "g": "green", "b": "blue", "n": "nir", "near infrared": "nir", "near-infrared": "nir",
@@ -47,7 +46,7 @@ def canonical(name: str | None) -> str | None:
 
 def scene_band_labels(path: str) -> list[str | None]:
     """Each band's label: its description when set, else its colour interpretation (None when unlabelled)."""
-    with rasterio.open(path, driver=SCENE_DRIVER) as src:
+    with open_file(path) as src:  # a remote scene too
         return [canonical(desc) or _COLOUR_NAMES.get(ci) for desc, ci in zip(src.descriptions, src.colorinterp)]
 
 

@@ -7,7 +7,16 @@ from __future__ import annotations
 
 
 class GeosegError(Exception):
-    """Root of every error geoseg raises on purpose; the CLI prints these without a traceback."""
+    """Root of every error geoseg raises on purpose; the CLI prints these without a traceback.
+
+    Messages are redacted when made (:func:`geoseg.remote.redact`): a scene URL's password or signature never
+    reaches a terminal, a log or a manifest, wherever the message is built or shown.
+    """
+
+    def __init__(self, *args: object) -> None:
+        from geoseg.remote import redact
+
+        super().__init__(*(redact(a) if isinstance(a, str) else a for a in args))
 
 
 class SceneError(GeosegError, ValueError):

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from geoseg.errors import BundleError
+from geoseg.tempfiles import atomic_path
 
 OPSET = 18
 GRAPH_FORMAT = 1  # bump when the exported graph's inputs/outputs change meaning
@@ -108,9 +109,5 @@ def write_check(graph: Path, name: str, record: dict[str, Any]) -> None:
         checks = read_checks(graph)
         checks[name] = record
         out = graph.with_suffix(".checks.json")
-        tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}-{threading.get_ident()}")
-        try:
+        with atomic_path(out) as tmp:
             tmp.write_text(json.dumps(checks, indent=1, sort_keys=True))
-            os.replace(tmp, out)
-        finally:
-            tmp.unlink(missing_ok=True)

@@ -2,7 +2,8 @@
 
 Every tile owns a *core* of ``tile - 2*halo`` pixels on a grid anchored at the scene origin, and reads
 ``halo`` pixels of context on each side. A block owns a whole number of cores, so the tiles a block computes
-do not depend on the block size: that is what makes outputs partition-invariant (DESIGN invariant 1).
+do not depend on the block size: that is what makes outputs partition-invariant (the partition-invariance
+invariant).
 """
 
 from __future__ import annotations
@@ -78,18 +79,21 @@ def block_side(block_size: int, spec: TileSpec) -> int:
     return max(1, math.ceil(block_size / spec.core)) * spec.core
 
 
+BLOCKS_PER_WORKER = 8  # auto block size: at least this many blocks per worker, so that every worker stays busy
+
+
 def auto_block_size(height: int, width: int, spec: TileSpec, workers: int, batch_size: int = 1,
                     target: int = 1024) -> int:
     """Blocks of whole tile cores: about ``target`` px on a side, but at least one full batch of tiles (a GPU
     batch of 16 needs 4x4 tiles per block), and small enough that every worker still gets several blocks.
 
-    The side does not grow with the scene, so neither does a block's working memory: with 1408 px blocks at
-    16384² against 704 px at 4096², peak RSS grew by 11 %; with the same side for both, by 1 %. Outputs do not
-    depend on the choice (invariant 1).
+    The side does not grow with the scene, so neither does a block's working memory (the bounded-memory
+    invariant: peak RSS then stays flat from 4096² to 16384², see the README's Benchmarks). Outputs do not depend
+    on the choice (the partition-invariance invariant).
     """
     per_side = max(1, math.ceil(math.sqrt(batch_size)), target // spec.core)
     side = per_side * spec.core
-    while side > spec.core and math.ceil(height / side) * math.ceil(width / side) < 8 * workers:
+    while side > spec.core and math.ceil(height / side) * math.ceil(width / side) < BLOCKS_PER_WORKER * workers:
         side -= spec.core
     return side
 

@@ -7,6 +7,8 @@ from typing import Any
 import numpy as np
 import shapely
 
+MATCH_IOU = 0.5  # SpaceNet's object match: one prediction to one truth at IoU >= this
+
 
 def pixel_scores(pred: np.ndarray, truth: np.ndarray, class_id: int, valid: np.ndarray | None = None
                  ) -> dict[str, float]:
@@ -29,7 +31,7 @@ def scores_from_counts(tp: float, fp: float, fn: float) -> dict[str, float]:
             "recall": tp / max(tp + fn, 1.0), "f1": 2 * tp / max(2 * tp + fp + fn, 1.0)}
 
 
-def match_objects(pred: np.ndarray, truth: np.ndarray, threshold: float = 0.5) -> list[tuple[int, int, float]]:
+def match_objects(pred: np.ndarray, truth: np.ndarray, threshold: float = MATCH_IOU) -> list[tuple[int, int, float]]:
     """SpaceNet matching: greedy one-to-one pairs (pred index, truth index, IoU) with IoU >= ``threshold``."""
     pred, truth = np.asarray(pred, object), np.asarray(truth, object)
     pairs: list[tuple[int, int, float]] = []
@@ -48,7 +50,7 @@ def match_objects(pred: np.ndarray, truth: np.ndarray, threshold: float = 0.5) -
     return pairs
 
 
-def object_scores(pred: np.ndarray, truth: np.ndarray, threshold: float = 0.5) -> dict[str, float]:
+def object_scores(pred: np.ndarray, truth: np.ndarray, threshold: float = MATCH_IOU) -> dict[str, float]:
     """SpaceNet building metric: greedy one-to-one matching of polygons by IoU >= ``threshold``."""
     matched = len(match_objects(pred, truth, threshold))
     precision = matched / len(pred) if len(pred) else 0.0
@@ -84,7 +86,7 @@ def skeleton_graph(mask: np.ndarray) -> tuple[np.ndarray, Any]:
     return rc, graph + graph.T
 
 
-def _path_score(a: tuple[np.ndarray, object], b: tuple[np.ndarray, object], snap_px: float, sources: int,
+def _path_score(a: tuple[np.ndarray, Any], b: tuple[np.ndarray, Any], snap_px: float, sources: int,
                 rng: np.random.Generator) -> float:
     """One direction of APLS: paths between control nodes of graph ``a`` compared with the same trips in ``b``."""
     from scipy.sparse.csgraph import dijkstra

@@ -3,7 +3,8 @@
 No output may resolve to an input, whatever the flags (DESIGN invariant 5), and no two outputs may share a file.
 Identity is the file's (st_dev, st_ino) when it exists, which catches symlinks and hard links; a path not yet
 written is compared by its resolved path. Only the standard library is used here, so the CLI can run these
-checks (and answer a user error) in a fraction of a second.
+checks (and answer a user error) in a fraction of a second. A remote input is never an output (outputs are local
+files).
 """
 
 from __future__ import annotations
@@ -13,21 +14,32 @@ import os
 import uuid
 from pathlib import Path
 from typing import Iterable, Mapping
+from urllib.parse import urlparse
 
 from geoseg.errors import ConfigError, OutputError, SceneError, SceneNotFoundError
+from geoseg.remote import is_remote, local_path
 
 PathLike = str | os.PathLike[str]
 RASTER_SUFFIXES = (".tif", ".tiff")  # every raster geoseg writes is a (Cloud Optimized) GeoTIFF
 VECTOR_FORMATS = {".gpkg": "GPKG", ".fgb": "FlatGeobuf", ".parquet": "GeoParquet", ".geojson": "GeoJSON"}
 
 
-def check_input(path: PathLike, what: str = "scene") -> Path:
-    """An input that is a readable file on disk; GDAL virtual paths, folders and symlink loops are named as such."""
+def check_input(path: PathLike, what: str = "scene") -> str:
+    """The location to read: a readable file on disk (a ``file://`` URL is one), or a remote URL/key
+    (:mod:`geoseg.remote`: its name is checked here, the object when it is opened). Other GDAL virtual paths,
+    folders and symlink loops are named as such."""
     text = str(path)
-    if text.startswith("/vsi"):
+    local = local_path(text)
+    if local is not None:
+        text = local
+    elif is_remote(text):
+        check_remote_name(text, what)
+        return text
+    elif text.startswith("/vsi"):
         prefix = text.split("/")[1]
-        raise SceneError(f"{text}: GDAL virtual paths (/{prefix}/) are not read; geoseg reads {what}s from plain "
-                         "files: extract or download it first (e.g. unzip, or gdal_translate -of COG in out.tif)")
+        raise SceneError(f"{text}: GDAL virtual paths (/{prefix}/) are not read; geoseg reads {what}s from files "
+                         "and from URLs (https://, s3://, gs://, az:// or /vsicurl/, /vsis3/, /vsigs/, /vsiaz/): "
+                         "extract it first (e.g. unzip, or gdal_translate -of COG in out.tif)")
     p = Path(text)
     try:
         os.stat(p)
@@ -43,7 +55,16 @@ def check_input(path: PathLike, what: str = "scene") -> Path:
     if os.path.isdir(p):
         raise SceneError(f"{text}: is a folder, not a {what} file; give a GeoTIFF path (geoseg batch runs every "
                          "scene of a folder)" if what == "scene" else f"{text}: is a folder, not a {what} file")
-    return p
+    return text
+
+
+def check_remote_name(url: str, what: str = "scene") -> None:
+    """A remote scene is named as a GeoTIFF (the allow-list GDAL applies before any request, unless the
+    environment sets CPL_VSIL_CURL_ALLOWED_EXTENSIONS itself)."""
+    name = urlparse(url.split("://", 1)[1] if "://" in url else url).path
+    if "CPL_VSIL_CURL_ALLOWED_EXTENSIONS" not in os.environ and not name.lower().endswith(RASTER_SUFFIXES):
+        raise SceneError(f"{url}: not named as a GeoTIFF (.tif/.tiff); geoseg reads remote GeoTIFF/COG {what}s "
+                         "only: convert it to a COG first (gdal_translate -of COG)")
 
 
 def check_output(path: PathLike, overwrite: bool) -> Path:
@@ -88,7 +109,7 @@ def check_distinct(outputs: Iterable[tuple[str, PathLike]], inputs: Mapping[str,
 
     ``outputs``: (label, path) pairs such as ("--raster-out", "c.tif"); ``inputs``: label -> path (None: absent).
     """
-    seen_in = {}
+    seen_in: dict[tuple[object, ...], tuple[str, PathLike]] = {}
     for label, path in inputs.items():
         if path is not None and Path(path).exists():
             seen_in.setdefault(_identity(path), (label, path))

@@ -12,47 +12,17 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
-from pydantic import BeforeValidator, ConfigDict, TypeAdapter, ValidationError
+from pydantic import BeforeValidator, TypeAdapter, ValidationError
 
 from geoseg.errors import ConfigError
+from geoseg.post import DEFAULT_POST, SCHEMA, ClassPost, is_network
+
+__all__ = ["DEFAULT_POST", "SCHEMA", "ClassPost", "InferConfig", "Precision", "Runtime", "is_network", "load_pipeline",
+           "override_post", "parse", "read_yaml"]
 
 T = TypeVar("T")
-# Every config dataclass carries this: pydantic validates YAML against the dataclass's own type hints (lax
-# scalars, e.g. 8 for 8.0; lists for tuples) and refuses keys the dataclass does not have. A new field is a
-# new key: nothing else to declare.
-SCHEMA = ConfigDict(extra="forbid")
-
-
-@dataclass(frozen=True)
-class ClassPost:
-    """Post-processing for one class's vectors (metres are ground metres, whatever the CRS unit)."""
-
-    __pydantic_config__ = SCHEMA
-
-    min_area_m2: float = 4.0
-    simplify_m: float = 0.25
-    holes: bool = True               # keep interior rings; False fills them
-    instance_split: bool | None = None   # separate touching objects (boundary/distance head, else EDT watershed);
-    #                                      default: on for object classes, off for network classes
-    split_depth_m: float = 1.0       # EDT watershed: a neck must be this much thinner than both bodies to split
-    regularize: bool = False         # right-angle footprints
-    regularize_m: float = 1.0        # how far (metres) regularisation may move the outline
-    centerlines: bool | None = None  # network class: pieces cut on a global cell grid, plus a centerline layer;
-    #                                  default: on for a class named "road"
-    cell_m: float = 512.0            # network classes: side of the global cell grid (bounds memory)
-    spur_m: float = 8.0              # network classes: dead-end branches shorter than this are pruned
-    centerline_m: float = 1.0        # network classes: pixel size the skeleton is traced at (at most; the scene's
-    #                                  own pixel when coarser). Well inside a road's width; at 0.5 m, 2x2 fewer
-    #                                  pixels to thin cut the centerlines' CPU 2.4x
-
-
-DEFAULT_POST = {"building": ClassPost(min_area_m2=8.0, simplify_m=0.25),
-                "road": ClassPost(min_area_m2=20.0, simplify_m=0.5)}
-
-
-def is_network(name: str, post: ClassPost) -> bool:
-    """Roads (by default) are a network: cut on a cell grid, with centerlines, never split or squared."""
-    return post.centerlines if post.centerlines is not None else name == "road"
+Runtime = Literal["auto", "torch", "onnxruntime", "openvino"]
+Precision = Literal["fp32", "bf16", "fp16"]
 
 
 @dataclass(frozen=True)
@@ -67,8 +37,8 @@ class InferConfig:
     block_size: int | None = None    # default: auto, ~1024 px (a batch of tiles), several per worker
     batch_size: int | None = None    # default: 1 on CPU, 16 on CUDA
     device: str = "auto"
-    runtime: Literal["auto", "torch", "onnxruntime", "openvino"] = "torch"  # auto: the fastest checked here
-    precision: Literal["fp32", "bf16", "fp16"] = "fp32"   # bf16/fp16: opt-in, for a named runtime (geoseg.runtime)
+    runtime: Runtime = "torch"  # auto: the fastest checked here
+    precision: Precision = "fp32"   # bf16/fp16: opt-in, for a named runtime (geoseg.runtime)
     workers: int | None = None       # default: one per core
     scheduler: str = "threads"
     classes: Annotated[tuple[str, ...] | None, BeforeValidator(names)] = None  # default: every non-background

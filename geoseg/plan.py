@@ -45,24 +45,24 @@ def progress_lines(label: str, echo: Callable[[str], None], every_s: float = PRO
     """A ``progress(done_px, total_px)`` callback for logs: an estimate once the first blocks are in, then a line
     every ``every_s`` seconds, and one at the end."""
     start = clock()
-    state = {"calls": 0, "last": None}
+    calls, last = 0, None  # type: int, float | None
 
     def update(done: int, total: int) -> None:
-        state["calls"] += 1
+        nonlocal calls, last
+        calls += 1
         now = clock()
         elapsed = now - start
         if total <= 0 or elapsed <= 0:
             return
         rate = done / elapsed
         eta = (total - done) / rate if rate else float("inf")
-        last = state["last"]
-        if last is None and state["calls"] >= 2 and done < total:  # the first blocks give a rate
+        if last is None and calls >= 2 and done < total:  # the first blocks give a rate
             echo(f"{label}: estimate {_duration(elapsed + eta)} for the scene at {rate / 1e6:.2f} Mpx/s "
                  f"(first {done / total:.1%} in {_duration(elapsed)})")
-            state["last"] = now
+            last = now
         elif done >= total or (last is not None and now - last >= every_s):
             echo(f"{label}: {done / total:.0%} ({done / 1e6:,.1f} of {total / 1e6:,.1f} Mpx), {rate / 1e6:.2f} Mpx/s"
                  + (f", ETA {_duration(eta)}" if done < total else f", done in {_duration(elapsed)}"))
-            state["last"] = now
+            last = now
 
     return update

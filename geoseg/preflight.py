@@ -13,7 +13,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
+from typing import TYPE_CHECKING, Mapping
 
 import numpy as np
 
@@ -26,6 +26,9 @@ from geoseg.paths import (VECTOR_FORMATS, PathLike, check_distinct, check_input,
 from geoseg.pipeline import InferConfig, is_network
 from geoseg.plan import check_declared
 from geoseg.scene import SceneInfo, open_scene
+
+if TYPE_CHECKING:
+    from geoseg.batch.inputs import StacSearch
 
 log = logging.getLogger("geoseg")
 
@@ -67,7 +70,7 @@ def check_run(scene_path: PathLike, out: PathLike | None, config: InferConfig, *
     outputs = [(o, p) for o, p in (("--out", out), ("--raster-out", raster_out), ("--prob-out", prob_out)) if p]
     if not outputs:
         raise ConfigError("nothing to write: give --out, --raster-out or --prob-out")
-    check_input(scene_path)
+    scene_path = check_input(scene_path)  # a file:// URL becomes the local path it names
     for option, path in outputs:
         check_output(path, overwrite)
         if option == "--out":
@@ -171,7 +174,7 @@ def layer_files(out: PathLike, config: InferConfig, meta: BundleMeta, class_ids:
     return [path.with_name(f"{path.stem}_{layer}{path.suffix}") for layer in names]
 
 
-def check_batch_paths(source: str, out_dir: PathLike, inputs: Mapping[str, PathLike | None],
+def check_batch_paths(source: "str | StacSearch", out_dir: PathLike, inputs: Mapping[str, PathLike | None],
                       asset_keys: tuple[str, ...]) -> int:
     """``geoseg batch``'s inputs exist and its output folder can be one; returns the number of scenes found.
 

@@ -8,11 +8,12 @@ layer is opened; the columns follow QGIS's own schema for that table.
 from __future__ import annotations
 
 import os
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 from xml.sax.saxutils import escape, quoteattr
+
+from geoseg.tempfiles import atomic_path
 
 if TYPE_CHECKING:  # only for hints: the vector writer must not pull torch in
     from geoseg.models.bundle import BundleMeta
@@ -148,8 +149,7 @@ def write_class_sidecars(path: str | os.PathLike[str], palette: ClassPalette) ->
     path = Path(path)
     out = []
     for side, text in ((Path(f"{path}.aux.xml"), palette.pam_xml()), (path.with_suffix(".qml"), palette.qml())):
-        tmp = side.with_name(f".{side.name}.tmp-{uuid.uuid4().hex[:8]}")
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, side)
+        with atomic_path(side) as tmp:
+            tmp.write_text(text, encoding="utf-8")
         out.append(side)
     return out

@@ -18,7 +18,9 @@ import shutil
 import socket
 import tempfile
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 FRONTIER_PREFIX = "geoseg-frontier-"
 _OWNER = re.compile(r"\.tmp-(?P<host>[0-9a-f]{6})\.(?P<pid>\d+)\.(?P<start>\d+)\.")
@@ -48,6 +50,21 @@ def owner() -> str:
 def temp_name(path: Path) -> Path:
     """A hidden temporary name beside ``path`` (same filesystem, so the final rename is atomic), owned by us."""
     return path.with_name(f".{path.name}.tmp-{owner()}.{uuid.uuid4().hex[:8]}{path.suffix}")
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Write to the yielded temporary name beside ``path``; it is renamed to ``path`` when the body completes and
+    removed when the body raises, so ``path`` is either the old file or the new complete one (the
+    nothing-half-written invariant). A file or a folder; a killed run's leftover is removed by
+    :func:`remove_stale`."""
+    path = Path(path)
+    tmp = temp_name(path)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        _remove(tmp)
 
 
 def frontier_prefix() -> str:

@@ -110,7 +110,7 @@ def test_inputs_folder_glob_text_and_stac(tmp_path: Path, make_scene: Any) -> No
     assert [(r.name, r.path, bool(r.problem)) for r in refs[:2]] == [("tile-1", str(a), False),
                                                                      ("tile-2", str(b), False)]
     assert "no asset visual or image" in refs[2].problem and "--asset" in refs[2].problem
-    assert refs[3].name == "tile_4" and "download it first" in refs[3].problem
+    assert (refs[3].name, refs[3].path, refs[3].problem) == ("tile_4", "https://example.com/x.tif", "")  # in place
     assert list_scenes(str(tmp_path / "stac" / "items.json"), asset_keys=("thumbnail",))[2].path.endswith("t.png")
 
     item = {"type": "Feature", "id": "cat-item", "assets": {"image": {"href": "../../land/sub/b.TIFF"}}}

@@ -2,6 +2,7 @@
 
 - input: absolute path, size and modification time (ns) — a stat, not a read, so a nightly rerun over a large
   archive costs nothing for unchanged scenes; a scene replaced in place gets a new mtime and is recomputed.
+  A remote scene: URL, size and ETag (else Last-Modified) from one HEAD request, never a download.
 - model: sha256 of the bundle file (weights and metadata).
 - parameters: the settings that change outputs. Block size, batch size, workers and scheduler are left out on
   purpose: outputs do not depend on them (DESIGN invariant 1, tested bit for bit).
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from geoseg.pipeline import InferConfig
+from geoseg.remote import is_remote, redact, remote_stat
 
 # InferConfig fields with no effect on the outputs (partition invariance); everything else is fingerprinted
 NOT_FINGERPRINTED = frozenset({"model", "block_size", "batch_size", "workers", "scheduler"})
@@ -28,7 +30,13 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
 
 
 def input_fingerprint(path: str) -> str:
-    """``path|size|mtime_ns``; raises OSError when the scene is missing or cannot be stat'ed."""
+    """``path|size|mtime_ns``, for a remote scene ``url|size|ETag or Last-Modified`` (a HEAD request; the URL
+    without credentials or signature, so a re-signed URL of the same object is the same scene). Raises OSError
+    when a local scene is missing or cannot be stat'ed, a :mod:`geoseg.remote` error when a remote one cannot."""
+    if is_remote(path):
+        head = remote_stat(path)
+        validator = (head.etag or head.last_modified).replace("|", "/")
+        return f"{redact(path)}|{head.size}|{validator}"
     st = os.stat(path)
     return f"{path}|{st.st_size}|{st.st_mtime_ns}"
 

@@ -2,7 +2,8 @@
 
 SQLite in WAL mode: every status change is one transaction, so a run killed at any moment (even SIGKILL)
 leaves the manifest consistent, and readers (a monitoring script, the tests) can look while a run writes.
-Only the client process writes; workers never touch it.
+Only the client process writes; workers never touch it. Inputs and reasons are stored redacted
+(:func:`geoseg.remote.redact`): a scene URL's password or signature never lands in the file.
 
 Tables: ``scenes`` (latest state of each scene), ``events`` (what each run did to each scene, including
 skips) and ``runs``.
@@ -16,6 +17,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from geoseg.remote import redact
 
 MANIFEST_NAME = "geoseg-batch.sqlite"
 
@@ -72,11 +75,14 @@ class Manifest:
                               "FROM scenes WHERE name = ?", (name,)).fetchone()
         if row is None:
             return None
-        return SceneRow(*row[:5], json.loads(row[5] or "{}"), *row[6:])
+        name, source, status, reason, fingerprint, outputs, run_id, seconds, attempts = row
+        return SceneRow(name, source, status, reason, fingerprint, json.loads(outputs or "{}"), run_id, seconds,
+                        attempts)
 
     def start_run(self, run_id: str, argv: list[str], model_sha256: str, params: dict[str, Any]) -> None:
         self._tx("INSERT INTO runs (run_id, started, status, argv, model_sha256, params) VALUES (?, ?, ?, ?, ?, ?)",
-                 run_id, time.time(), RUNNING, json.dumps(argv), model_sha256, json.dumps(params, sort_keys=True))
+                 run_id, time.time(), RUNNING, redact(json.dumps(argv)), model_sha256,
+                 json.dumps(params, sort_keys=True))
 
     def finish_run(self, run_id: str, status: str, counts: dict[str, int]) -> None:
         self._tx("UPDATE runs SET finished = ?, status = ?, counts = ? WHERE run_id = ?",
@@ -94,7 +100,7 @@ class Manifest:
     def event(self, run_id: str, name: str, status: str, reason: str | None = None,
               seconds: float | None = None) -> None:
         self._tx("INSERT INTO events (run_id, name, status, reason, at, seconds) VALUES (?, ?, ?, ?, ?, ?)",
-                 run_id, name, status, reason, time.time(), seconds)
+                 run_id, name, status, _shown(reason), time.time(), seconds)
 
     def mark_running(self, run_id: str, name: str, input_path: str, fingerprint: str, input_fp: str,
                      model_sha256: str, params_sha256: str) -> None:
@@ -105,7 +111,8 @@ class Manifest:
                     model_sha256 = excluded.model_sha256, params_sha256 = excluded.params_sha256,
                     outputs = NULL, run_id = excluded.run_id, started = excluded.started, finished = NULL,
                     seconds = NULL, attempts = scenes.attempts + 1""",
-                 name, input_path, RUNNING, fingerprint, input_fp, model_sha256, params_sha256, run_id, time.time())
+                 name, redact(input_path), RUNNING, fingerprint, input_fp, model_sha256, params_sha256, run_id,
+                 time.time())
 
     def mark_finished(self, run_id: str, name: str, status: str, seconds: float, reason: str | None = None,
                       outputs: dict[str, str] | None = None, stage_seconds: dict[str, float] | None = None) -> None:
@@ -115,14 +122,14 @@ class Manifest:
             self.db.execute("BEGIN IMMEDIATE")
             self.db.execute("UPDATE scenes SET status = ?, reason = ?, outputs = ?, finished = ?, seconds = ?, "
                             "stage_seconds = ? WHERE name = ?",
-                            (status, reason, json.dumps(outputs or {}), now, seconds,
+                            (status, _shown(reason), json.dumps(outputs or {}), now, seconds,
                              json.dumps(stage_seconds or {}), name))
             self.db.execute("INSERT INTO events (run_id, name, status, reason, at, seconds) VALUES (?, ?, ?, ?, ?, ?)",
-                            (run_id, name, status, reason, now, seconds))
+                            (run_id, name, status, _shown(reason), now, seconds))
 
     def record_unrunnable(self, run_id: str, name: str, input_path: str, reason: str) -> None:
         """A scene that failed before it could start (missing file, STAC item without the asset)."""
-        now = time.time()
+        now, input_path, reason = time.time(), redact(input_path), redact(reason)
         with self.db:
             self.db.execute("BEGIN IMMEDIATE")
             self.db.execute("""INSERT INTO scenes (name, input, status, reason, run_id, started, finished, seconds,
@@ -139,3 +146,7 @@ class Manifest:
         """A scene stopped mid-run: its outputs were removed, so it is simply not done."""
         self._tx("UPDATE scenes SET status = ?, outputs = NULL, finished = NULL, seconds = NULL WHERE name = ?",
                  PENDING, name)
+
+
+def _shown(reason: str | None) -> str | None:
+    return None if reason is None else redact(reason)

@@ -23,11 +23,12 @@ from typing import Any, Callable, Iterator
 
 from geoseg.batch.cluster import ClusterSpec, check_spec, connect
 from geoseg.batch.fingerprint import RunKey, digest, input_fingerprint, sha256_file
-from geoseg.batch.inputs import DEFAULT_ASSETS, SceneRef, list_scenes
+from geoseg.batch.inputs import DEFAULT_ASSETS, SceneRef, StacSearch, list_scenes
 from geoseg.batch.manifest import DONE, FAILED, PENDING, QUARANTINED, SKIPPED, Manifest, SceneRow
 from geoseg.errors import ConfigError, GeosegError, OutputError
 from geoseg.models.bundle import resolve_bundle
 from geoseg.pipeline import InferConfig
+from geoseg.remote import redact
 
 OUTPUT_SUFFIXES = {"vectors": ".gpkg", "classes": "_classes.tif", "probs": "_probs.tif"}
 SUMMARY_NAME = "geoseg-batch-summary.json"
@@ -84,7 +85,7 @@ class BatchSummary:
     def to_json(self) -> dict[str, Any]:
         return {"run_id": self.run_id, "out_dir": self.out_dir, "seconds": round(self.seconds, 3),
                 "counts": self.counts, "stopped_by": self.stopped_by, "stale_temp_files_removed": self.stale_removed,
-                "scenes": [vars(s) for s in self.scenes]}
+                "scenes": [{**vars(s), "input": redact(s.input)} for s in self.scenes]}
 
 
 def output_paths(out_dir: Path, name: str, outputs: tuple[str, ...]) -> dict[str, Path]:
@@ -156,12 +157,13 @@ def _reason(err: BaseException, ref: SceneRef) -> tuple[str, str]:
 
     if isinstance(err, KilledWorker):
         worker = getattr(err.last_worker, "address", err.last_worker)
-        return QUARANTINED, (f"{ref.path}: task {err.task} killed {err.allowed_failures + 1} Dask workers (the last "
-                             f"{worker}); quarantined: check the scene and the worker logs, then --retry-failed")
+        return QUARANTINED, redact(f"{ref.path}: task {err.task} killed {err.allowed_failures + 1} Dask workers (the "
+                                   f"last {worker}); quarantined: check the scene and the worker logs, then "
+                                   "--retry-failed")
     if isinstance(err, GeosegError):
         return FAILED, str(err).splitlines()[0]
     text = str(err).splitlines()[0] if str(err).strip() else ""
-    return FAILED, f"{ref.path}: {type(err).__name__}{': ' + text if text else ''}"
+    return FAILED, redact(f"{ref.path}: {type(err).__name__}{': ' + text if text else ''}")
 
 
 class _Run:
@@ -194,6 +196,8 @@ class _Run:
             if not problem:
                 try:
                     input_fp = input_fingerprint(ref.path)
+                except GeosegError as err:  # a remote scene's HEAD failed (404, 403, timeout...)
+                    problem = str(err)
                 except OSError as err:
                     problem = f"{ref.path}: cannot read ({err.strerror}); check the path and permissions"
             if problem:
@@ -284,8 +288,8 @@ class _Run:
             self.log(f"{status} {ref.name}: {reason}")
 
 
-def run_batch(source: str, out_dir: str | Path, config: InferConfig, options: BatchOptions = BatchOptions(),
-              spec: ClusterSpec = ClusterSpec(), argv: list[str] | None = None,
+def run_batch(source: str | StacSearch, out_dir: str | Path, config: InferConfig,
+              options: BatchOptions = BatchOptions(), spec: ClusterSpec = ClusterSpec(), argv: list[str] | None = None,
               log: Callable[[str], None] = lambda line: None) -> BatchSummary:
     """Run every scene of ``source`` not already done into ``out_dir``; see the module docstring."""
     start = time.perf_counter()

@@ -11,16 +11,20 @@ from geoseg.cli.bench_cmd import bench
 from geoseg.cli.eval_cmd import eval_cmd
 from geoseg.cli.infer_cmd import infer
 from geoseg.cli.models_cmd import models
-from geoseg.cli.options import one_line_warnings
+from geoseg.cli.options import one_line_warnings, quiet_opt, verbose_opt
 from geoseg.cli.qgis_cmd import qgis
 from geoseg.cli.signals import sigterm_as_interrupt
 from geoseg.cli.train_cmd import train
+from geoseg.startup import configure
 
 
 @click.group()
 @click.version_option(__version__, prog_name="geoseg")
-def main() -> None:
+@verbose_opt
+@quiet_opt
+def main(verbose: int, quiet: bool) -> None:
     """Large GeoTIFFs in, GIS-ready building and road vectors out."""
+    configure()  # the process-wide settings (geoseg.startup), before GDAL or torch first read them
     tune_malloc()  # before any worker thread allocates (see geoseg.allocator)
     one_line_warnings()
     sigterm_as_interrupt()

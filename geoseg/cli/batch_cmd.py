@@ -9,14 +9,15 @@ from typing import TYPE_CHECKING
 import click
 
 from geoseg.bands import parse_bands
-from geoseg.cli.options import (precision_opt, quiet_opt, runtime_opt, user_errors, values_from,
-                                verbose_opt)
+from geoseg.cli.options import quiet_opt, run_options, user_errors, values_from, verbose_opt
 from geoseg.cli.progress import emit_progress, progress_opt
 from geoseg.pipeline import InferConfig, load_pipeline
 from geoseg.preflight import check_batch_paths, check_model
+from geoseg.remote import redact
 
 if TYPE_CHECKING:
     from geoseg.batch import BatchSummary
+    from geoseg.batch.inputs import StacSearch
 
 
 def _cluster_opts(values: tuple[str, ...]) -> dict[str, object]:
@@ -33,31 +34,22 @@ def _cluster_opts(values: tuple[str, ...]) -> dict[str, object]:
 
 
 @click.command()
-@click.argument("source", metavar="INPUT")
+@click.argument("source", metavar="INPUT", required=False)
 @click.option("--out-dir", required=True, type=click.Path(),
               help="Folder for the outputs, the manifest (geoseg-batch.sqlite) and the summary JSON.")
-@click.option("--pipeline", type=click.Path(dir_okay=False), help="Pipeline YAML (pipelines/*.yaml).")
-@click.option("--model", help="Bundle path or registered name (default: the bundled model).")
-@click.option("--classes", help="Comma-separated classes to vectorise, e.g. building,road.")
+@run_options
 @click.option("--outputs", default="vectors,classes", show_default=True,
               help="Per scene: vectors (<name>.gpkg), classes (<name>_classes.tif), probs (<name>_probs.tif).")
+@click.option("--stac-api", help="STAC API to search instead of INPUT (its landing page URL); needs --collection.")
+@click.option("--collection", "collections", multiple=True, help="--stac-api: collection to search; repeatable.")
+@click.option("--bbox", help="--stac-api: WEST,SOUTH,EAST,NORTH in degrees (WGS84).")
+@click.option("--datetime", "when", help="--stac-api: an instant or range, e.g. 2024-01-01/2024-06-30.")
+@click.option("--query", "queries", multiple=True, help="--stac-api: property filter, e.g. 'eo:cloud_cover<10' "
+              "(STAC query extension); repeatable, or one JSON object.")
 @click.option("--asset", "assets", default="visual,image", show_default=True,
               help="STAC asset keys to use, first present wins.")
-@click.option("--bands", help="Scene bands in the model's order, 1-based (as rasterio's --bidx), e.g. 1,2,3 "
-              "(default: matched by each scene's band labels, else the bundle's).")
-@click.option("--tile", type=int, help="Tile size in pixels (default: the bundle's).")
-@click.option("--halo", type=int, help="Context pixels around each tile core (default: the bundle's).")
-@click.option("--batch-size", type=int, help="Tiles per forward pass.")
-@click.option("--block-size", type=int, help="Block side in pixels.")
-@click.option("--device", help="auto, cpu or cuda[:N].")
-@runtime_opt
-@precision_opt
-@click.option("--workers", type=int, help="Local workers, SLURM jobs or Kubernetes pods (default: one per core).")
 @click.option("--concurrency", type=click.IntRange(min=1), help="Scenes at once (default: workers, at most 4).")
 @click.option("--scheduler", help="threads (default), processes, tcp://HOST:PORT or tls://HOST:PORT.")
-@click.option("--resample", flag_value=True, default=None,
-              help="Read scenes whose pixel size differs from the model's GSD at the model's GSD (bilinear); "
-                   "rasters are written back on each scene's grid.")
 @click.option("--cluster", type=click.Choice(["local", "slurm", "kubernetes"]),
               help="Start a cluster: local processes, SLURM (dask-jobqueue) or Kubernetes (dask-kubernetes).")
 @click.option("--cluster-opt", "cluster_opt", multiple=True, metavar="KEY=VALUE",
@@ -73,7 +65,9 @@ def _cluster_opts(values: tuple[str, ...]) -> dict[str, object]:
 @verbose_opt
 @quiet_opt
 @user_errors
-def batch(source: str, out_dir: str, pipeline: str | None, model: str | None, classes: str | None, outputs: str,
+def batch(source: str | None, out_dir: str, stac_api: str | None, collections: tuple[str, ...], bbox: str | None,
+          when: str | None, queries: tuple[str, ...], pipeline: str | None, model: str | None, classes: str | None,
+          outputs: str,
           assets: str, bands: str | None, tile: int | None, halo: int | None, batch_size: int | None,
           block_size: int | None,
           device: str | None, runtime: str | None, precision: str | None, workers: int | None,
@@ -83,9 +77,11 @@ def batch(source: str, out_dir: str, pipeline: str | None, model: str | None, cl
           progress_mode: str, verbose: int, quiet: bool) -> None:
     """Segment every scene of INPUT into --out-dir, skipping scenes already done.
 
-    INPUT is a folder (searched recursively for .tif/.tiff), a glob (quoted), a text manifest (one path per
-    line) or a STAC ItemCollection/Catalog JSON on disk.
+    INPUT is a folder (searched recursively for .tif/.tiff), a glob (quoted), a text manifest (one path or URL
+    per line), a STAC ItemCollection/Catalog JSON (a file or an https:// URL), or one scene (a file, https://,
+    s3://, gs://, az://); or no INPUT and --stac-api. Remote scenes are read in place.
     """
+    inputs = stac_source(source, stac_api, collections, bbox, when, queries)
     base = load_pipeline(pipeline) if pipeline else InferConfig()
     config = base.replace(model=model, tile=tile, halo=halo, batch_size=batch_size, block_size=block_size,
                           device=device, runtime=runtime, precision=precision, resample=resample,
@@ -94,7 +90,7 @@ def batch(source: str, out_dir: str, pipeline: str | None, model: str | None, cl
     # user errors answer before Dask and torch are imported: the model, tiling, classes, the inputs and folder
     check_model(config, values_from(pipeline, base, {"tile": tile, "halo": halo, "bands": bands, "classes": classes}))
     asset_keys = tuple(a.strip() for a in assets.split(",") if a.strip())
-    check_batch_paths(source, out_dir, {"--pipeline": pipeline, "--model": config.model}, asset_keys)
+    check_batch_paths(inputs, out_dir, {"--pipeline": pipeline, "--model": config.model}, asset_keys)
     from geoseg.batch import BatchOptions, ClusterSpec, run_batch
     from geoseg.predict import cpu_count
 
@@ -106,8 +102,8 @@ def batch(source: str, out_dir: str, pipeline: str | None, model: str | None, cl
                            asset_keys=asset_keys, verbose=verbose > 0,
                            progress=(lambda done, total: emit_progress("batch", done, total))
                            if progress_mode == "json" else None)
-    log = (lambda line: None) if quiet else (lambda line: click.echo(f"geoseg batch: {line}", err=True))
-    summary = run_batch(source, out_dir, config, options, spec, argv=sys.argv, log=log)
+    log = (lambda line: None) if quiet else (lambda line: click.echo(f"geoseg batch: {redact(line)}", err=True))
+    summary = run_batch(inputs, out_dir, config, options, spec, argv=sys.argv, log=log)
     if as_json:
         click.echo(json.dumps(summary.to_json()))
     elif not quiet:
@@ -116,6 +112,31 @@ def batch(source: str, out_dir: str, pipeline: str | None, model: str | None, cl
         sys.exit(130 if summary.stopped_by == "SIGINT" else 143)
     if fail_exit and summary.failed:
         sys.exit(1)
+
+
+def stac_source(source: str | None, stac_api: str | None, collections: tuple[str, ...], bbox: str | None,
+                when: str | None, queries: tuple[str, ...]) -> "str | StacSearch":
+    """INPUT, or the STAC API search the --stac-api options describe (exactly one of them)."""
+    from geoseg.batch.inputs import StacSearch
+
+    if stac_api is None:
+        if source is None:
+            raise click.UsageError("give INPUT (a folder, glob, manifest, STAC JSON or scene) or --stac-api URL")
+        if collections or bbox or when or queries:
+            raise click.UsageError("--collection, --bbox, --datetime and --query go with --stac-api")
+        return source
+    if source is not None:
+        raise click.UsageError(f"give INPUT ({source}) or --stac-api, not both")
+    if not collections:
+        raise click.UsageError("--stac-api needs --collection (e.g. --collection sentinel-2-l2a)")
+    box = None
+    if bbox:
+        try:
+            west, south, east, north = (float(v) for v in bbox.split(","))
+        except ValueError:
+            raise click.BadParameter(f"{bbox!r}: expected WEST,SOUTH,EAST,NORTH", param_hint="--bbox") from None
+        box = (west, south, east, north)
+    return StacSearch(stac_api, collections, box, when, queries)
 
 
 def print_table(summary: "BatchSummary") -> None:

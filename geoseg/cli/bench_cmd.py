@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import cast
 from pathlib import Path
 
 import click
@@ -38,16 +39,18 @@ def bench() -> None:
 @click.option("--project-model-mpx-s", type=click.FloatRange(min=0, min_open=True),
               help="Model rate for the projection, e.g. a GPU's (default: the model-only bound measured here).")
 @click.option("--classes-out", type=click.Path(dir_okay=False), hidden=True, help="Keep the class raster here.")
+@click.option("--remote", is_flag=True, help="Also read the scene (as a COG) over loopback HTTP: identical outputs, "
+              "bytes fetched vs file size, Mpx/s remote vs local (geoseg.remote_bench).")
 @verbose_opt
 @user_errors
 def bench_infer_cmd(size: int, model: str | None, block_size: int | None, batch_size: int | None, workers: int | None,
                     scheduler: str, device: str, runtime: str, precision: str | None, workdir: str | None,
                     no_vectors: bool, no_model_only: bool, baseline: bool, repeat: int, project_cores: int,
-                    project_model_mpx_s: float | None, classes_out: str | None, verbose: int) -> None:
+                    project_model_mpx_s: float | None, classes_out: str | None, remote: bool, verbose: int) -> None:
     """End-to-end inference vs the model-only bound on the same tiles, peak RSS, time per stage; with
     --scheduler processes also driver and worker CPU per Mpx and the Mpx/s projected to --project-cores."""
     from geoseg.bench import bench_infer, bench_repeat
-    from geoseg.pipeline import InferConfig
+    from geoseg.pipeline import InferConfig, Precision, Runtime
 
     runtimes = [r.strip() for r in runtime.split(",") if r.strip()]
     if repeat > 1 or len(runtimes) > 1:
@@ -72,7 +75,13 @@ def bench_infer_cmd(size: int, model: str | None, block_size: int | None, batch_
         return
 
     config = InferConfig(model=model, block_size=block_size, batch_size=batch_size, workers=workers,
-                         scheduler=scheduler, device=device, runtime=runtime, precision=precision or "fp32")
+                         scheduler=scheduler, device=device, runtime=cast(Runtime, runtime),
+                         precision=cast(Precision, precision or "fp32"))
+    if remote:
+        from geoseg.remote_bench import bench_infer_remote
+
+        click.echo(json.dumps(bench_infer_remote(size, config, Path(workdir) if workdir else None, not no_vectors)))
+        return
     result = bench_infer(size, config, Path(workdir) if workdir else None, vectors=not no_vectors,
                          model_only=not no_model_only, baseline=baseline, project_cores=project_cores,
                          project_model_mpx_s=project_model_mpx_s,

@@ -55,7 +55,7 @@ def eval_cmd(pred: str | None, truth: str, raster: str | None, classes: str, res
     steps = 2 if seams else 1  # eval has no per-window hook: progress moves per scoring step
     if progress_mode == "json":
         emit_progress("eval", 0, steps)
-    scores = evaluate(raster or pred, truth, pred_vectors=pred if raster and pred else None, classes=spec,
+    scores = evaluate(raster or pred or "", truth, pred_vectors=pred if raster and pred else None, classes=spec,
                       resolution=resolution, snap_m=snap_m)
     if progress_mode == "json":
         emit_progress("eval", 1, steps)
@@ -71,14 +71,10 @@ def eval_cmd(pred: str | None, truth: str, raster: str | None, classes: str, res
                        for c, s in scores.items()})
     click.echo(text)
     if json_out:
-        import os
-        from pathlib import Path
+        from geoseg.tempfiles import atomic_path
 
-        from geoseg.export import temp_name
-
-        tmp = temp_name(Path(json_out))  # a reader (the QGIS plugin) never sees a half-written report
-        tmp.write_text(text + "\n")
-        os.replace(tmp, json_out)
+        with atomic_path(json_out) as tmp:  # a reader (the QGIS plugin) never sees a half-written report
+            tmp.write_text(text + "\n")
     if not quiet:
         _table(scores)
 
@@ -115,7 +111,8 @@ def _many(source: str, spec: tuple[dict, ...], json_out: str | None, quiet: bool
         b = r.get("building", {})
         split = b.get("terraced_split_rate", b["terraced_split"] / b["terraced"] if b.get("terraced") else None)
         table.add_row(label, *(f"{r[n]['pixel_iou']:.3f}" if n in r else "–" for n in names),
-                      f"{b['object_f1']:.3f}" if "object_f1" in b else "–", f"{split:.3f}" if split is not None else "–")
+                      f"{b['object_f1']:.3f}" if "object_f1" in b else "–",
+                      f"{split:.3f}" if split is not None else "–")
     Console(stderr=True, force_terminal=False, width=120).print(table)
     sys.stderr.flush()
 

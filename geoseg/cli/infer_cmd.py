@@ -5,8 +5,7 @@ from __future__ import annotations
 import click
 
 from geoseg.bands import parse_bands
-from geoseg.cli.options import (info_lines, overwrite_opt, precision_opt, quiet_opt, runtime_opt, user_errors,
-                                values_from, verbose_opt)
+from geoseg.cli.options import info_lines, overwrite_opt, quiet_opt, run_options, user_errors, values_from, verbose_opt
 from geoseg.cli.progress import progress_for, progress_opt
 from geoseg.pipeline import InferConfig, load_pipeline, override_post
 from geoseg.preflight import check_run
@@ -18,22 +17,10 @@ from geoseg.summary import summary_line
 @click.option("--out", "out", type=click.Path(),
               help="Vectors: .gpkg (all layers, styled for QGIS), or .fgb/.parquet/.geojson (one file per layer, "
                    "OUT_<layer>.ext).")
-@click.option("--model", help="Bundle path or registered name (default: the bundled model).")
-@click.option("--pipeline", type=click.Path(dir_okay=False), help="Pipeline YAML (pipelines/*.yaml).")
-@click.option("--classes", help="Comma-separated classes to vectorise, e.g. building,road.")
 @click.option("--raster-out", type=click.Path(), help="Class raster (COG).")
 @click.option("--prob-out", type=click.Path(), help="Class probabilities (COG, float32).")
-@click.option("--bands", help="Scene bands in the model's order, 1-based (as rasterio's --bidx), e.g. 1,2,3 or "
-              "3,2,1 (default: matched by the scene's band labels, else the bundle's).")
-@click.option("--tile", type=int, help="Tile size in pixels (default: the bundle's).")
-@click.option("--halo", type=int, help="Context pixels read around each tile core (default: the bundle's).")
+@run_options
 @click.option("--overlap", type=int, help="Overlap between neighbouring tiles; the same as --halo 2x smaller.")
-@click.option("--batch-size", type=int, help="Tiles per forward pass.")
-@click.option("--block-size", type=int, help="Block side in pixels (rounded to whole tile cores).")
-@click.option("--device", help="auto, cpu or cuda[:N].")
-@runtime_opt
-@precision_opt
-@click.option("--workers", type=int, help="Dask threads or processes (default: one per core).")
 @click.option("--scheduler", help="threads (default), processes or tcp://HOST:PORT.")
 @click.option("--regularize", flag_value=True, default=None, help="Square building footprints (right angles).")
 @click.option("--regularize-m", type=float, help="How far regularisation may move an outline, metres.")
@@ -42,21 +29,17 @@ from geoseg.summary import summary_line
 @click.option("--no-holes", "holes", flag_value=False, default=None, help="Fill interior rings of polygons.")
 @click.option("--instance-split/--no-instance-split", default=None,
               help="Separate touching buildings (boundary/distance head, else a watershed) [default: on].")
-@click.option("--resample", flag_value=True, default=None,
-              help="If the scene's pixel size differs from the model's GSD, read it resampled (bilinear) to the "
-                   "model's GSD and write the rasters back on the scene's grid; vectors are in map coordinates.")
 @overwrite_opt
 @progress_opt
 @verbose_opt
 @quiet_opt
 @user_errors
-def infer(scene: str, out: str | None, model: str | None, pipeline: str | None, classes: str | None,
-          bands: str | None, raster_out: str | None, prob_out: str | None, tile: int | None, halo: int | None,
-          overlap: int | None,
+def infer(scene: str, out: str | None, raster_out: str | None, prob_out: str | None, model: str | None,
+          pipeline: str | None, classes: str | None, bands: str | None, tile: int | None, halo: int | None,
           batch_size: int | None, block_size: int | None, device: str | None, runtime: str | None,
-          precision: str | None, workers: int | None,
+          precision: str | None, workers: int | None, resample: bool | None, overlap: int | None,
           scheduler: str | None, regularize: bool | None, regularize_m: float | None, simplify_m: float | None,
-          min_area_m2: float | None, holes: bool | None, instance_split: bool | None, resample: bool | None,
+          min_area_m2: float | None, holes: bool | None, instance_split: bool | None,
           overwrite: bool, progress_mode: str, verbose: int, quiet: bool) -> None:
     """Segment SCENE (GeoTIFF) into building and road polygons."""
     base = load_pipeline(pipeline) if pipeline else InferConfig()

@@ -6,14 +6,29 @@ import functools
 import logging
 import sys
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, NamedTuple
 
 import click
 
 from geoseg.errors import GeosegError
 
-verbose_opt = click.option("-v", "--verbose", count=True, help="More output; -v also shows tracebacks.")
-quiet_opt = click.option("-q", "--quiet", is_flag=True, help="No progress bar and no summary.")
+def _add_verbose(ctx: click.Context, _: click.Parameter, value: int) -> int:
+    obj = ctx.ensure_object(dict)
+    obj["verbose"] = obj.get("verbose", 0) + value
+    return int(obj["verbose"])
+
+
+def _add_quiet(ctx: click.Context, _: click.Parameter, value: bool) -> bool:
+    obj = ctx.ensure_object(dict)
+    obj["quiet"] = bool(obj.get("quiet", False) or value)
+    return bool(obj["quiet"])
+
+
+# Verbosity is set once, on the ``geoseg`` group (``geoseg -v infer ...``, as rasterio's ``rio -v``), and kept in
+# ``ctx.obj``; a command's own -v/-q (``geoseg infer ... -q``) adds to it, and the command receives the result.
+verbose_opt = click.option("-v", "--verbose", count=True, callback=_add_verbose,
+                           help="More output; -v also shows tracebacks.")
+quiet_opt = click.option("-q", "--quiet", is_flag=True, callback=_add_quiet, help="No progress bar and no summary.")
 overwrite_opt = click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
 # the names of geoseg.runtime.RUNTIMES / PRECISIONS, spelled out so that --help imports no torch
 RUNTIME_NAMES = ("auto", "torch", "onnxruntime", "openvino")
@@ -26,6 +41,35 @@ precision_opt = click.option(
     "--precision", type=click.Choice(PRECISION_NAMES),
     help="fp32 (default, exact), or bf16/fp16 for a named runtime that supports it (faster, not exact).")
 
+# The options ``infer`` and ``batch`` share, declared once so their help cannot drift apart; in --help order.
+_RUN_OPTIONS = (
+    click.option("--model", help="Bundle path or registered name (default: the bundled model)."),
+    click.option("--pipeline", type=click.Path(dir_okay=False), help="Pipeline YAML (pipelines/*.yaml)."),
+    click.option("--classes", help="Comma-separated classes to vectorise, e.g. building,road."),
+    click.option("--bands", help="Scene bands in the model's order, 1-based (as rasterio's --bidx), e.g. 1,2,3 or "
+                 "3,2,1 (default: matched by each scene's band labels, else the bundle's)."),
+    click.option("--tile", type=int, help="Tile size in pixels (default: the bundle's)."),
+    click.option("--halo", type=int, help="Context pixels read around each tile core (default: the bundle's)."),
+    click.option("--batch-size", type=int, help="Tiles per forward pass (default: 1 on CPU, 16 on CUDA)."),
+    click.option("--block-size", type=int, help="Block side in pixels, rounded to whole tile cores (default: "
+                 "about 1024)."),
+    click.option("--device", help="auto, cpu or cuda[:N]."),
+    runtime_opt,
+    precision_opt,
+    click.option("--workers", type=int, help="Dask workers: threads, local processes, or (batch --cluster) SLURM "
+                 "jobs or Kubernetes pods (default: one per core)."),
+    click.option("--resample", flag_value=True, default=None,
+                 help="If a scene's pixel size differs from the model's GSD, read it resampled (bilinear) to the "
+                      "model's GSD and write the rasters back on the scene's grid; vectors are in map coordinates."),
+)
+
+
+def run_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Decorate a command with :data:`_RUN_OPTIONS` (model, tiling, device, runtime, workers...)."""
+    for option in reversed(_RUN_OPTIONS):
+        fn = option(fn)
+    return fn
+
 
 def values_from(pipeline: str | None, config: Any, cli: dict[str, Any]) -> dict[str, str]:
     """Where each config value given by the pipeline file (and not overridden on the command line) came from,
@@ -34,6 +78,18 @@ def values_from(pipeline: str | None, config: Any, cli: dict[str, Any]) -> dict[
         return {}
     return {key: f"{pipeline}: infer.{key}" for key, value in cli.items()
             if value is None and getattr(config, key, None) is not None}
+
+
+class Verbosity(NamedTuple):
+    verbose: int
+    quiet: bool
+
+
+def verbosity() -> Verbosity:
+    """The run's verbosity: the group's -v/-q plus the command's own, as stored in ``ctx.obj``."""
+    ctx = click.get_current_context(silent=True)
+    obj = (ctx.find_object(dict) if ctx is not None else None) or {}
+    return Verbosity(int(obj.get("verbose", 0)), bool(obj.get("quiet", False)))
 
 
 class _WorkerFailures(logging.Filter):
@@ -52,7 +108,7 @@ def user_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        verbose = kwargs.get("verbose", 0)
+        verbose = verbosity().verbose
         worker_log = logging.getLogger("distributed.worker")
         if not verbose:
             worker_log.addFilter(_WORKER_FAILURES)

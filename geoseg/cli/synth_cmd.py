@@ -49,7 +49,8 @@ def synth(out: Path, size: int | None, width: int | None, height: int | None, se
         raise click.UsageError("use either --size or --width/--height, not both")
     if (width is None) != (height is None):
         raise click.UsageError("--width and --height go together")
-    width, height = (width, height) if width is not None else (size or 1024, size or 1024)
+    if width is None or height is None:
+        width = height = size or 1024
     try:
         if gsd is None:
             gsd = 5e-6 if CRS.from_user_input(crs).is_geographic else 0.5

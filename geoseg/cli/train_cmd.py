@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import click
 
@@ -32,7 +33,7 @@ def train(pipeline: str, resume: bool, steps: int | None, out: str | None, run_d
     from geoseg.train import train as run
 
     cfg = load_train_config(pipeline)
-    changes = {"steps": steps, "out": out, "run_dir": run_dir, "device": device}
+    changes: dict[str, Any] = {"steps": steps, "out": out, "run_dir": run_dir, "device": device}
     cfg = dataclasses.replace(cfg, **{k: v for k, v in changes.items() if v is not None})
     path = run(cfg, resume=resume, progress=not quiet,
                log=None if quiet else lambda rec: click.echo(json.dumps(_rounded(rec)), err=True))

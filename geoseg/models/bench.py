@@ -66,7 +66,7 @@ def cuda_peak_tflops(n: int = 8192) -> float:
 
 def cuda_tiles_per_s(model: torch.nn.Module, bands: int, tile: int, batch: int, repeat: int) -> float:
     """bf16 autocast, channels-last, ``batch`` tiles per forward (as ``geoseg.predict`` runs on CUDA)."""
-    model = model.to("cuda", memory_format=torch.channels_last)
+    model = model.to("cuda").to(memory_format=torch.channels_last)
     x = torch.randn(batch, bands, tile, tile, device="cuda").contiguous(memory_format=torch.channels_last)
 
     def run() -> None:
@@ -100,7 +100,7 @@ def bench_model(names: list[str] | None = None, *, tile: int = 512, bands: int =
             "cpu_tiles_per_s_1_thread": round(cpu_tiles_per_s(model, bands, tile, 1, repeat), 3),
             "cpu_tiles_per_s_all_threads": round(cpu_tiles_per_s(model, bands, tile, all_threads, repeat), 3),
         }
-        if cuda:
+        if peak is not None:  # on CUDA
             rate = cuda_tiles_per_s(model, bands, tile, cuda_batch, repeat)
             row["cuda_bf16_tiles_per_s"] = round(rate, 1)
             row["cuda_fraction_of_peak"] = round(rate * gflop / 1e3 / peak, 3)

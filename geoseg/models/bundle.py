@@ -1,12 +1,12 @@
 """Bundles: one ``.safetensors`` file holding weights plus JSON metadata in its header.
 
-Loading never unpickles anything (DESIGN invariant 6): safetensors stores raw tensors, the metadata is JSON.
+Loading never unpickles anything (the no-code-from-data invariant): safetensors stores raw tensors, the metadata
+is JSON.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -15,6 +15,7 @@ import numpy as np
 
 from geoseg import __version__
 from geoseg.errors import BundleError
+from geoseg.tempfiles import atomic_path
 
 if TYPE_CHECKING:  # torch is imported only to load or save weights: reading metadata (and every user error that
     import torch   # it finds) must answer before torch's seconds of import
@@ -185,10 +186,6 @@ def save_bundle(path: str | Path, model: "torch.nn.Module", meta: BundleMeta, *,
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     if half:  # halves the shipped size; floats are restored to fp32 on load by load_state_dict
         state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
+    with atomic_path(path) as tmp:
         save_file(state, str(tmp), metadata={META_KEY: meta.to_json()})
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path

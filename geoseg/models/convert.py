@@ -56,7 +56,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 
 def parse_classes(text: str) -> tuple[ClassInfo, ...]:
     """``background,building:#e31a1c,road`` → classes (index 0 is the background); colour optional."""
-    out = []
+    out: list[ClassInfo] = []
     for item in (s.strip() for s in text.split(",")):
         if not item:
             continue

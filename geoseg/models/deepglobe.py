@@ -13,7 +13,6 @@ from segmentation_models_pytorch.decoders.unet.decoder import UnetDecoder
 from segmentation_models_pytorch.encoders import get_encoder
 
 from geoseg.models.parts import pad_to_multiple, parse_heads
-from geoseg.models.registry import register
 
 
 class UnetASPP(torch.nn.Module):
@@ -57,7 +56,6 @@ class UnetASPP(torch.nn.Module):
         return self.head_spec[1:]
 
 
-@register("unet-seresnext-aspp")
 def unet_seresnext_aspp(**kwargs: Any) -> torch.nn.Module:
     """DeepGlobe-style U-Net + ASPP; any smp encoder via ``encoder_name`` (default ``se_resnext50_32x4d``)."""
     return UnetASPP(**kwargs)

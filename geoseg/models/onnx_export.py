@@ -10,13 +10,14 @@ output with their sigmoid.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import torch
 
 from geoseg.errors import BundleError
+from geoseg.models.activation import class_probabilities, head_probabilities
 from geoseg.models.bundle import Bundle
+from geoseg.tempfiles import atomic_path
 
 
 class Probabilities(torch.nn.Module):
@@ -31,8 +32,8 @@ class Probabilities(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         out = self.model(x)
-        seg = torch.softmax(out[:, :self.k], 1) if self.softmax else torch.sigmoid(out[:, :self.k])
-        return (seg, torch.sigmoid(out[:, self.k:])) if self.has_heads else seg
+        seg = class_probabilities(out, self.k, self.softmax)
+        return (seg, head_probabilities(out, self.k)) if self.has_heads else seg
 
 
 def deepness_metadata(bundle: Bundle, tile: int | None = None) -> dict[str, str]:
@@ -79,14 +80,11 @@ def export_onnx(bundle: Bundle, out: str | Path, *, opset: int = 18, tile: int |
                                         output_names=names, verbose=False)
     except Exception as err:  # torch.export raises many types; report them as one line
         raise BundleError(f"{bundle.path}: ONNX export of {meta.arch} failed: {str(err).splitlines()[0]}") from None
+    assert program is not None  # dynamo export returns its program
     model = program.model_proto
     for key, value in {**deepness_metadata(bundle, tile), **(extra_props or {})}.items():
         prop = model.metadata_props.add()
         prop.key, prop.value = key, value
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    try:
+    with atomic_path(out) as tmp:
         onnx.save(model, str(tmp))
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
     return out

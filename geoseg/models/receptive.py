@@ -1,4 +1,4 @@
-"""Measure the halo a model needs for an exact stitch (DESIGN invariant 2), directly: run a tile cut from a
+"""Measure the halo a model needs for an exact stitch (the halo-exactness invariant), directly: run a tile cut from a
 larger image and compare its output with the larger image's output on the same pixels, for every halo.
 
 A single-pixel perturbation underestimates the halo: the stitch error is the sum of the influences of *all* the
@@ -15,6 +15,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
+
+from geoseg.models.activation import to_probabilities
 
 
 @dataclass(frozen=True)
@@ -34,12 +36,10 @@ class HaloReport:
         return out
 
 
-def to_probabilities(out: torch.Tensor, n_classes: int | None, softmax: bool = True) -> torch.Tensor:
-    """As :class:`geoseg.predict.Predictor`: softmax (or sigmoid) on the class channels, sigmoid on the heads."""
-    if n_classes is None:
-        return out
-    seg = torch.softmax(out[:, :n_classes], 1) if softmax else torch.sigmoid(out[:, :n_classes])
-    return torch.cat([seg, torch.sigmoid(out[:, n_classes:])], 1)
+def _outputs(out: torch.Tensor, n_classes: int | None, softmax: bool) -> torch.Tensor:
+    """Probabilities as inference computes them (:mod:`geoseg.models.activation`), or raw outputs without
+    ``n_classes``."""
+    return out if n_classes is None else to_probabilities(out, n_classes, softmax)
 
 
 def measure_halo(model: torch.nn.Module, bands: int, tile: int = 256, tol: float = 1e-3, *, stride: int = 32,
@@ -57,8 +57,8 @@ def measure_halo(model: torch.nn.Module, bands: int, tile: int = 256, tol: float
     x = torch.randn(1, bands, tile + 2 * off, tile + 2 * off, generator=gen)
     model = model.eval()
     with torch.inference_mode():
-        whole = to_probabilities(model(x), n_classes, softmax)[..., off:off + tile, off:off + tile]
-        part = to_probabilities(model(x[..., off:off + tile, off:off + tile]), n_classes, softmax)
+        whole = _outputs(model(x), n_classes, softmax)[..., off:off + tile, off:off + tile]
+        part = _outputs(model(x[..., off:off + tile, off:off + tile]), n_classes, softmax)
     diff = (whole - part).abs().amax(dim=(0, 1))
     errors = {h: float(diff[h:tile - h, h:tile - h].max()) for h in range(0, (tile + 1) // 2, stride)}
     good = [h for h, err in errors.items() if err <= tol]

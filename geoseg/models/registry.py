@@ -1,6 +1,7 @@
 """Architectures by name, built from segmentation-models-pytorch parts.
 
-The spine needs any smp architecture by name (``smp:Unet`` etc.); richer architectures register here too.
+The spine needs any smp architecture by name (``smp:Unet`` etc.); geoseg's own architectures (``deepglobe``,
+``resunet_a``) export their builders and are listed here, so they never import the registry.
 """
 
 from __future__ import annotations
@@ -11,24 +12,15 @@ import segmentation_models_pytorch as smp  # imported once here: seconds of impo
 import torch
 
 from geoseg.errors import BundleError
+from geoseg.models.deepglobe import unet_seresnext_aspp
+from geoseg.models.resunet_a import resunet_a
 
 Builder = Callable[..., torch.nn.Module]
-_REGISTRY: dict[str, Builder] = {}
 
 SMP_ARCHITECTURES = (
     "Unet", "UnetPlusPlus", "FPN", "PSPNet", "DeepLabV3", "DeepLabV3Plus", "Linknet", "MAnet", "PAN",
     "UPerNet", "Segformer",
 )
-
-
-def register(name: str) -> Callable[[Builder], Builder]:
-    """Decorator adding an architecture builder to the registry."""
-
-    def deco(fn: Builder) -> Builder:
-        _REGISTRY[name] = fn
-        return fn
-
-    return deco
 
 
 def list_architectures() -> list[str]:
@@ -54,11 +46,14 @@ def build_model(arch: str, **kwargs: Any) -> torch.nn.Module:
         raise BundleError(f"architecture {arch}: {err}; check its arguments (--arch-args)") from None
 
 
-@register("pixel-linear")
 def pixel_linear(in_channels: int = 3, classes: int = 3) -> torch.nn.Module:
     """Per-pixel linear classifier (a 1x1 convolution): a spectral baseline, and exact georeferencing tests."""
     return torch.nn.Conv2d(in_channels, classes, kernel_size=1)
 
 
-# geoseg's own architectures register themselves on import (they need ``register`` defined above)
-from geoseg.models import deepglobe, resunet_a  # noqa: E402,F401
+# geoseg's own architectures: each module exports its builder, the registry imports it (no import cycle)
+_REGISTRY: dict[str, Builder] = {
+    "pixel-linear": pixel_linear,
+    "resunet-a": resunet_a,
+    "unet-seresnext-aspp": unet_seresnext_aspp,
+}

@@ -16,7 +16,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from geoseg.models.parts import pad_to_multiple
-from geoseg.models.registry import register
 
 # Atrous rates per encoder level (paper, tables 1 and 2); the decoder mirrors them.
 DILATIONS: dict[str, tuple[tuple[int, ...], ...]] = {
@@ -156,7 +155,6 @@ class ResUNetA(nn.Module):
         return (("boundary", b), ("distance", d), ("colour", c))
 
 
-@register("resunet-a")
 def resunet_a(**kwargs: Any) -> nn.Module:
     """ResUNet-a; ``variant`` is ``d6`` (stride 32) or ``d7`` (stride 64)."""
     return ResUNetA(**kwargs)

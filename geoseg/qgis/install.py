@@ -10,11 +10,11 @@ import json
 import os
 import shutil
 import sys
-import uuid
 from pathlib import Path
 
 from geoseg import __version__
 from geoseg.errors import OutputError
+from geoseg.tempfiles import atomic_path
 
 PLUGIN_NAME = "geoseg"
 ENV_FILE = "geoseg_env.json"
@@ -46,17 +46,15 @@ def install(profile: str = "default", profiles_dir: str | os.PathLike[str] | Non
     """Install (or replace) the plugin in ``profile``; returns its folder. The copy is staged beside the target
     and renamed into place, so QGIS never sees half a plugin."""
     target = plugin_dir(profile, profiles_dir)
-    stage = target.with_name(f".{PLUGIN_NAME}.tmp-{uuid.uuid4().hex[:8]}")
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copytree(PLUGIN_SOURCE, stage, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-        env = {"command": geoseg_command(), "geoseg_version": __version__, "prefix": sys.prefix}
-        (stage / ENV_FILE).write_text(json.dumps(env, indent=1) + "\n", encoding="utf-8")
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(stage, target)
+        with atomic_path(target) as stage:
+            shutil.copytree(PLUGIN_SOURCE, stage, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+            env = {"command": geoseg_command(), "geoseg_version": __version__, "prefix": sys.prefix}
+            (stage / ENV_FILE).write_text(json.dumps(env, indent=1) + "\n", encoding="utf-8")
+            if target.exists():  # a folder is renamed only onto nothing
+                shutil.rmtree(target)
     except OSError as err:
-        shutil.rmtree(stage, ignore_errors=True)
         raise OutputError(f"{target}: cannot install the QGIS plugin ({err.strerror or err}); check the profile "
                           "folder or pass --profiles-dir") from None
     return target

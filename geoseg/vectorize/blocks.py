@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import geopandas as gpd
 import numpy as np
@@ -22,6 +23,8 @@ from geoseg.vectorize.instances import ObjectCrop, crop_object, pad1, split_many
 from geoseg.vectorize.options import CELL_MARGIN, ClassVectors, VectorSpec
 from geoseg.vectorize.polygons import anchors, label_polygons, line_frame, polygon_frame
 from geoseg.vectorize.spill import Spill
+
+MAX_LINE_SIMPLIFY_PX = 1.0  # centerlines are simplified by the class's simplify_m, but by at most this many pixels
 
 TOP, BOTTOM, LEFT, RIGHT = range(4)
 OPPOSITE = {TOP: BOTTOM, BOTTOM: TOP, LEFT: RIGHT, RIGHT: LEFT}
@@ -61,15 +64,17 @@ class CellPart:
         return self.bits is None and self.stored is None
 
     def park(self, spill: Spill) -> None:
-        if self.bits is not None:
+        if self.bits is not None and self.values is not None:
             self.stored = spill.park({"bits": self.bits, "values": self.values})
             if self.stored is not None:
                 self.bits = self.values = None
 
     def unpack(self, spill: Spill | None = None) -> tuple[np.ndarray, np.ndarray]:
         if self.stored is not None:
+            assert spill is not None, "a parked part is unpacked with the spill that holds it"
             arrays = spill.take(self.stored)
             self.bits, self.values, self.stored = arrays["bits"], arrays["values"], None
+        assert self.bits is not None, "an empty part has nothing to unpack"
         mask = np.unpackbits(self.bits, count=self.shape[0] * self.shape[1]).reshape(self.shape).astype(bool)
         prob = np.zeros(self.shape, np.float32)
         prob[mask] = self.values
@@ -93,13 +98,13 @@ class BlockVectors:
 
 def instance_labels(crops: list[ObjectCrop], opts: ClassVectors, vs: VectorSpec) -> list[np.ndarray]:
     """Instance labels of whole objects on their crops (1..n), split if the class asks for it."""
-    out = [c.mask.astype(np.int32) if not opts.split or c.whole else None for c in crops]
+    out: list[np.ndarray | None] = [c.mask.astype(np.int32) if not opts.split or c.whole else None for c in crops]
     todo = [i for i, labels in enumerate(out) if labels is None]
     split = split_many([pad1(crops[i].mask) for i in todo], [{k: pad1(v) for k, v in crops[i].heads.items()}
                                                            for i in todo], opts.post.split_depth_m / vs.m_per_px)
     for i, labels in zip(todo, split):
         out[i] = labels[1:-1, 1:-1]
-    return out
+    return cast("list[np.ndarray]", out)
 
 
 def label_rows(labels: np.ndarray, prob: np.ndarray, row0: int, col0: int, vs: VectorSpec
@@ -146,7 +151,8 @@ def groups_frame(crops: list[ObjectCrop], opts: ClassVectors, vs: VectorSpec) ->
     frame: the per-frame cost is paid once per batch, not once per object."""
     labels = instance_labels(crops, opts, vs)
     rows = [label_rows(inst, c.prob, c.row0, c.col0, vs) for c, inst in zip(crops, labels)]
-    return polygon_frame(*(np.concatenate([r[i] for r in rows]) for i in range(4)), opts.name, opts, vs)
+    ids, geoms, n_px, prob_sum = (np.concatenate([r[i] for r in rows]) for i in range(4))
+    return polygon_frame(ids, geoms, n_px, prob_sum, opts.name, opts, vs)
 
 
 def cell_box(cell: tuple[int, int], size: int, vs: VectorSpec, margin: int = 0) -> tuple[int, int, int, int]:
@@ -166,8 +172,9 @@ def network_frames(mask: np.ndarray, prob: np.ndarray, row0: int, col0: int, cel
     labels, _ = ndimage.label(mask[core])
     polys = labels_frame(labels, prob[core], r0, c0, opts, vs)
     m = vs.m_per_px
+    smooth_px = min(opts.post.simplify_m / m, MAX_LINE_SIMPLIFY_PX)
     lines, widths, scores, ids = centerlines(mask, prob, row0, col0, (r0, r1, c0, c1), opts.post.spur_m / m,
-                                             min(opts.post.simplify_m / m, 1.0), vs.skeleton_step(opts))
+                                             smooth_px, vs.skeleton_step(opts))
     return polys, line_frame(ids, lines, widths, scores, opts.name, vs)
 
 
@@ -193,8 +200,9 @@ def vectorize_block(classes: np.ndarray, probs: np.ndarray, heads: dict[str, np.
                 if inner[side]:
                     touched[side, strip] = True
             touched[:, 0] = False
-            is_open = touched.any(axis=0)
-            closed, frags = [], []
+            is_open = np.asarray(touched.any(axis=0))
+            closed: list[ObjectCrop] = []
+            frags: list[Fragment] = []
             local = np.full(n + 1, -1, np.int64)
             whole = unsplittable(mask, labels, n, heads0) if opts.split else np.zeros(n + 1, bool)
             for value, sl in enumerate(ndimage.find_objects(labels), start=1):

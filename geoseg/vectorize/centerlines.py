@@ -44,13 +44,9 @@ def _components(n: int, src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     return csgraph.connected_components(graph, directed=True, connection="weak")[1]
 
 
-def _trace(skel: np.ndarray) -> tuple[np.ndarray, np.ndarray, PixelGraph]:
-    """Pixel paths between nodes, as one flat array of pixel indices and each path's start offset (plus the end).
-
-    Whole-array work, no per-pixel Python: chain pixels (exactly two neighbours) are the graph's edges, their
-    8-connected runs are ordered by one depth-first walk (scipy.sparse.csgraph) from a virtual root linked to
-    one end of each run (its smallest pixel on a closed loop), then closed by the node pixels at both ends.
-    """
+def _pixel_graph(skel: np.ndarray) -> tuple[PixelGraph, np.ndarray, np.ndarray, np.ndarray]:
+    """The skeleton's pixel graph, and its 8-neighbour links (``src -> dst`` pixel pairs, and the ``(8, n)``
+    neighbour pixel of each pixel or -1)."""
     h, w = skel.shape
     rr, cc = np.nonzero(skel)
     n = len(rr)
@@ -74,16 +70,21 @@ def _trace(skel: np.ndarray) -> tuple[np.ndarray, np.ndarray, PixelGraph]:
                               np.bincount(lab, cc[node_px], n_nodes) / count])
     is_end = np.zeros(n_nodes, bool)
     is_end[lab[deg[node_px] == 1]] = True
-    graph = PixelGraph(rr, cc, deg, node, centre, is_end)
-    # chains: runs of two-neighbour pixels; start each at an end (fewer than two chain neighbours) or, on a
-    # closed loop, at its first pixel
+    return PixelGraph(rr, cc, deg, node, centre, is_end), src, dst, nb
+
+
+def _walk_chains(n: int, src: np.ndarray, dst: np.ndarray, is_node: np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+    """Chain pixels in walking order, each chain's first position in that order, its length and whether it is a
+    closed loop; None without chain pixels. A chain starts at an end (fewer than two chain neighbours) or, on a
+    closed loop, at its first pixel."""
     chain = ~is_node
     link = chain[src] & chain[dst]
     chain_deg = np.bincount(src[link], minlength=n)
     comp = _components(n, src[link], dst[link])
     px = np.flatnonzero(chain)
     if not len(px):
-        return np.empty(0, np.int64), np.zeros(1, np.int64), graph
+        return None
     key = np.where(chain_deg[px] < 2, px, px + n)
     best = np.full(n, 2 * n)
     np.minimum.at(best, comp[px], key)
@@ -98,8 +99,23 @@ def _trace(skel: np.ndarray) -> tuple[np.ndarray, np.ndarray, PixelGraph]:
     length = np.diff(np.append(first, len(order)))
     loop_at = np.zeros(n, bool)
     loop_at[starts] = loop
-    loop = loop_at[order[first]]
-    node_nb = np.where(has & is_node[np.maximum(nb, 0)], nb, -1)
+    return order, first, length, loop_at[order[first]]
+
+
+def _trace(skel: np.ndarray) -> tuple[np.ndarray, np.ndarray, PixelGraph]:
+    """Pixel paths between nodes, as one flat array of pixel indices and each path's start offset (plus the end).
+
+    Whole-array work, no per-pixel Python: chain pixels (exactly two neighbours) are the graph's edges, their
+    8-connected runs are ordered by one depth-first walk (scipy.sparse.csgraph) from a virtual root linked to
+    one end of each run (its smallest pixel on a closed loop), then closed by the node pixels at both ends.
+    """
+    graph, src, dst, nb = _pixel_graph(skel)
+    is_node = graph.deg != 2
+    chains = _walk_chains(len(graph.rr), src, dst, is_node)
+    if chains is None:
+        return np.empty(0, np.int64), np.zeros(1, np.int64), graph
+    order, first, length, loop = chains
+    node_nb = np.where((nb >= 0) & is_node[np.maximum(nb, 0)], nb, -1)
     head_px, tail_px = order[first], order[first + length - 1]
     head = node_nb[np.argmax(node_nb[:, head_px] >= 0, axis=0), head_px]
     tail = node_nb[7 - np.argmax(node_nb[::-1, tail_px] >= 0, axis=0), tail_px]
@@ -140,7 +156,7 @@ def _chaikin(xy: np.ndarray, offsets: np.ndarray, rounds: int = 2) -> tuple[np.n
 
 
 def _simplify(lines: np.ndarray, tolerance: float) -> np.ndarray:
-    """Douglas-Peucker, and GEOS's topology-preserving simplifier (30x slower) only where plain DP would make a
+    """Douglas-Peucker, and GEOS's topology-preserving simplifier (much slower) only where plain DP would make a
     line cross itself or collapse a closed loop."""
     out = shapely.simplify(lines, tolerance, preserve_topology=False)
     redo = shapely.is_closed(lines) | ~shapely.is_simple(out)
@@ -164,26 +180,26 @@ def _pool(mask: np.ndarray, step: int) -> np.ndarray:
     return full.reshape(hh, step, ww, step).sum(axis=(1, 3), dtype=np.int32) * 2 >= step * step
 
 
-def centerlines(mask: np.ndarray, prob: np.ndarray, row0: int, col0: int, cell: tuple[int, int, int, int],
-                spur_px: float, smooth_px: float, step: int = 1
-                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Centerlines of ``mask`` (a cell with its margin, at global ``row0, col0``) inside the cell
-    ``(r0, r1, c0, c1)``; returns (global pixel LineStrings, estimated widths in pixels, mean class probability
-    along each line, stable ids).
+@dataclass
+class _Paths:
+    """The traced paths on the (coarse) skeleton grid: each path point's pixel ``r, c``, its path ``pid``,
+    whether it continues the previous point's path (``same``), each path's ``head``/``tail`` position, whether
+    the path is kept (``keep``: spurs pruned) and each point's ``xy`` in local scene pixels."""
 
-    The skeleton is traced on a grid ``step`` pixels coarser (``row0``, ``col0`` and the cell edges are multiples
-    of it, so the grid is global to the scene): thinning costs per pixel and per pass; a step of 2 cut it 6x;
-    lengths, widths and coordinates come back in scene pixels.
-    """
-    empty = (np.empty(0, object), np.empty(0), np.empty(0), np.empty(0, np.int64))
-    if not mask.any():
-        return empty
-    small = _pool(mask, step) if step > 1 else mask
-    skel = skeletonize(small)
-    flat, offsets, g = _trace(skel)
-    if not len(flat):
-        return empty
-    h, w = small.shape
+    r: np.ndarray
+    c: np.ndarray
+    pid: np.ndarray
+    same: np.ndarray
+    head: np.ndarray
+    tail: np.ndarray
+    keep: np.ndarray
+    xy: np.ndarray
+
+
+def _paths(flat: np.ndarray, offsets: np.ndarray, g: PixelGraph, shape: tuple[int, int], step: int,
+           spur_px: float) -> _Paths:
+    """Point coordinates of the traced paths; short dead ends (not at the crop's border) are pruned."""
+    h, w = shape
     n_paths = len(offsets) - 1
     r, c = g.rr[flat], g.cc[flat]
     pid = np.repeat(np.arange(n_paths), np.diff(offsets))
@@ -198,38 +214,70 @@ def centerlines(mask: np.ndarray, prob: np.ndarray, row0: int, col0: int, cell: 
     for pos in (head, tail):  # junction ends meet at the junction's centre
         at = pos[(lab[pos] >= 0) & ~g.is_end[np.maximum(lab[pos], 0)]]
         xy[at] = (g.centre[lab[at]][:, ::-1] + 0.5) * step
-    # runs of pixels inside the cell, each extended to the exact midpoint with its outside neighbour
+    return _Paths(r, c, pid, same, head, tail, keep, xy)
+
+
+def _cell_runs(p: _Paths, row0: int, col0: int, cell: tuple[int, int, int, int], step: int
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """Start and end (exclusive) positions of the runs of kept path points inside the cell."""
     r0, r1, c0, c1 = cell
-    gr, gc = r * step + row0, c * step + col0  # each coarse pixel's first scene pixel
-    inside = (gr >= r0) & (gr < r1) & (gc >= c0) & (gc < c1) & keep[pid]
-    before = np.concatenate([[False], inside[:-1] & same])
-    after = np.concatenate([inside[1:] & same, [False]])
-    s_run, e_run = np.flatnonzero(inside & ~before), np.flatnonzero(inside & ~after) + 1
-    if not len(s_run):
-        return empty
-    # OpenCV's exact EDT (DIST_MASK_PRECISE) equals scipy's to float32 precision at a fifth of the cost; it
-    # returns ~1e19 where the crop has no background at all, hence the cap
-    dist = np.minimum(edt(small), h + w) * step
-    widths = 2.0 * _run_means(dist[r, c], s_run, e_run)
-    # the class probability at the scene pixel at the centre of each coarse pixel
-    pr = np.minimum(r * step + step // 2, mask.shape[0] - 1)
-    pc = np.minimum(c * step + step // 2, mask.shape[1] - 1)
-    scores = _run_means(prob[pr, pc], s_run, e_run)
-    # each run as a line: its pixels, plus the midpoints with the outside neighbours at either end
-    pre, post = s_run > head[pid[s_run]], e_run < tail[pid[s_run]] + 1
+    gr, gc = p.r * step + row0, p.c * step + col0  # each coarse pixel's first scene pixel
+    inside = (gr >= r0) & (gr < r1) & (gc >= c0) & (gc < c1) & p.keep[p.pid]
+    before = np.concatenate([[False], inside[:-1] & p.same])
+    after = np.concatenate([inside[1:] & p.same, [False]])
+    return np.flatnonzero(inside & ~before), np.flatnonzero(inside & ~after) + 1
+
+
+def _run_points(p: _Paths, s_run: np.ndarray, e_run: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each run as a line (flat points and offsets): its pixels, plus the midpoints with the outside neighbours
+    at either end, so that both cells of an edge cut the line at the same point."""
+    pre, post = s_run > p.head[p.pid[s_run]], e_run < p.tail[p.pid[s_run]] + 1
     n_run = e_run - s_run
     size = n_run + pre + post
-    lone = size == 1  # (a lone point: doubled, then dropped as a zero-length line below)
+    lone = size == 1  # (a lone point: doubled, then dropped as a zero-length line by the caller)
     offsets = np.concatenate([[0], np.cumsum(size + lone)])
     run = np.repeat(np.arange(len(n_run)), n_run)
     k = np.arange(len(run)) - np.repeat(np.cumsum(n_run) - n_run, n_run)
     pts = np.empty((offsets[-1], 2))
-    pts[offsets[run] + pre[run] + k] = xy[s_run[run] + k]
-    pts[offsets[:-1][pre]] = (xy[s_run[pre] - 1] + xy[s_run[pre]]) / 2
-    pts[offsets[1:][post] - 1] = (xy[e_run[post] - 1] + xy[e_run[post]]) / 2
+    pts[offsets[run] + pre[run] + k] = p.xy[s_run[run] + k]
+    pts[offsets[:-1][pre]] = (p.xy[s_run[pre] - 1] + p.xy[s_run[pre]]) / 2
+    pts[offsets[1:][post] - 1] = (p.xy[e_run[post] - 1] + p.xy[e_run[post]]) / 2
     pts[offsets[1:][lone] - 1] = pts[offsets[:-1][lone]]
-    pts, offsets = _chaikin(pts, offsets)
-    lines = shapely.linestrings(pts + (col0, row0), indices=np.repeat(np.arange(len(n_run)), np.diff(offsets)))
+    return pts, offsets
+
+
+def centerlines(mask: np.ndarray, prob: np.ndarray, row0: int, col0: int, cell: tuple[int, int, int, int],
+                spur_px: float, smooth_px: float, step: int = 1
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Centerlines of ``mask`` (a cell with its margin, at global ``row0, col0``) inside the cell
+    ``(r0, r1, c0, c1)``; returns (global pixel LineStrings, estimated widths in pixels, mean class probability
+    along each line, stable ids).
+
+    The skeleton is traced on a grid ``step`` pixels coarser (``row0``, ``col0`` and the cell edges are multiples
+    of it, so the grid is global to the scene), because thinning costs per pixel and per pass; lengths, widths
+    and coordinates come back in scene pixels.
+    """
+    empty = (np.empty(0, object), np.empty(0), np.empty(0), np.empty(0, np.int64))
+    if not mask.any():
+        return empty
+    small = _pool(mask, step) if step > 1 else mask
+    flat, offsets, g = _trace(skeletonize(small))
+    if not len(flat):
+        return empty
+    p = _paths(flat, offsets, g, small.shape, step, spur_px)
+    s_run, e_run = _cell_runs(p, row0, col0, cell, step)
+    if not len(s_run):
+        return empty
+    h, w = small.shape
+    # OpenCV's exact EDT returns ~1e19 where the crop has no background at all, hence the cap
+    dist = np.minimum(edt(small), h + w) * step
+    widths = 2.0 * _run_means(dist[p.r, p.c], s_run, e_run)
+    # the class probability at the scene pixel at the centre of each coarse pixel
+    pr = np.minimum(p.r * step + step // 2, mask.shape[0] - 1)
+    pc = np.minimum(p.c * step + step // 2, mask.shape[1] - 1)
+    scores = _run_means(prob[pr, pc], s_run, e_run)
+    pts, offsets = _chaikin(*_run_points(p, s_run, e_run))
+    lines = shapely.linestrings(pts + (col0, row0), indices=np.repeat(np.arange(len(s_run)), np.diff(offsets)))
     lines = _simplify(lines, smooth_px)
     ok = shapely.length(lines) > 0
     if not ok.any():

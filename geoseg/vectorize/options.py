@@ -7,10 +7,11 @@ from dataclasses import dataclass
 
 from affine import Affine
 
-from geoseg.pipeline import ClassPost, is_network
+from geoseg.post import ClassPost, is_network
 
 CELL_MARGIN = 64  # context pixels around a network cell: skeletons and spur pruning are local within this
 MAX_SKELETON_STEP = 8  # coarsest skeleton grid, in scene pixels; cells and CELL_MARGIN are multiples of it
+MIN_CELL_PX = 64  # smallest network cell side, whatever cell_m and the pixel size
 
 
 @dataclass(frozen=True)
@@ -54,7 +55,7 @@ class VectorSpec:
 
     def cell_px(self, opts: ClassVectors) -> int:
         """Side of the global cell grid of a network class in pixels (a function of the scene, not the blocks)."""
-        return max(64, int(round(opts.post.cell_m / self.m_per_px / MAX_SKELETON_STEP)) * MAX_SKELETON_STEP)
+        return max(MIN_CELL_PX, int(round(opts.post.cell_m / self.m_per_px / MAX_SKELETON_STEP)) * MAX_SKELETON_STEP)
 
     def skeleton_step(self, opts: ClassVectors) -> int:
         """Scene pixels per side of a skeleton pixel: the largest power of two (at most MAX_SKELETON_STEP) whose

@@ -2,13 +2,12 @@
 
 Polygons are traced and simplified in global pixel coordinates (integers, exact) and only then mapped through
 the scene's full affine: the geometry does not depend on the block that traced it, and a rotated or sheared
-transform is honoured (DESIGN invariants 1 and 4).
+transform is honoured (the partition-invariance and carried-georeferencing invariants).
 """
 
 from __future__ import annotations
 
 import functools
-import warnings
 
 import geopandas as gpd
 import numpy as np
@@ -17,17 +16,11 @@ import pyproj
 import rasterio.features
 import shapely
 from affine import Affine
-from rasterio.errors import NotGeoreferencedWarning
 
+from geoseg.startup import quiet_shapes_warnings
 from geoseg.vectorize.options import ClassVectors, VectorSpec
 from geoseg.vectorize.regularize import regularize
 
-# rasterio 1.4 creates the in-memory dataset for ``shapes`` before giving it its transform, and warns that it
-# is "not georeferenced" (also for the identity shift of the block at the scene origin) from whichever Dask
-# thread runs it. Scenes without georeferencing are refused with a clear error in geoseg.scene, so these
-# warnings never carry information here. Process-wide, because per-call catch_warnings is not thread-safe.
-for _message in ("Dataset has no geotransform", "The given matrix is equal to Affine.identity"):
-    warnings.filterwarnings("ignore", message=_message, category=NotGeoreferencedWarning)
 
 
 def apply_affine(transform: Affine, xy: np.ndarray) -> np.ndarray:
@@ -43,7 +36,10 @@ def label_polygons(labels: np.ndarray, row0: int, col0: int) -> dict[int, shapel
     """
     if not labels.any():
         return {}
-    values, rings, owner = [], [], []
+    quiet_shapes_warnings()  # rasterio's spurious "not georeferenced" warnings, process-wide, once (geoseg.startup)
+    values: list[int] = []
+    rings: list[np.ndarray] = []
+    owner: list[int] = []
     # the mask keeps GDAL from tracing the background, a huge polygon with a hole per object
     for geom, value in rasterio.features.shapes(labels.astype(np.int32), mask=labels > 0, connectivity=4,
                                                 transform=Affine.translation(col0, row0)):
@@ -108,7 +104,7 @@ def orientation_deg(metric_geoms: np.ndarray) -> np.ndarray:
 
 
 def simplify_polygons(geoms: np.ndarray, tolerance: float) -> np.ndarray:
-    """Douglas-Peucker, and GEOS's topology-preserving simplifier (3-10x slower on big road polygons) only where
+    """Douglas-Peucker, and GEOS's topology-preserving simplifier (much slower on big road polygons) only where
     plain DP would make a polygon invalid or empty or lose a hole."""
     out = shapely.simplify(geoms, tolerance, preserve_topology=False)
     redo = ~shapely.is_valid(out) | shapely.is_empty(out) | \
