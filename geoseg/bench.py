@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -22,7 +23,6 @@ import numpy as np
 
 from geoseg.baseline import loop_model_only, plain_loop
 from geoseg.errors import GeosegError
-from geoseg.engine import dask_client
 from geoseg.infer import InferSummary, infer
 from geoseg.models.bundle import read_meta, resolve_bundle
 from geoseg.pipeline import InferConfig
@@ -84,18 +84,59 @@ def _warm_worker() -> None:
 
 @contextmanager
 def bench_client(scheduler: str, workers: int) -> Iterator[tuple[Any, Callable[[], float] | None]]:
-    """For ``processes``: a local process cluster started (and its workers warmed) before the timed run, and a
-    reader of the workers' total process CPU; for other schedulers, none (``infer`` starts its own)."""
+    """For ``processes``: a scheduler and ``workers`` single-thread workers, each in its own process (see
+    :func:`subprocess_cluster`), started (and the workers warmed) before the timed run, and a reader of the
+    workers' total process CPU; for other schedulers, none (``infer`` starts its own)."""
     if scheduler != "processes":
         yield None, None
         return
-    with dask_client(scheduler, workers) as client:
+    with subprocess_cluster(workers) as client:
         client.run(_warm_worker)
 
         def worker_cpu() -> float:
             return float(sum(client.run(time.process_time).values()))
 
         yield client, worker_cpu
+
+
+@contextmanager
+def subprocess_cluster(workers: int) -> Iterator[Any]:
+    """A client of real ``dask scheduler`` and ``dask worker`` processes on loopback (no nanny), so this
+    process's CPU is the driver's alone: the in-process scheduler of a ``LocalCluster`` would be counted with
+    it. The workers get the lean settings and malloc policy of the clusters :mod:`geoseg.engine` starts."""
+    from distributed import Client
+
+    from geoseg.allocator import worker_environ
+    from geoseg.engine import LEAN_CONFIG
+
+    env = {**os.environ, **worker_environ(), **{"DASK_" + k.upper().replace(".", "__").replace("-", "_"): str(v)
+                                                for k, v in LEAN_CONFIG.items()}}
+    with tempfile.TemporaryDirectory() as tmp:
+        address_file = str(Path(tmp) / "scheduler.json")
+        quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "env": env}
+        procs = [subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
+                                   "--port", "0", "--dashboard-address", "127.0.0.1:0", "--scheduler-file",
+                                   address_file], **quiet)]  # type: ignore[call-overload]
+        try:
+            procs += [subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_worker", "--scheduler-file",
+                                        address_file, "--nthreads", "1", "--no-nanny", "--host", "127.0.0.1",
+                                        "--no-dashboard", *(["--resources", "GPU=1"] if _cuda() else [])],
+                                       **quiet)  # type: ignore[call-overload]
+                      for _ in range(workers)]
+            with Client(scheduler_file=address_file, timeout="120s", set_as_default=False) as client:
+                client.wait_for_workers(workers, timeout=600)
+                yield client
+        finally:  # the workers hold nothing to save: killed at once (a graceful close can wait on its tasks)
+            for proc in reversed(procs):
+                proc.kill() if proc is not procs[0] else proc.terminate()
+            for proc in procs:
+                proc.wait()
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def project_mpx_per_s(driver_cpu_s_per_mpx: float | None, worker_nonmodel_cpu_s_per_mpx: float | None,
@@ -125,7 +166,8 @@ def cpu_split(summary: InferSummary, driver_cpu_s: float, worker_cpu_s: float | 
     model = sum(summary.stage_cpu_seconds.get(k, 0.0) for k in ("load", "predict"))
     return {**out, "worker_cpu_s": round(worker_cpu_s, 3), "worker_model_cpu_s": round(model, 3),
             "worker_nonmodel_cpu_s_per_mpx": round((worker_cpu_s - model) / mpx, 4),
-            "cpu_split": "process CPU of the driver and of the local worker processes over the run"}
+            "cpu_split": "process CPU over the run of the driver (this process: planning, tracking, renames) and of "
+                         "the worker processes; the scheduler runs in a process of its own, counted in neither"}
 
 
 def bench_infer(size: int, config: InferConfig, folder: Path | None = None, vectors: bool = True,

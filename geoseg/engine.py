@@ -1,8 +1,7 @@
-"""The Dask side: which scheduler runs the block tasks, and a bounded stream of their results.
+"""The Dask side: which scheduler runs a run's tasks (the driver's loop over them is :class:`geoseg.infer._Run`).
 
 Threads (default) run in this process with nothing to start; ``processes`` starts a local process cluster on
-loopback; ``tcp://HOST:PORT`` joins a running ``distributed`` scheduler. Results are consumed as they
-complete with at most ``inflight`` blocks outstanding, so memory depends on block size and workers only.
+loopback; ``tcp://HOST:PORT`` joins a running ``distributed`` scheduler.
 """
 
 from __future__ import annotations
@@ -11,19 +10,19 @@ import logging
 import signal
 import threading
 from contextlib import contextmanager
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Iterator
 
-# imported with this module (start-up, like torch), not inside each run: the import takes ~0.4 s, and in the run
-# it also held the GIL against the model loading beside it (cluster start 0.56-0.82 s -> 0.07-0.19 s at 4096²)
+# imported with this module (start-up, like torch), not inside each run: in the run the import would hold the GIL
+# against the model loading beside it and delay the cluster's start
 import dask
-from distributed import Client, LocalCluster, as_completed
+from distributed import Client, LocalCluster
 
 from geoseg.allocator import worker_environ
 from geoseg.errors import ConfigError
 
-# distributed's housekeeping runs on the event-loop thread and competes with the model for the cores: with its
-# defaults (20 ms ticks, 10 ms stack profiler, 100 ms memory monitor and work stealing) that thread used 12.5 CPU
-# seconds of a 93 s run at 4096²; with these, 1.7 s. Applied to the clusters geoseg starts itself.
+# distributed's housekeeping runs on the event-loop thread and competes with the model for the cores: its defaults
+# (20 ms ticks, 10 ms stack profiler, 100 ms memory monitor and work stealing) cost a large share of a run's CPU,
+# these a small one. Applied to the clusters geoseg starts itself.
 LEAN_CONFIG = {
     "distributed.worker.profile.enabled": False,
     "distributed.admin.system-monitor.gil.enabled": False,
@@ -108,36 +107,3 @@ def catch_interrupts() -> Iterator[threading.Event]:
         yield event
     finally:
         signal.signal(signal.SIGINT, previous)
-
-
-def stream(client: Any, fn: Callable[[Any], Any], jobs: Iterable[Any], inflight: int,
-           resources: dict[str, float] | None = None) -> Iterator[Any]:
-    """Run ``fn(job)`` for each job on the cluster and yield results as they complete.
-
-    At most ``inflight`` tasks are outstanding; on error or interruption the rest are cancelled.
-    """
-    pending = iter(jobs)
-    running = as_completed(loop=client.loop)
-    outstanding: set[Any] = set()
-
-    def submit(job: Any) -> None:
-        fut = client.submit(fn, job, pure=False, resources=resources)
-        outstanding.add(fut)
-        running.add(fut)
-
-    try:
-        for job in pending:
-            submit(job)
-            if len(outstanding) >= inflight:
-                break
-        for fut in running:
-            outstanding.discard(fut)
-            result = fut.result()
-            fut.release()
-            nxt = next(pending, None)
-            if nxt is not None:
-                submit(nxt)
-            yield result
-    finally:
-        if outstanding:
-            client.cancel(list(outstanding))

@@ -1,7 +1,8 @@
-"""Outputs written safely: COG rasters streamed by block, vector layers appended in batches.
+"""Output file writers: a COG copied by GDAL from a raster (the VRT mosaic of a run's block parts), vector layers
+appended in batches.
 
-Every file goes to a temporary name in its target folder and is renamed into place when complete
-(DESIGN invariant 5); ``abort`` removes the temporary files.
+Every file goes to a temporary name in its target folder (or in a run's staging folder, :mod:`geoseg.parts`) and
+is renamed into place when complete (DESIGN invariant 5); ``abort`` removes the temporary files.
 """
 
 from __future__ import annotations
@@ -22,79 +23,34 @@ import rasterio.shutil
 import shapely
 from rasterio.enums import Resampling
 from rasterio.vrt import WarpedVRT
-from rasterio.windows import Window
 
 from geoseg.errors import OutputError
 from geoseg.paths import VECTOR_FORMATS, check_output  # noqa: F401 - check_output: callers import it from here
 from geoseg.tempfiles import temp_name  # owned names: geoseg.tempfiles removes those of killed runs
-from geoseg.scene import SceneInfo
-from geoseg.styles import LAYER_STYLES_SQL, ClassPalette, LayerStyle, write_class_sidecars
+from geoseg.scene import Grid
+from geoseg.styles import LAYER_STYLES_SQL, LayerStyle
 
 COG_BLOCK = 512
 
 
-class RasterSink:
-    """A scene-shaped raster written block by block, turned into a COG with overviews on commit.
+def write_cog(source: Path, out: Path, resampling: str, native: Grid | None = None,
+              regrid: str = "nearest") -> Path:
+    """Copy a raster (the VRT mosaic of a run's block parts) to a COG at ``out``: GDAL streams it window by
+    window, compressing on every core and building overviews (``resampling``: their method). A scene read at the
+    model's GSD (``native``: the file's own grid) is resampled back through a warped VRT (``regrid``: nearest for
+    classes, bilinear for probabilities), so no whole raster is ever held in memory (DESIGN invariant 3)."""
+    with rasterio.open(source) as staged, _on_grid(staged, native, Resampling[regrid]) as src:
+        rasterio.shutil.copy(src, out, driver="COG", COMPRESS="DEFLATE", BLOCKSIZE=COG_BLOCK, OVERVIEWS="AUTO",
+                             RESAMPLING=resampling, BIGTIFF="IF_SAFER", NUM_THREADS="ALL_CPUS")
+    return out
 
-    Blocks are staged on the grid the pipeline runs on; a scene read at the model's GSD (``scene.native``) is
-    resampled back to the file's grid while the COG is built (``regrid``: GDAL resampling name, e.g. nearest
-    for classes, bilinear for probabilities). ``resampling`` is the overviews' method.
-    """
 
-    def __init__(self, path: str | os.PathLike[str], scene: SceneInfo, count: int, dtype: str, nodata: float,
-                 resampling: str, descriptions: tuple[str, ...] = (), regrid: str = "nearest",
-                 palette: ClassPalette | None = None) -> None:
-        self.path = Path(path)
-        self.stage = temp_name(self.path).with_suffix(".stage.tif")
-        self.final_tmp = temp_name(self.path)
-        self.resampling = resampling
-        self.native, self.regrid = scene.native, Resampling[regrid]
-        self.dataset = rasterio.open(
-            self.stage, "w", driver="GTiff", width=scene.width, height=scene.height, count=count, dtype=dtype,
-            crs=scene.crs, transform=scene.transform, nodata=nodata, tiled=True, blockxsize=COG_BLOCK,
-            blockysize=COG_BLOCK, compress="ZSTD", ZSTD_LEVEL=1, BIGTIFF="IF_SAFER")  # staging: fast codec
-        self.palette = palette  # a class raster: its colour table travels with the staged file into the COG
-        try:
-            for i, desc in enumerate(descriptions, start=1):
-                self.dataset.set_band_description(i, desc)
-            if palette:
-                self.dataset.write_colormap(1, palette.colormap)
-        except BaseException:  # e.g. Ctrl-C while the file is being created: no caller holds this sink yet
-            self.abort()
-            raise
-
-    def write(self, window: Window, data: np.ndarray) -> None:
-        self.dataset.write(data if data.ndim == 3 else data[None], window=window)
-
-    def commit(self) -> Path:
-        """Copy the staged GeoTIFF to a COG (GDAL streams it, building overviews) and rename into place."""
-        self.dataset.close()
-        try:
-            with rasterio.open(self.stage) as staged, self._on_scene_grid(staged) as src:
-                rasterio.shutil.copy(src, self.final_tmp, driver="COG", COMPRESS="DEFLATE",
-                                     BLOCKSIZE=COG_BLOCK, OVERVIEWS="AUTO", RESAMPLING=self.resampling,
-                                     BIGTIFF="IF_SAFER", NUM_THREADS="ALL_CPUS")
-            os.replace(self.final_tmp, self.path)
-            if self.palette:
-                write_class_sidecars(self.path, self.palette)
-        finally:
-            self.abort()
-        return self.path
-
-    def _on_scene_grid(self, staged: rasterio.DatasetReader) -> WarpedVRT | contextlib.nullcontext:
-        """The staged raster, or a warped VRT of it on the scene's own grid: GDAL resamples it window by window
-        while the COG driver copies it, so no whole raster is ever held in memory (DESIGN invariant 3)."""
-        if self.native is None:
-            return contextlib.nullcontext(staged)
-        return WarpedVRT(staged, crs=staged.crs, transform=self.native.transform, width=self.native.width,
-                         height=self.native.height, resampling=self.regrid, nodata=staged.nodata,
-                         NUM_THREADS="ALL_CPUS")  # nothing else runs at commit time
-
-    def abort(self) -> None:
-        if not self.dataset.closed:
-            self.dataset.close()
-        for p in (self.stage, self.final_tmp, Path(f"{self.stage}.aux.xml")):
-            p.unlink(missing_ok=True)
+def _on_grid(staged: rasterio.DatasetReader, native: Grid | None,
+             regrid: Resampling) -> WarpedVRT | contextlib.nullcontext:
+    if native is None:
+        return contextlib.nullcontext(staged)
+    return WarpedVRT(staged, crs=staged.crs, transform=native.transform, width=native.width, height=native.height,
+                     resampling=regrid, nodata=staged.nodata, NUM_THREADS="ALL_CPUS")
 
 
 # GeoPackage 1.2 for every GeoPackage geoseg writes: our bundled GDAL would write 1.4, which QGIS 3.22 (GDAL 3.4-3.6)
@@ -131,11 +87,12 @@ class VectorSink:
 
     def __init__(self, path: str | os.PathLike[str], layers: dict[str, str], crs: object,
                  styles: dict[str, LayerStyle] | None = None, flush_at: int = 5_000,
-                 flush_coords: int = 250_000) -> None:
+                 flush_coords: int = 250_000, stage: Path | None = None) -> None:
         self.path = Path(path)
         self.targets = dict(zip(layers, vector_paths(self.path, layers))) if self.path.suffix.lower() != ".gpkg" \
             else {}
-        self.tmp = temp_name(self.path.with_suffix(".gpkg"))
+        self.stage = stage  # a folder for every temporary file (else temporary names beside the output)
+        self.tmp = stage / "vectors.gpkg" if stage else temp_name(self.path.with_suffix(".gpkg"))
         self.converted: list[Path] = []
         self.crs = _ogr_crs(crs)
         # a batch is written at 5000 features or 250k vertices (4 MB of coordinates), whichever comes first: road
@@ -168,6 +125,15 @@ class VectorSink:
         if self.rows[layer] >= self.flush_at or self.coords[layer] >= self.flush_coords:
             self._flush(layer)
 
+    def add_wkb(self, layer: str, wkb: np.ndarray, columns: dict[str, np.ndarray]) -> None:
+        """Features already encoded (a vector part, :mod:`geoseg.parts`): WKB and their attribute columns."""
+        if len(wkb):
+            self.pending[layer].append((wkb, [columns[f] for f in self.fields[layer]]))
+            self.rows[layer] += len(wkb)
+            self.coords[layer] += sum(len(g) for g in wkb) // 16  # two doubles a vertex
+        if self.rows[layer] >= self.flush_at or self.coords[layer] >= self.flush_coords:
+            self._flush(layer)
+
     def _flush(self, layer: str) -> None:
         batch = self.pending[layer]
         if batch:
@@ -186,24 +152,28 @@ class VectorSink:
     def commit(self) -> list[Path]:
         """Flush, add the styles and rename (or convert) into place; returns the files written."""
         try:
-            for layer in self.pending:
-                self._flush(layer)
-            if self.styles:
-                write_layer_styles(self.tmp, self.styles)
-            if not self.targets:
-                os.replace(self.tmp, self.path)
-                return [self.path]
-            staged = []
-            for layer, target in self.targets.items():
-                tmp = temp_name(target)
-                self.converted.append(tmp)
-                convert_layer(self.tmp, layer, tmp, self.path.suffix.lower(), self.geometry[layer])
-                staged.append((tmp, target))
+            staged = self.finish()
             for tmp, target in staged:
                 os.replace(tmp, target)
             return [target for _, target in staged]
         finally:
             self.abort()
+
+    def finish(self) -> list[tuple[Path, Path]]:
+        """Flush, add the styles and convert: ``(temporary file, final path)`` pairs, complete, to be renamed."""
+        for layer in self.pending:
+            self._flush(layer)
+        if self.styles:
+            write_layer_styles(self.tmp, self.styles)
+        if not self.targets:
+            return [(self.tmp, self.path)]
+        staged = []
+        for layer, target in self.targets.items():
+            tmp = self.stage / target.name if self.stage else temp_name(target)
+            self.converted.append(tmp)
+            convert_layer(self.tmp, layer, tmp, self.path.suffix.lower(), self.geometry[layer])
+            staged.append((tmp, target))
+        return staged
 
     def abort(self) -> None:
         for suffix in ("", "-journal", "-wal", "-shm"):

@@ -1,31 +1,38 @@
-"""``infer``: scene → blocks (Dask) → tiles → model → stitch → COG rasters + GeoPackage vectors.
+"""``infer``: scene → blocks (Dask) → tiles → model → stitch → parts → COG rasters + GeoPackage vectors.
 
-This page wires the data-flow modules together; each step lives in its own module.
+This page wires the data-flow modules together; each step lives in its own module. Block tasks write their own
+raster and vector parts (:mod:`geoseg.parts`); this process (the driver) only plans, tracks fragments and cells
+(:mod:`geoseg.tracker`), submits the reductions and assemblies (:mod:`geoseg.assemble`) and renames the files
+into place.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections import defaultdict
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 
 from geoseg.allocator import HeapTrim, trim_heap
-from geoseg.engine import catch_interrupts, dask_client, stream, task_resources
+from geoseg.assemble import (RasterAssembly, ReduceJob, Totals, VectorParts, assemble_raster, assemble_vectors,
+                             run_reduce, store_block_vectors)
+from geoseg.engine import catch_interrupts, dask_client, task_resources
 from geoseg.bands import select_bands
+from geoseg.parts import (CELLS, FRAGMENTS, VECTORS, check_workers_see, make_staging, remove_staging,
+                          require_folder, write_raster_part)
 from geoseg.preflight import check_fit, check_run
 from geoseg.plan import plan_line
 from geoseg.preload import preloading
 from geoseg.tempfiles import remove_stale
-from geoseg.export import RasterSink, VectorSink
-from geoseg.styles import class_palette, layer_styles
-from geoseg.summary import layer_measure
+from geoseg.styles import class_palette, layer_styles, write_class_sidecars
+from geoseg.tracker import Tracker
 from geoseg.grid import Block, TileSpec, auto_block_size, block_input_span, block_side, make_blocks
 from geoseg.models.bundle import BundleMeta
 from geoseg.pipeline import InferConfig
@@ -33,11 +40,20 @@ from geoseg.predict import cpu_count, default_batch_size, get_predictor, resolve
 from geoseg.runtime import check_runtime
 from geoseg.scene import SceneInfo, at_gsd, metres_per_unit, read_block
 from geoseg.stitch import predict_block, tile_cores_valid
-from geoseg.vectorize import BlockVectors, ClassVectors, Reducer, VectorSpec, vectorize_block
+from geoseg.vectorize import ClassVectors, VectorSpec, vectorize_block
 
 CLASS_NODATA = 255
 TRIM_EVERY_S = 30.0  # how often the run gives freed heap pages back (see geoseg.allocator.HeapTrim)
 PROB_NODATA = -1.0
+
+
+@dataclass(frozen=True)
+class Staging:
+    """The staging folder of each output (:mod:`geoseg.parts`), None where the output is not written."""
+
+    classes: Path | None = None
+    probs: Path | None = None
+    vectors: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -52,9 +68,10 @@ class BlockJob:
     device: str
     batch_size: int
     vectors: VectorSpec | None    # None: nothing to vectorise
-    want_probs: bool = False  # probabilities travel back to the client only when they are written
+    staging: Staging = Staging()  # where the block writes its parts
     runtime: str = "torch"    # geoseg.runtime
     precision: str = "fp32"
+    tta: int = 1              # views averaged per tile (geoseg.tta)
 
     def predictor(self) -> Any:
         return get_predictor(self.bundle, self.device, self.runtime, self.spec.tile, self.precision)
@@ -62,10 +79,10 @@ class BlockJob:
 
 @dataclass
 class BlockResult:
+    """What a block task returns: its parts are on disk, only their small metadata comes back."""
+
     block: Block
-    classes: np.ndarray             # uint8 (h, w), CLASS_NODATA where invalid
-    probs: np.ndarray | None        # float32 (k, h, w), PROB_NODATA where invalid (if asked for)
-    vectors: BlockVectors | None
+    vectors: VectorParts | None
     tiles_run: int
     valid_px: int
     seconds: dict[str, float] = field(default_factory=dict)
@@ -73,7 +90,7 @@ class BlockResult:
 
 
 def run_block(job: BlockJob) -> BlockResult:
-    """Read a block with its halo, predict its tiles in batches, stitch the cores, polygonise.
+    """Read a block with its halo, predict its tiles in batches, stitch the cores, polygonise, write the parts.
 
     The read comes first: the first blocks read while the model is still loading."""
     marks = [(time.perf_counter(), time.thread_time())]  # wall and this thread's CPU after each stage
@@ -84,13 +101,14 @@ def run_block(job: BlockJob) -> BlockResult:
     pred = job.predictor()
     marks.append((time.perf_counter(), time.thread_time()))
     ran = tile_cores_valid(valid, job.block, job.spec)
-    want_probs = job.want_probs or job.vectors is not None  # vector scores and heads need them, classes do not
+    # vector scores and heads need the probabilities, classes do not
+    want_probs = job.staging.probs is not None or job.vectors is not None
     feed = partial(pred.feed, scale=meta.scale_for(data.dtype), halo=job.spec.halo, batch_size=job.batch_size,
-                   want_probs=want_probs)
+                   want_probs=want_probs, tta=job.tta)
     classes, probs = predict_block(feed, data, valid, ran, job.block, job.spec, job.batch_size, CLASS_NODATA,
                                    meta.n_outputs if want_probs else 0, PROB_NODATA)
     marks.append((time.perf_counter(), time.thread_time()))
-    # extra heads (boundary, distance...) stay in the worker: block-sized arrays for the vectoriser
+    # extra heads (boundary, distance...) feed the vectoriser only
     heads = {name: probs[sl] for name, sl in meta.head_slices().items()} if probs is not None else {}
     probs = probs[:len(meta.classes)] if probs is not None else None
     h, w = classes.shape
@@ -101,15 +119,33 @@ def run_block(job: BlockJob) -> BlockResult:
             probs[:, ~own] = PROB_NODATA
     marks.append((time.perf_counter(), time.thread_time()))
     win = job.block.window
-    vectors = None
+    block_vectors = None
     if job.vectors is not None and probs is not None:  # heads (boundary, distance...) feed the instance split
-        vectors = vectorize_block(classes, probs, heads, own, job.block.index, int(win.row_off), int(win.col_off),
-                                  job.vectors)
+        block_vectors = vectorize_block(classes, probs, heads, own, job.block.index, int(win.row_off),
+                                        int(win.col_off), job.vectors)
     marks.append((time.perf_counter(), time.thread_time()))
-    stages = ("read", "load", "predict", "stitch", "vectorize")
-    return BlockResult(job.block, classes, probs if job.want_probs else None, vectors, int(ran.sum()), int(own.sum()),
+    vectors = _write_parts(job, classes, probs, block_vectors)
+    marks.append((time.perf_counter(), time.thread_time()))
+    stages = ("read", "load", "predict", "stitch", "vectorize", "write")
+    return BlockResult(job.block, vectors, int(ran.sum()), int(own.sum()),
                        {n: b[0] - a[0] for n, a, b in zip(stages, marks, marks[1:])},
                        {n: b[1] - a[1] for n, a, b in zip(stages, marks, marks[1:])})
+
+
+def _write_parts(job: BlockJob, classes: np.ndarray, probs: np.ndarray | None,
+                 block_vectors: Any) -> VectorParts | None:
+    """The block's raster parts and vector parts, in the staging folders."""
+    scene, win, staging = job.scene, job.block.window, job.staging
+    for folder in (staging.classes, staging.probs, staging.vectors):
+        if folder is not None:
+            require_folder(folder)
+    if staging.classes:
+        write_raster_part(staging.classes, win, classes, scene.crs, scene.transform, CLASS_NODATA)
+    if staging.probs and probs is not None:
+        write_raster_part(staging.probs, win, probs, scene.crs, scene.transform, PROB_NODATA)
+    if block_vectors is None or staging.vectors is None or job.vectors is None:
+        return None
+    return store_block_vectors(block_vectors, staging.vectors, job.vectors.layers())
 
 
 def check_bundle_fits(scene: SceneInfo, meta: BundleMeta, bundle_name: str, resample: bool = False) -> None:
@@ -160,14 +196,8 @@ def infer(scene_path: str | Path, out: str | Path | None, config: InferConfig, *
     if removed:
         logging.getLogger("geoseg").info("removed %d temporary file(s), %.1f MB, left by killed runs", removed,
                                          freed / 1e6)
-    scene_px, resampled = scene.width * scene.height, None
-    if config.resample:  # the whole pipeline runs on the model-GSD grid; raster outputs go back to the scene's
-        file_gsd, scene = scene.gsd_m, at_gsd(scene, meta.gsd)
-        if scene.native is not None:
-            resampled = (file_gsd, scene.gsd_m)
-            logging.getLogger("geoseg").info("%s: resampled from %.3g m to %.3g m (%dx%d -> %dx%d px)", scene.path,
-                                             file_gsd, scene.gsd_m, scene.native.width, scene.native.height,
-                                             scene.width, scene.height)
+    scene_px = scene.width * scene.height
+    scene, resampled = _on_model_grid(scene, meta, config)
     batch_size = config.batch_size or default_batch_size(resolve_device(config.device))  # bad --device fails here
     check_runtime(config.runtime, config.precision)  # an unknown or uninstalled runtime fails here
 
@@ -178,12 +208,11 @@ def infer(scene_path: str | Path, out: str | Path | None, config: InferConfig, *
     logging.getLogger("geoseg").info(plan_line(scene, spec, blocks, workers, batch_size,
                                                str(resolve_device(config.device))))
     vspec = vector_spec(scene, meta, class_ids, checked.layers, config, block_side(block_size, spec)) if out else None
-    jobs = (BlockJob(scene, b, spec, bundle_path, meta, config.device, batch_size, vspec, bool(prob_out),
-                     config.runtime, config.precision) for b in blocks)
     stage: dict[str, float] = defaultdict(float)
     stage_cpu: dict[str, float] = defaultdict(float)
-    tiles_run = valid_px = done_px = 0
     with catch_interrupts() as interrupted, Outputs(scene, meta, vspec, out, raster_out, prob_out) as sink:
+        jobs = (BlockJob(scene, b, spec, bundle_path, meta, config.device, batch_size, vspec, sink.staging,
+                         config.runtime, config.precision, tta=config.tta) for b in blocks)
         stage["setup"] = time.perf_counter() - start
         # workers that share this process load the model while Dask starts
         runtime_key = (config.runtime, spec.tile, config.precision)
@@ -191,34 +220,36 @@ def infer(scene_path: str | Path, out: str | Path | None, config: InferConfig, *
         start_client = nullcontext(client) if client is not None else dask_client(config.scheduler, workers, verbose)
         with preloading(bundle_path, config.device, preload, runtime_key), start_client as client:
             stage["cluster_start"] = time.perf_counter() - start - stage["setup"]
-            resources = task_resources(client, config.device)
-            for res in stream(client, run_block, jobs, inflight=2 * workers, resources=resources):
-                if interrupted.is_set():  # a Ctrl-C that Python swallowed still stops the run here
-                    raise KeyboardInterrupt
-                t_write, c_write = time.perf_counter(), time.thread_time()
-                sink.add(res)
-                for name, sec in res.seconds.items():
-                    stage[name] += sec
-                for name, sec in res.cpu_seconds.items():
-                    stage_cpu[name] += sec
-                tiles_run += res.tiles_run
-                valid_px += res.valid_px
-                done_px += int(res.block.window.width * res.block.window.height)
-                stage["write"] += time.perf_counter() - t_write
-                stage_cpu["write"] += time.thread_time() - c_write
-                if progress:
-                    progress(done_px, scene.width * scene.height)
-        t_final, c_final = time.perf_counter(), time.thread_time()
-        trim_heap()  # the model's buffers are no longer needed: hand them back before the COGs are built
-        sink.finish()
-        if interrupted.is_set():
-            raise KeyboardInterrupt
-        written = sink.commit()
-        stage["finalize"] = time.perf_counter() - t_final
-        stage_cpu["finalize"] = time.thread_time() - c_final
-    km2 = valid_px * sink.m_per_px**2 / 1e6
-    return InferSummary(sink.counts, written, scene_px / 1e6, km2, time.perf_counter() - start, dict(stage),
-                        tiles_run, resampled, dict(stage_cpu), sink.measures, sink.layer_types)
+            check_workers_see(client, sink.folders())
+            run = _Run(client, sink, task_resources(client, config.device), interrupted, progress,
+                       scene.width * scene.height)
+            try:
+                run.blocks(jobs, 2 * workers)
+                written = run.finish()
+            except BaseException:
+                run.cancel()
+                raise
+            for totals, into in ((run.stage, stage), (run.stage_cpu, stage_cpu)):
+                for kind, seconds in totals.items():
+                    into[kind] += seconds
+    km2 = run.valid_px * sink.m_per_px**2 / 1e6
+    return InferSummary(sink.totals.counts, written, scene_px / 1e6, km2, time.perf_counter() - start, dict(stage),
+                        run.tiles_run, resampled, dict(stage_cpu), sink.totals.measures, sink.layer_types)
+
+
+def _on_model_grid(scene: SceneInfo, meta: BundleMeta, config: InferConfig
+                   ) -> tuple[SceneInfo, tuple[float, float] | None]:
+    """With ``--resample`` the whole pipeline runs on the model-GSD grid (raster outputs go back to the scene's):
+    that scene, and (scene GSD, model GSD) when they differ."""
+    if not config.resample:
+        return scene, None
+    file_gsd, scene = scene.gsd_m, at_gsd(scene, meta.gsd)
+    if scene.native is None:
+        return scene, None
+    logging.getLogger("geoseg").info("%s: resampled from %.3g m to %.3g m (%dx%d -> %dx%d px)", scene.path,
+                                     file_gsd, scene.gsd_m, scene.native.width, scene.native.height, scene.width,
+                                     scene.height)
+    return scene, (file_gsd, scene.gsd_m)
 
 
 def vector_spec(scene: SceneInfo, meta: BundleMeta, class_ids: tuple[int, ...], layers: dict[int, str],
@@ -232,76 +263,191 @@ def vector_spec(scene: SceneInfo, meta: BundleMeta, class_ids: tuple[int, ...], 
 
 
 class Outputs:
-    """The output files of one run: rasters written per block, finished vectors appended as they come, objects
-    and cells cut by block edges finished by the reduction as soon as their blocks are in. On any error (or
-    Ctrl-C) every temporary file is removed."""
+    """The output files of one run, on the driver: their staging folders (where the tasks write the parts), the
+    tracker of vector fragments and cells, the assembly tasks and the final renames. On any error (or Ctrl-C)
+    the staging folders go."""
 
     def __init__(self, scene: SceneInfo, meta: BundleMeta, vspec: VectorSpec | None, out: str | Path | None,
                  raster_out: str | Path | None, prob_out: str | Path | None) -> None:
         self.scene, self.meta, self.vspec = scene, meta, vspec
-        self.names = [c.name for c in meta.classes]
-        self.paths = (out, raster_out, prob_out)
+        self.paths = tuple(Path(p) if p else None for p in (out, raster_out, prob_out))
         self.layer_types = vspec.layers() if vspec else {}
-        self.counts = {name: 0 for name in self.layer_types}
-        self.measures = {name: 0.0 for name in self.layer_types}  # metres of lines, square metres of polygons
-        self.reducer = Reducer(vspec, trim_every_s=None) if vspec else None
-        self.trim = HeapTrim(TRIM_EVERY_S)
+        self.totals = Totals({name: 0 for name in self.layer_types}, {name: 0.0 for name in self.layer_types})
+        self.tracker = Tracker(vspec) if vspec else None
         self.m_per_px = scene.gsd_m
-        self.sinks: list[RasterSink | VectorSink] = []
-        self.classes = self.probs = self.vectors = None
+        self.staging = Staging()
+        self.windows: list[tuple[int, int, int, int]] = []
+        self.vector_parts: list[str] = []
 
     def __enter__(self) -> "Outputs":
         out, raster_out, prob_out = self.paths
         try:
-            if raster_out:
-                self.classes = RasterSink(raster_out, self.scene, 1, "uint8", CLASS_NODATA, "NEAREST", ("class",),
-                                          regrid="nearest", palette=class_palette(self.meta))
-                self.sinks.append(self.classes)
-            if prob_out:
-                self.probs = RasterSink(prob_out, self.scene, len(self.names), "float32", PROB_NODATA, "AVERAGE",
-                                        tuple(self.names), regrid="bilinear")
-                self.sinks.append(self.probs)
-            if out:
-                self.vectors = VectorSink(out, self.layer_types, self.scene.crs, styles=layer_styles(self.vspec,
-                                                                                                     self.meta))
-                self.sinks.append(self.vectors)
+            self.staging = Staging(make_staging(raster_out) if raster_out else None,
+                                   make_staging(prob_out) if prob_out else None,
+                                   make_staging(out, (FRAGMENTS, CELLS, VECTORS)) if out else None)
         except BaseException:
             self.abort()
             raise
         return self
 
     def __exit__(self, kind: type | None, *exc: object) -> None:
-        if kind is not None:
-            self.abort()
+        self.abort()  # after a commit only the emptied folders are left
 
-    def add(self, res: BlockResult) -> None:
-        """Write a block's rasters and every vector that is final once this block is in."""
-        if self.classes:
-            self.classes.write(res.block.window, res.classes)
-        if self.probs and res.probs is not None:
-            self.probs.write(res.block.window, res.probs)
-        if self.reducer is not None and res.vectors is not None:
-            for layer, frame in self.reducer.add(res.vectors):
-                self.counts[layer] += len(frame)
-                self.measures[layer] += layer_measure(frame, self.layer_types[layer])
-                if self.vectors is not None:
-                    self.vectors.add(layer, frame)
-        self.trim.maybe()
+    def folders(self) -> list[Path]:
+        return [f for f in (self.staging.classes, self.staging.probs, self.staging.vectors) if f is not None]
 
-    def finish(self) -> None:
-        """Every block is in, so nothing may be pending (a leftover would mean a lost object)."""
-        if self.reducer is not None and self.reducer.pending():
-            raise RuntimeError(f"vector reduction left {self.reducer.pending()} fragment(s) unfinished")
-        if self.reducer is not None:
-            self.reducer.close()  # its folder of parked frontier data
+    def add(self, res: BlockResult) -> list[ReduceJob]:
+        """Record a block's parts; returns the reductions it makes ready."""
+        win = res.block.window
+        self.windows.append((int(win.row_off), int(win.col_off), int(win.height), int(win.width)))
+        if res.vectors is None or self.tracker is None:
+            return []
+        self.totals.merge(res.vectors.totals)
+        self.vector_parts.append(res.vectors.part)
+        return self.tracker.add(res.block.index, res.vectors)
 
-    def commit(self) -> list[str]:
-        written = []
-        for sink in self.sinks:
-            done = sink.commit()
-            written += [str(p) for p in (done if isinstance(done, list) else [done])]
-        return written
+    def reduced(self, job: ReduceJob, totals: Totals) -> None:
+        self.totals.merge(totals)
+        self.vector_parts.append(job.out)
+
+    def raster_jobs(self) -> list[RasterAssembly]:
+        """The COG assemblies, ready once every block is in."""
+        scene, jobs = self.scene, []
+        shape, windows = (scene.height, scene.width), tuple(self.windows)
+        if self.staging.classes:
+            jobs.append(RasterAssembly(self.staging.classes, windows, shape, scene.crs, scene.transform, "uint8", 1,
+                                       CLASS_NODATA, "NEAREST", ("class",), class_palette(self.meta), scene.native,
+                                       "nearest"))
+        if self.staging.probs:
+            names = tuple(c.name for c in self.meta.classes)
+            jobs.append(RasterAssembly(self.staging.probs, windows, shape, scene.crs, scene.transform, "float32",
+                                       len(names), PROB_NODATA, "AVERAGE", names, None, scene.native, "bilinear"))
+        return jobs
+
+    def vector_args(self) -> tuple[Any, ...] | None:
+        """The GeoPackage assembly's arguments, once every reduction is done (None: no vectors)."""
+        if self.tracker is None or self.staging.vectors is None or self.paths[0] is None:
+            return None
+        if self.tracker.pending():  # a leftover would mean a lost object
+            raise RuntimeError(f"vector reduction left {self.tracker.pending()} fragment(s) unfinished")
+        return (self.staging.vectors, self.paths[0], self.vector_parts, self.layer_types, self.scene.crs,
+                layer_styles(self.vspec, self.meta))
+
+    def commit(self, staged: list[tuple[Path, Path]]) -> list[str]:
+        """Rename every complete file into place (the class COG first gets its style sidecars)."""
+        for tmp, target in staged:
+            os.replace(tmp, target)
+            if target == self.paths[1]:
+                write_class_sidecars(target, class_palette(self.meta))
+        return [str(target) for _, target in staged]
 
     def abort(self) -> None:
-        for s in self.sinks:
-            s.abort()
+        for folder in self.folders():
+            remove_staging(folder)
+
+
+class _Run:
+    """The driver's loop over one run's tasks: block tasks streamed (at most ``inflight`` outstanding),
+    reductions submitted as soon as the tracker has them ready, then the assembly tasks."""
+
+    def __init__(self, client: Any, sink: Outputs, resources: dict[str, float] | None, interrupted: Any,
+                 progress: Callable[[int, int], None] | None, total_px: int) -> None:
+        from distributed import as_completed
+
+        self.client, self.sink, self.resources = client, sink, resources
+        self.interrupted, self.progress, self.total_px = interrupted, progress, total_px
+        self.running = as_completed(loop=client.loop)
+        self.kinds: dict[str, Any] = {}  # future key -> its reduction job (None: a block)
+        self.outstanding: set[Any] = set()
+        self.stage: dict[str, float] = defaultdict(float)
+        self.stage_cpu: dict[str, float] = defaultdict(float)
+        self.tiles_run = self.valid_px = self.done_px = 0
+        self.trim = HeapTrim(TRIM_EVERY_S)  # the threads scheduler's workers share this process's heap
+
+    def submit(self, fn: Callable[..., Any], *args: Any, job: Any = None, **kw: Any) -> Any:
+        fut = self.client.submit(fn, *args, pure=False, **kw)
+        self.kinds[fut.key] = job
+        self.outstanding.add(fut)
+        self.running.add(fut)
+        return fut
+
+    def results(self) -> Iterator[tuple[Any, Any]]:
+        """``(job, result)`` of each task as it completes."""
+        for fut in self.running:
+            if self.interrupted.is_set():  # a Ctrl-C that Python swallowed still stops the run here
+                raise KeyboardInterrupt
+            self.outstanding.discard(fut)
+            result = fut.result()
+            fut.release()
+            yield self.kinds.pop(fut.key), result
+
+    def cancel(self) -> None:
+        """On error or interruption (here or in a caller's progress callback): no task of this run goes on."""
+        if self.outstanding:
+            self.client.cancel(list(self.outstanding))
+            self.outstanding.clear()
+
+    def blocks(self, jobs: Iterator[BlockJob], inflight: int) -> None:
+        """Every block, and every reduction the blocks make ready."""
+        pending = iter(jobs)
+        n_blocks = 0
+        for job in pending:
+            self.submit(run_block, job, resources=self.resources)
+            n_blocks += 1
+            if n_blocks >= inflight:
+                break
+        for job, res in self.results():
+            t0, c0 = time.perf_counter(), time.thread_time()
+            if job is not None:
+                self.sink.reduced(job, res)
+            else:
+                self._block_done(res)
+                nxt = next(pending, None)
+                if nxt is not None:
+                    self.submit(run_block, nxt, resources=self.resources)
+            self.stage["track"] += time.perf_counter() - t0
+            self.stage_cpu["track"] += time.thread_time() - c0
+            if job is None and self.progress:
+                self.progress(self.done_px, self.total_px)
+            self.trim.maybe()
+
+    def _block_done(self, res: BlockResult) -> None:
+        for name, sec in res.seconds.items():
+            self.stage[name] += sec
+        for name, sec in res.cpu_seconds.items():
+            self.stage_cpu[name] += sec
+        self.tiles_run += res.tiles_run
+        self.valid_px += res.valid_px
+        self.done_px += int(res.block.window.width * res.block.window.height)
+        vs = self.sink.vspec
+        for reduce_job in self.sink.add(res):
+            self.submit(run_reduce, reduce_job, vs, self.sink.staging.vectors, job=reduce_job, priority=10)
+
+    def finish(self) -> list[str]:
+        """The assembly tasks (one per output, side by side), then every file renamed into place."""
+        t0, c0 = time.perf_counter(), time.thread_time()
+        trim_heap()  # the model's buffers are no longer needed: hand them back before the files are built
+        written = self._assemble()
+        self.stage["finalize"] = time.perf_counter() - t0
+        self.stage_cpu["finalize"] = time.thread_time() - c0
+        return written
+
+    def _assemble(self) -> list[str]:
+        for raster in self.sink.raster_jobs():
+            self.submit(assemble_raster, raster, job=("raster", raster))
+        vector_args = self.sink.vector_args()
+        if vector_args is not None:
+            self.submit(assemble_vectors, *vector_args, job=("vectors", None))
+        staged: list[tuple[Path, Path]] = []
+        targets = {self.sink.staging.classes: self.sink.paths[1], self.sink.staging.probs: self.sink.paths[2]}
+        for job, res in self.results():
+            if job[0] == "raster":
+                target = targets[job[1].folder]
+                assert target is not None
+                staged.append((res, target))
+            else:
+                staged += res
+        if self.interrupted.is_set():
+            raise KeyboardInterrupt
+        order = {p: i for i, p in enumerate(self.sink.paths)}  # vectors, classes, probs: as before
+        return self.sink.commit(sorted(staged, key=lambda st: order.get(st[1], 0)))

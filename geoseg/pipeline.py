@@ -39,6 +39,7 @@ class InferConfig:
     device: str = "auto"
     runtime: Runtime = "torch"  # auto: the fastest checked here
     precision: Precision = "fp32"   # bf16/fp16: opt-in, for a named runtime (geoseg.runtime)
+    tta: Literal[1, 4, 8] = 1        # test-time augmentation: views (flips, quarter turns) averaged per tile
     workers: int | None = None       # default: one per core
     scheduler: str = "threads"
     classes: Annotated[tuple[str, ...] | None, BeforeValidator(names)] = None  # default: every non-background

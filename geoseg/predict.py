@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from geoseg.models.bundle import Bundle, load_bundle
+from geoseg.tta import averaged
 
 _CACHE: dict[tuple[str, str, str, int | None, str], "Predictor"] = {}
 _LOCK = threading.Lock()
@@ -175,9 +176,10 @@ class Predictor:
         return out
 
     def feed(self, batches: Iterable[TileBatch], *, scale: float, halo: int, batch_size: int,
-             want_probs: bool) -> Iterator[CoreBatch]:
+             want_probs: bool, tta: int = 1) -> Iterator[CoreBatch]:
         """Each batch's cores, in order: raw tiles are normalised with ``scale`` and the bundle's mean and std on
-        the device, then cropped by ``halo`` there; probabilities come back only with ``want_probs``.
+        the device, then cropped by ``halo`` there; probabilities come back only with ``want_probs``. ``tta``
+        (4 or 8): whole tiles averaged over that many flipped/turned views before the crop (:mod:`geoseg.tta`).
 
         On CPU the values are those of :meth:`predict` on :func:`geoseg.scene.normalise`'d tiles, bit for bit."""
         self._cpu_threads()
@@ -186,30 +188,31 @@ class Predictor:
             if stage is None:
                 stage = self._local.stage = _CudaStage(self.device)
             return pipelined(batches, lambda slot, b: self._launch_cuda(stage, slot, b, scale, halo, batch_size,
-                                                                        want_probs),
+                                                                        want_probs, tta),
                              lambda slot, n: self._collect_cuda(stage, slot, n, want_probs))
         done: dict[int, CoreBatch] = {}
 
         def launch(slot: int, batch: TileBatch) -> int:
-            done[slot] = self._run_cpu(batch, scale, halo, batch_size, want_probs)
+            done[slot] = self._run_cpu(batch, scale, halo, batch_size, want_probs, tta)
             return len(batch[0])
 
         return pipelined(batches, launch, lambda slot, n: done.pop(slot))
 
-    def _run_cpu(self, batch: TileBatch, scale: float, halo: int, batch_size: int, want_probs: bool) -> CoreBatch:
+    def _run_cpu(self, batch: TileBatch, scale: float, halo: int, batch_size: int, want_probs: bool,
+                 tta: int = 1) -> CoreBatch:
         tiles, masks = batch
         n = len(tiles)
         with torch.inference_mode():
             valid = None if masks is None else torch.from_numpy(np.stack(masks))
             x = normalise_tiles(torch.from_numpy(np.stack(tiles)), valid, *self._norm(scale))
-            probs = self._probs(self._pad(x, batch_size))[:n]
+            probs = averaged(self._probs, self._pad(x, batch_size), tta)[:n]
             t = probs.shape[-1]
             cores = probs[:, :, halo:t - halo, halo:t - halo]
             classes = class_argmax(cores[:, :self.n_classes])
         return CoreBatch(classes.numpy(), cores.numpy() if want_probs else None)
 
     def _launch_cuda(self, stage: _CudaStage, slot: int, batch: TileBatch, scale: float, halo: int,
-                     batch_size: int, want_probs: bool) -> int:
+                     batch_size: int, want_probs: bool, tta: int = 1) -> int:
         """Stage the batch in this slot's pinned buffers, upload it on the copy stream, and enqueue normalise,
         forward, argmax, crop and the cores' download on the compute stream; returns without waiting."""
         tiles, masks = batch
@@ -231,7 +234,7 @@ class Predictor:
             for tensor in (x, v):  # made on the copy stream, used on this one: keep the allocator from reusing it
                 if tensor is not None:
                     tensor.record_stream(stage.compute)
-            probs = self._probs(normalise_tiles(x, v, *self._norm(scale)))
+            probs = averaged(self._probs, normalise_tiles(x, v, *self._norm(scale)), tta)
             cores = probs[:, :, halo:halo + core, halo:halo + core]
             classes = stage.buffer("classes", slot, (batch_size, core, core), torch.uint8)
             classes[:n].copy_(class_argmax(cores[:, :self.n_classes]), non_blocking=True)

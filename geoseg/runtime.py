@@ -191,10 +191,15 @@ class GraphPredictor:
         return out
 
     def feed(self, batches: Iterable[TileBatch], *, scale: float, halo: int, batch_size: int,
-             want_probs: bool) -> Iterator[CoreBatch]:
+             want_probs: bool, tta: int = 1) -> Iterator[CoreBatch]:
         """:meth:`geoseg.predict.Predictor.feed` on CPU: raw tiles normalised with the torch predictor's own
-        functions (the same input bits), the graph run, then cores and class bytes as torch computes them."""
+        functions (the same input bits), the graph run (over ``tta`` views, :mod:`geoseg.tta`), then cores and
+        class bytes as torch computes them."""
         from geoseg.predict import CoreBatch, class_argmax, norm_terms, normalise_tiles
+        from geoseg.tta import averaged
+
+        def graph(x: torch.Tensor) -> torch.Tensor:
+            return torch.from_numpy(self.predict(x.numpy(), batch_size))
 
         meta, k = self.bundle.meta, len(self.bundle.meta.classes)
         gain, offset, upper = (torch.from_numpy(a) for a in norm_terms(scale, meta.mean, meta.std))
@@ -202,8 +207,8 @@ class GraphPredictor:
             torch.set_num_threads(1)  # the torch steps around the graph follow the same thread rule
             with torch.inference_mode():
                 valid = None if masks is None else torch.from_numpy(np.stack(masks))
-                x = normalise_tiles(torch.from_numpy(np.stack(tiles)), valid, gain, offset, upper).numpy()
-                probs = torch.from_numpy(self.predict(x, batch_size))
+                x = normalise_tiles(torch.from_numpy(np.stack(tiles)), valid, gain, offset, upper)
+                probs = averaged(graph, x, tta)
                 t = probs.shape[-1]
                 cores = probs[:, :, halo:t - halo, halo:t - halo]
                 classes = class_argmax(cores[:, :k])

@@ -1,7 +1,9 @@
 """``run_batch``: many scenes on one Dask client, resumable, one bad scene never stops the run.
 
 Several scenes run at once (threads on the client side), each streaming its blocks to the shared cluster
-through :func:`geoseg.infer.infer`; a large scene is thereby split across all workers by its blocks. The
+through :func:`geoseg.infer.infer`; a large scene is thereby split across all workers by its blocks. A scene's
+pixels, vectors and final files are all made by tasks on the workers (see :mod:`geoseg.parts`), so this process
+holds only the manifest and each running scene's small trackers, and the scenes truly run side by side. The
 manifest is written by this thread only, one transaction per status change.
 """
 
@@ -33,7 +35,7 @@ from geoseg.remote import redact
 OUTPUT_SUFFIXES = {"vectors": ".gpkg", "classes": "_classes.tif", "probs": "_probs.tif"}
 SUMMARY_NAME = "geoseg-batch-summary.json"
 LOCK_NAME = ".geoseg-batch.lock"
-STALE_PATTERN = ".*.tmp-*"  # export.temp_name: what a killed run can leave behind
+STALE_PATTERN = ".*.tmp-*"  # tempfiles.temp_name: what a killed run can leave behind (files and folders)
 
 
 class BatchStopped(Exception):
@@ -97,10 +99,16 @@ def output_paths(out_dir: Path, name: str, outputs: tuple[str, ...]) -> dict[str
 
 
 def remove_stale(out_dir: Path) -> int:
-    """Delete temporary files a killed run left in ``out_dir``; only called while holding the folder's lock."""
-    stale = [p for p in out_dir.glob(STALE_PATTERN) if p.is_file()]
+    """Delete temporary files and staging folders (:mod:`geoseg.parts`) a killed run left in ``out_dir``; only
+    called while holding the folder's lock."""
+    from geoseg.parts import remove_staging
+
+    stale = list(out_dir.glob(STALE_PATTERN))
     for p in stale:
-        p.unlink(missing_ok=True)
+        if p.is_dir() and not p.is_symlink():
+            remove_staging(p)
+        else:
+            p.unlink(missing_ok=True)
     return len(stale)
 
 

@@ -21,6 +21,9 @@ from geoseg.summary import summary_line
 @click.option("--prob-out", type=click.Path(), help="Class probabilities (COG, float32).")
 @run_options
 @click.option("--overlap", type=int, help="Overlap between neighbouring tiles; the same as --halo 2x smaller.")
+@click.option("--tta", type=click.Choice(["1", "4", "8"]),
+              help="Test-time augmentation: average each tile over 4 (flips) or 8 (flips and quarter turns) views; "
+                   "4x or 8x the model time [default: 1, off].")
 @click.option("--scheduler", help="threads (default), processes or tcp://HOST:PORT.")
 @click.option("--regularize", flag_value=True, default=None, help="Square building footprints (right angles).")
 @click.option("--regularize-m", type=float, help="How far regularisation may move an outline, metres.")
@@ -37,7 +40,7 @@ from geoseg.summary import summary_line
 def infer(scene: str, out: str | None, raster_out: str | None, prob_out: str | None, model: str | None,
           pipeline: str | None, classes: str | None, bands: str | None, tile: int | None, halo: int | None,
           batch_size: int | None, block_size: int | None, device: str | None, runtime: str | None,
-          precision: str | None, workers: int | None, resample: bool | None, overlap: int | None,
+          precision: str | None, workers: int | None, resample: bool | None, overlap: int | None, tta: str | None,
           scheduler: str | None, regularize: bool | None, regularize_m: float | None, simplify_m: float | None,
           min_area_m2: float | None, holes: bool | None, instance_split: bool | None,
           overwrite: bool, progress_mode: str, verbose: int, quiet: bool) -> None:
@@ -47,6 +50,7 @@ def infer(scene: str, out: str | None, raster_out: str | None, prob_out: str | N
         halo = overlap // 2
     config = base.replace(model=model, tile=tile, halo=halo, batch_size=batch_size, block_size=block_size,
                           device=device, runtime=runtime, precision=precision, workers=workers,
+                          tta=int(tta) if tta else None,
                           scheduler=scheduler, resample=resample,
                           bands=parse_bands(bands) if bands else None,
                           classes=tuple(c.strip() for c in classes.split(",")) if classes else None)

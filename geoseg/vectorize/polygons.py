@@ -19,7 +19,7 @@ from affine import Affine
 
 from geoseg.startup import quiet_shapes_warnings
 from geoseg.vectorize.options import ClassVectors, VectorSpec
-from geoseg.vectorize.regularize import regularize
+from geoseg.vectorize.regularize import regularize_all
 
 
 
@@ -124,10 +124,9 @@ def polygon_frame(ids: np.ndarray, geoms_px: np.ndarray, n_px: np.ndarray, prob_
     if not post.holes and len(geoms):
         geoms = shapely.polygons(shapely.get_exterior_ring(geoms))
     geoms = shapely.simplify(geoms, 0.0)  # drop collinear staircase vertices first
-    if post.regularize:
-        geoms = np.array([regularize(g, post.regularize_m / m) for g in geoms], dtype=object)
-    elif post.simplify_m > 0:
-        geoms = simplify_polygons(geoms, post.simplify_m / m)
+    plain = simplify_polygons(geoms, post.simplify_m / m) if post.simplify_m > 0 else geoms
+    # squared only where that fits the pixels as well as the plain outline does, else the plain one
+    geoms = regularize_all(geoms, post.regularize_m / m, plain) if post.regularize else plain
     geoms = shapely.normalize(geoms)
     geoms = shapely.transform(geoms, lambda xy: apply_affine(vs.transform, xy))
     met = metric(geoms, vs) if len(geoms) else geoms

@@ -38,13 +38,12 @@ def _view(r: int, c: int, shape: tuple[int, ...]) -> tuple[slice, slice]:
     return slice(r, r + shape[0]), slice(c, c + shape[1])
 
 
-class _Objects:
-    """Fragments of one object class waiting for their neighbours (large crops parked on disk)."""
+class FragmentGroups:
+    """Union-find of the fragments of one object class over the block edges they touch: bookkeeping only (ids,
+    sides, edge strips), so the same code serves the in-memory reduction and the driver's tracker
+    (:mod:`geoseg.tracker`), whose fragments wait on disk."""
 
-    def __init__(self, opts: ClassVectors, vs: VectorSpec, spill: Spill) -> None:
-        self.opts, self.vs, self.spill = opts, vs, spill
-        self.frags: dict[int, ObjectCrop] = {}
-        self.parked: dict[int, tuple[Path, int, int]] = {}
+    def __init__(self) -> None:
         self.parent: dict[int, int] = {}
         self.members: dict[int, list[int]] = {}
         self.waiting: dict[int, set[Edge]] = {}
@@ -68,17 +67,17 @@ class _Objects:
         self.members[ra] += self.members.pop(rb)
         self.waiting[ra] |= self.waiting.pop(rb)
 
-    def add(self, block: tuple[int, int], frags: list[Fragment], strips: dict[int, np.ndarray],
-            done: set[tuple[int, int]]) -> Iterator[gpd.GeoDataFrame]:
-        gids = np.arange(self.next_id, self.next_id + len(frags))
-        self.next_id += len(frags)
+    def add(self, block: tuple[int, int], sides: list[tuple[int, ...]], strips: dict[int, np.ndarray],
+            done: set[tuple[int, int]]) -> tuple[list[int], list[list[int]]]:
+        """Register a block's fragments (``done`` already holds the block); returns their ids and the member ids
+        of every group this block completes."""
+        gids = np.arange(self.next_id, self.next_id + len(sides))
+        self.next_id += len(sides)
         affected = set()
-        for g, frag in zip(gids, frags):
-            g = int(g)
-            self.keep(g, frag.crop)
+        for g, frag_sides in zip(gids.tolist(), sides):
             self.parent[g], self.members[g] = g, [g]
             self.waiting[g] = set()
-            for side in frag.sides:
+            for side in frag_sides:
                 nb = (block[0] + STEP[side][0], block[1] + STEP[side][1])
                 if nb not in done:
                     self.waiting[g].add(_edge(block, nb))
@@ -99,9 +98,75 @@ class _Objects:
             for g in self.waiters.pop(_edge(block, nb), ()):  # the neighbour's objects no longer wait for us
                 self.waiting[self.find(g)].discard(_edge(block, nb))
                 affected.add(g)
-        done = [self.finish(root) for root in sorted({self.find(g) for g in affected}) if not self.waiting[root]]
-        if done:  # one frame for all groups this block completes
-            yield groups_frame(done, self.opts, self.vs)
+        roots = sorted({self.find(g) for g in affected})
+        return gids.tolist(), [self._complete(root) for root in roots if not self.waiting[root]]
+
+    def _complete(self, root: int) -> list[int]:
+        members = self.members.pop(root)
+        for g in members:  # finished for good: no strip or waiter refers to it any more
+            del self.parent[g]
+        self.waiting.pop(root)
+        return members
+
+    def __len__(self) -> int:
+        return len(self.parent)
+
+
+def merge_crops(crops: list[ObjectCrop]) -> ObjectCrop:
+    """Assemble a complete group on one crop, to be split/traced like a whole object in one block (fragments
+    own disjoint pixels, so the sums are exact in any order)."""
+    r0 = min(c.row0 for c in crops)
+    c0 = min(c.col0 for c in crops)
+    r1 = max(c.row0 + c.mask.shape[0] for c in crops)
+    c1 = max(c.col0 + c.mask.shape[1] for c in crops)
+    mask = np.zeros((r1 - r0, c1 - c0), bool)
+    prob = np.zeros(mask.shape, np.float32)
+    heads = {k: np.zeros(mask.shape, np.float32) for k in crops[0].heads}
+    for c in crops:
+        view = _view(c.row0 - r0, c.col0 - c0, c.mask.shape)
+        mask[view] |= c.mask
+        prob[view] += c.prob
+        for k, v in c.heads.items():
+            heads[k][view] += v
+    return ObjectCrop(r0, c0, mask, prob, heads)
+
+
+def cell_parts_expected(cell: tuple[int, int], size: int, vs: VectorSpec) -> int:
+    """How many blocks lie under a network cell and its margin (each sends one part)."""
+    r0, r1, c0, c1 = cell_box(cell, size, vs, CELL_MARGIN)
+    s = vs.block_side
+    return ((r1 - 1) // s - r0 // s + 1) * ((c1 - 1) // s - c0 // s + 1)
+
+
+def finish_cell(cell: tuple[int, int], parts: list[tuple[int, int, np.ndarray, np.ndarray]], opts: ClassVectors,
+                vs: VectorSpec) -> tuple[gpd.GeoDataFrame, gpd.GeoDataFrame]:
+    """Polygons and centerlines of a cell from its parts ``(row0, col0, mask, prob)`` (non-empty ones)."""
+    r0, r1, c0, c1 = cell_box(cell, vs.cell_px(opts), vs, CELL_MARGIN)
+    mask = np.zeros((r1 - r0, c1 - c0), bool)
+    prob = np.zeros(mask.shape, np.float32)
+    for row0, col0, m, p in parts:
+        view = _view(row0 - r0, col0 - c0, m.shape)
+        mask[view], prob[view] = m, p
+    return network_frames(mask, prob, r0, c0, cell, opts, vs)
+
+
+class _Objects:
+    """Fragments of one object class waiting for their neighbours (large crops parked on disk)."""
+
+    def __init__(self, opts: ClassVectors, vs: VectorSpec, spill: Spill) -> None:
+        self.opts, self.vs, self.spill = opts, vs, spill
+        self.groups = FragmentGroups()
+        self.frags: dict[int, ObjectCrop] = {}
+        self.parked: dict[int, tuple[Path, int, int]] = {}
+
+    def add(self, block: tuple[int, int], frags: list[Fragment], strips: dict[int, np.ndarray],
+            done: set[tuple[int, int]]) -> Iterator[gpd.GeoDataFrame]:
+        gids, complete = self.groups.add(block, [f.sides for f in frags], strips, done)
+        for g, frag in zip(gids, frags):
+            self.keep(g, frag.crop)
+        finished = [merge_crops([self.crop(g) for g in members]) for members in complete]
+        if finished:  # one frame for all groups this block completes
+            yield groups_frame(finished, self.opts, self.vs)
 
     def keep(self, g: int, crop: ObjectCrop) -> None:
         arrays = {"mask": crop.mask, "prob": crop.prob, **{f"head_{k}": v for k, v in crop.heads.items()}}
@@ -119,28 +184,6 @@ class _Objects:
         return ObjectCrop(row0, col0, arrays.pop("mask"), arrays.pop("prob"),
                           {k.removeprefix("head_"): v for k, v in arrays.items()})
 
-    def finish(self, root: int) -> ObjectCrop:
-        """Assemble a complete group on one crop, to be split/traced like a whole object in one block."""
-        members = self.members.pop(root)
-        crops = [self.crop(g) for g in members]
-        for g in members:  # finished for good: no strip or waiter refers to it any more
-            del self.parent[g]
-        self.waiting.pop(root)
-        r0 = min(c.row0 for c in crops)
-        c0 = min(c.col0 for c in crops)
-        r1 = max(c.row0 + c.mask.shape[0] for c in crops)
-        c1 = max(c.col0 + c.mask.shape[1] for c in crops)
-        mask = np.zeros((r1 - r0, c1 - c0), bool)
-        prob = np.zeros(mask.shape, np.float32)
-        heads = {k: np.zeros(mask.shape, np.float32) for k in crops[0].heads}
-        for c in crops:
-            view = _view(c.row0 - r0, c.col0 - c0, c.mask.shape)
-            mask[view] |= c.mask
-            prob[view] += c.prob
-            for k, v in c.heads.items():
-                heads[k][view] += v
-        return ObjectCrop(r0, c0, mask, prob, heads)
-
     def __len__(self) -> int:
         return len(self.frags) + len(self.parked)
 
@@ -153,32 +196,20 @@ class _Cells:
         self.size = vs.cell_px(opts)
         self.parts: dict[tuple[int, int], list[CellPart]] = defaultdict(list)
 
-    def expected(self, cell: tuple[int, int]) -> int:
-        """How many blocks lie under the cell and its margin."""
-        r0, r1, c0, c1 = cell_box(cell, self.size, self.vs, CELL_MARGIN)
-        s = self.vs.block_side
-        return ((r1 - 1) // s - r0 // s + 1) * ((c1 - 1) // s - c0 // s + 1)
-
     def add(self, parts: list[CellPart]) -> Iterator[tuple[str, gpd.GeoDataFrame]]:
         for part in parts:
             got = self.parts[part.cell]
             got.append(part)
-            if len(got) == self.expected(part.cell):
+            if len(got) == cell_parts_expected(part.cell, self.size, self.vs):
                 yield from self.finish(part.cell)
             else:
                 part.park(self.spill)
 
     def finish(self, cell: tuple[int, int]) -> Iterator[tuple[str, gpd.GeoDataFrame]]:
-        parts = [p for p in self.parts.pop(cell) if not p.empty]
+        parts = [(p.row0, p.col0, *p.unpack(self.spill)) for p in self.parts.pop(cell) if not p.empty]
         if not parts:
             return
-        r0, r1, c0, c1 = cell_box(cell, self.size, self.vs, CELL_MARGIN)
-        mask = np.zeros((r1 - r0, c1 - c0), bool)
-        prob = np.zeros(mask.shape, np.float32)
-        for p in parts:
-            view = _view(p.row0 - r0, p.col0 - c0, p.shape)
-            mask[view], prob[view] = p.unpack(self.spill)
-        polys, lines = network_frames(mask, prob, r0, c0, cell, self.opts, self.vs)
+        polys, lines = finish_cell(cell, parts, self.opts, self.vs)
         yield self.opts.layer, polys
         yield self.opts.line_layer, lines
 

@@ -15,6 +15,7 @@ import shutil
 import tempfile
 import weakref
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -45,7 +46,8 @@ class Spill:
             self._cleanup = weakref.finalize(self, shutil.rmtree, self.folder, ignore_errors=True)
         path = self.folder / f"{self.count}.npz"
         self.count += 1
-        np.savez(path, **arrays)
+        savez: Any = np.savez  # (its stubs type keyword arrays as allow_pickle)
+        savez(path, **arrays)
         return path
 
     def take(self, path: Path) -> dict[str, np.ndarray]:
