@@ -11,7 +11,6 @@ name, then renamed: a task retried after its worker died writes the same part ag
 
 from __future__ import annotations
 
-import os
 import shutil
 import time
 import uuid
@@ -27,7 +26,7 @@ from rasterio.windows import Window
 
 from geoseg.errors import OutputError
 from geoseg.styles import ClassPalette
-from geoseg.tempfiles import temp_name
+from geoseg.tempfiles import atomic_path, temp_name
 from geoseg.vectorize.instances import ObjectCrop
 
 FRAGMENTS, CELLS, VECTORS = "frag", "cell", "vec"  # subfolders of a vector output's staging folder
@@ -63,13 +62,8 @@ def write_once(path: Path, write: Callable[[Path], None]) -> bool:
     task); returns whether it wrote."""
     if path.exists():
         return False
-    tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex[:8]}{path.suffix}")
-    try:
+    with atomic_path(path) as tmp:
         write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return True
 
 
