@@ -103,11 +103,12 @@ def bench_client(scheduler: str, workers: int) -> Iterator[tuple[Any, Callable[[
 def subprocess_cluster(workers: int) -> Iterator[Any]:
     """A client of real ``dask scheduler`` and ``dask worker`` processes on loopback (no nanny), so this
     process's CPU is the driver's alone: the in-process scheduler of a ``LocalCluster`` would be counted with
-    it. The workers get the lean settings and malloc policy of the clusters :mod:`geoseg.engine` starts."""
+    it. The workers get the lean settings, malloc policy and start-up step of the clusters :mod:`geoseg.engine`
+    starts."""
     from distributed import Client
 
     from geoseg.allocator import worker_environ
-    from geoseg.engine import LEAN_CONFIG
+    from geoseg.engine import LEAN_CONFIG, configure_workers
 
     env = {**os.environ, **worker_environ(), **{"DASK_" + k.upper().replace(".", "__").replace("-", "_"): str(v)
                                                 for k, v in LEAN_CONFIG.items()}}
@@ -125,6 +126,7 @@ def subprocess_cluster(workers: int) -> Iterator[Any]:
                       for _ in range(workers)]
             with Client(scheduler_file=address_file, timeout="120s", set_as_default=False) as client:
                 client.wait_for_workers(workers, timeout=600)
+                configure_workers(client)
                 yield client
         finally:  # the workers hold nothing to save: killed at once (a graceful close can wait on its tasks)
             for proc in reversed(procs):

@@ -19,6 +19,7 @@ from distributed import Client, LocalCluster
 
 from geoseg.allocator import worker_environ
 from geoseg.errors import ConfigError
+from geoseg.startup import worker_plugin
 
 # distributed's housekeeping runs on the event-loop thread and competes with the model for the cores: its defaults
 # (20 ms ticks, 10 ms stack profiler, 100 ms memory monitor and work stealing) cost a large share of a run's CPU,
@@ -38,6 +39,7 @@ def dask_client(scheduler: str, workers: int, verbose: bool = False, security: A
 
     ``security`` (a ``distributed.security.Security``) is used to reach a ``tls://`` scheduler. Local clusters
     started here bind to loopback and, on a CUDA machine, declare a ``GPU`` resource (see :func:`task_resources`).
+    Every worker runs geoseg's start-up step (:func:`configure_workers`).
     """
     quiet = logging.WARNING if verbose else logging.ERROR
     for name in ("distributed", "distributed.worker", "distributed.scheduler", "distributed.nanny"):
@@ -67,11 +69,18 @@ def dask_client(scheduler: str, workers: int, verbose: bool = False, security: A
             cluster.close()
         raise ConfigError(f"--scheduler {scheduler}: cannot connect ({err}); is 'dask scheduler' running?") from None
     try:
+        configure_workers(client)
         yield client
     finally:
         client.close()
         if cluster is not None:
             cluster.close()
+
+
+def configure_workers(client: Any) -> None:
+    """Run :func:`geoseg.startup.configure` in every worker of ``client``, present and future (a worker plugin):
+    process workers, local or remote, get the settings of the ``geoseg`` command (GDAL's bounded cache...)."""
+    client.register_plugin(worker_plugin())
 
 
 def _has_cuda() -> bool:

@@ -2,7 +2,7 @@
 appended in batches.
 
 Every file goes to a temporary name in its target folder (or in a run's staging folder, :mod:`geoseg.parts`) and
-is renamed into place when complete (DESIGN invariant 5); ``abort`` removes the temporary files.
+is renamed into place when complete (the nothing-half-written invariant); ``abort`` removes the temporary files.
 """
 
 from __future__ import annotations
@@ -31,6 +31,9 @@ from geoseg.scene import Grid
 from geoseg.styles import LAYER_STYLES_SQL, LayerStyle
 
 COG_BLOCK = 512
+# features per Arrow batch when a layer is streamed out of the staging GeoPackage: what is held at once
+# (the bounded-memory invariant), large enough to amortise the per-batch overhead
+ARROW_BATCH = 20_000
 
 
 def write_cog(source: Path, out: Path, resampling: str, native: Grid | None = None,
@@ -38,7 +41,7 @@ def write_cog(source: Path, out: Path, resampling: str, native: Grid | None = No
     """Copy a raster (the VRT mosaic of a run's block parts) to a COG at ``out``: GDAL streams it window by
     window, compressing on every core and building overviews (``resampling``: their method). A scene read at the
     model's GSD (``native``: the file's own grid) is resampled back through a warped VRT (``regrid``: nearest for
-    classes, bilinear for probabilities), so no whole raster is ever held in memory (DESIGN invariant 3)."""
+    classes, bilinear for probabilities), so no whole raster is ever held in memory (the bounded-memory invariant)."""
     with rasterio.open(source) as staged, _on_grid(staged, native, Resampling[regrid]) as src:
         rasterio.shutil.copy(src, out, driver="COG", COMPRESS="DEFLATE", BLOCKSIZE=COG_BLOCK, OVERVIEWS="AUTO",
                              RESAMPLING=resampling, BIGTIFF="IF_SAFER", NUM_THREADS="ALL_CPUS")
@@ -201,7 +204,7 @@ def convert_layer(gpkg: Path, layer: str, out: Path, ext: str, geometry: str) ->
     if ext == ".parquet":
         _to_geoparquet(gpkg, layer, out, geometry)
         return
-    with pyogrio.raw.open_arrow(gpkg, layer=layer, batch_size=20_000) as (meta, reader):  # C stream: no pyarrow
+    with pyogrio.raw.open_arrow(gpkg, layer=layer, batch_size=ARROW_BATCH) as (meta, reader):  # C stream: no pyarrow
         crs = meta["crs"]
         pyogrio.write_arrow(reader, out, layer=layer, driver=VECTOR_FORMATS[ext], geometry_name=meta["geometry_name"]
                             or "geom", geometry_type=geometry, crs=crs)
@@ -217,7 +220,7 @@ def _to_geoparquet(gpkg: Path, layer: str, out: Path, geometry: str) -> None:
             from None
     from pyproj import CRS
 
-    with pyogrio.raw.open_arrow(gpkg, layer=layer, use_pyarrow=True, batch_size=20_000) as (meta, reader):
+    with pyogrio.raw.open_arrow(gpkg, layer=layer, use_pyarrow=True, batch_size=ARROW_BATCH) as (meta, reader):
         geom = meta["geometry_name"] or "wkb_geometry"
         geo = {"version": "1.0.0", "primary_column": "geometry",
                "columns": {"geometry": {"encoding": "WKB", "geometry_types": [geometry],

@@ -38,11 +38,15 @@ from geoseg.models.bundle import BundleMeta
 from geoseg.pipeline import InferConfig
 from geoseg.predict import cpu_count, default_batch_size, get_predictor, resolve_device
 from geoseg.runtime import check_runtime
+from geoseg.startup import configure
 from geoseg.scene import SceneInfo, at_gsd, metres_per_unit, read_block
 from geoseg.stitch import predict_block, tile_cores_valid
 from geoseg.vectorize import ClassVectors, VectorSpec, vectorize_block
 
 CLASS_NODATA = 255
+# block tasks outstanding per worker: one queued behind the running one, so a worker does not idle while the driver
+# handles a result, and no more, so the driver tracks few unfinished blocks at a time
+INFLIGHT_PER_WORKER = 2
 TRIM_EVERY_S = 30.0  # how often the run gives freed heap pages back (see geoseg.allocator.HeapTrim)
 PROB_NODATA = -1.0
 
@@ -188,6 +192,7 @@ def infer(scene_path: str | Path, out: str | Path | None, config: InferConfig, *
     reads (a pipeline YAML...), which no output may be.
     """
     start = time.perf_counter()
+    configure()  # the command's process-wide settings (geoseg.startup): once per process, a no-op after
     checked = check_run(scene_path, out, config, raster_out=raster_out, prob_out=prob_out, overwrite=overwrite,
                         inputs=inputs)
     scene, bundle_path, meta, spec, class_ids = checked.scene, checked.bundle, checked.meta, checked.spec, \
@@ -220,15 +225,9 @@ def infer(scene_path: str | Path, out: str | Path | None, config: InferConfig, *
         start_client = nullcontext(client) if client is not None else dask_client(config.scheduler, workers, verbose)
         with preloading(bundle_path, config.device, preload, runtime_key), start_client as client:
             stage["cluster_start"] = time.perf_counter() - start - stage["setup"]
-            check_workers_see(client, sink.folders())
             run = _Run(client, sink, task_resources(client, config.device), interrupted, progress,
                        scene.width * scene.height)
-            try:
-                run.blocks(jobs, 2 * workers)
-                written = run.finish()
-            except BaseException:
-                run.cancel()
-                raise
+            written = run.execute(jobs, INFLIGHT_PER_WORKER * workers)
             for totals, into in ((run.stage, stage), (run.stage_cpu, stage_cpu)):
                 for kind, seconds in totals.items():
                     into[kind] += seconds
@@ -386,6 +385,17 @@ class _Run:
         if self.outstanding:
             self.client.cancel(list(self.outstanding))
             self.outstanding.clear()
+
+    def execute(self, jobs: Iterator[BlockJob], inflight: int) -> list[str]:
+        """The whole run: every block and reduction, then the assemblies and renames; returns the files written.
+        On any error (or Ctrl-C) no task of this run goes on."""
+        check_workers_see(self.client, self.sink.folders())
+        try:
+            self.blocks(jobs, inflight)
+            return self.finish()
+        except BaseException:
+            self.cancel()
+            raise
 
     def blocks(self, jobs: Iterator[BlockJob], inflight: int) -> None:
         """Every block, and every reduction the blocks make ready."""

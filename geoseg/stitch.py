@@ -1,8 +1,8 @@
 """Place tile predictions into a block: each tile contributes only its core, so no blending is needed.
 
 Cropping the halo (instead of weighting overlaps) makes every output pixel come from exactly one tile whose
-input is fixed by the global grid, which gives DESIGN invariants 1 and 2 (partition invariance, halo
-exactness) by construction. The crop happens where the model ran (:meth:`geoseg.predict.Predictor.feed`): only
+input is fixed by the global grid, which gives the partition-invariance and halo-exactness invariants by
+construction. The crop happens where the model ran (:meth:`geoseg.predict.Predictor.feed`): only
 cores come back from the device.
 """
 

@@ -4,7 +4,7 @@ have all their shares, from the small metadata block tasks return (:class:`geose
 No pixel, crop or geometry passes through here: a completed group or cell becomes a
 :class:`geoseg.assemble.ReduceJob` naming the parts on disk that a worker joins and finishes. The union-find
 is the in-memory reduction's own (:class:`geoseg.vectorize.reduce.FragmentGroups`), so both emit the same
-groups; only the frontier of done blocks is held (DESIGN invariant 3).
+groups; only the frontier of done blocks is held (the bounded-memory invariant).
 """
 
 from __future__ import annotations

@@ -62,7 +62,8 @@ def test_manifest_and_cli(folder: Path) -> None:
     res = CliRunner().invoke(main, ["eval", "--many", str(folder), "--out", str(folder / "s.json")])
     assert res.exit_code == 0, res.output
     out = json.loads((folder / "s.json").read_text())
-    assert [r["name"] for r in out["scenes"]] == ["a", "b"] and out["aggregate"]["building"]["terraced_split_rate"] == 0.5
+    assert [r["name"] for r in out["scenes"]] == ["a", "b"]
+    assert out["aggregate"]["building"]["terraced_split_rate"] == 0.5
     assert "ALL (pooled)" in res.output
 
 

@@ -155,6 +155,37 @@ def test_boundary_and_distance_targets_by_hand():
     assert d[4, 8] == 1.0  # the second house is normalised by its own maximum
 
 
+def test_shared_walls_are_marked_and_weighted_apart():
+    from geoseg.train.config import HeadConfig
+    from geoseg.train.losses import head_loss
+    from geoseg.train.targets import SHARED
+
+    inst = np.zeros((9, 12), np.int32)
+    inst[1:8, 1:6] = 1
+    inst[1:8, 6:11] = 2
+    b = boundary_target(inst, 1, shared=True)
+    # the wall between the houses (columns 5 and 6, away from the outer ring) is SHARED; the outer ring stays 1
+    assert b[4, 5] == SHARED and b[4, 6] == SHARED and b[4, 1] == 1 and b[1, 3] == 1 and b[4, 3] == 0
+    assert ((b > 0) == (boundary_target(inst, 1) > 0)).all()  # the same band, only the wall marked apart
+    wide = boundary_target(inst, 2, shared=True)
+    assert wide[4, 4] == SHARED and wide[4, 7] == SHARED and wide[4, 2] == 1
+    # a wall missed costs shared_weight times what an outer edge missed costs (weighted BCE, by hand)
+    t = torch.from_numpy(b)[None, None]
+    valid = torch.ones(1, 9, 12, dtype=torch.bool)
+    logits = torch.zeros_like(t)  # p = 0.5 everywhere: every pixel's BCE is log 2
+    plain = head_loss(HeadConfig(name="boundary", loss="bce"))(logits, t.clamp(max=1), valid)
+    weighted = head_loss(HeadConfig(name="boundary", loss="bce", shared_weight=5.0))(logits, t, valid)
+    n, walls = t.numel(), int((t > 1.5).sum())
+    assert float(plain) == pytest.approx(np.log(2), rel=1e-5)
+    assert float(weighted) == pytest.approx(np.log(2), rel=1e-5)  # weights cancel when every pixel costs the same
+    logits = torch.where(t > 0, -2.0, 0.0)  # boundary missed everywhere it is: walls weigh 5x
+    lw = float(head_loss(HeadConfig(name="boundary", loss="bce", shared_weight=5.0))(logits, t, valid))
+    miss = float(torch.nn.functional.softplus(torch.tensor(2.0)))
+    edge = int((t == 1).sum())
+    want = (5 * walls * miss + edge * miss + (n - walls - edge) * np.log(2)) / (n + 4 * walls)
+    assert lw == pytest.approx(want, rel=1e-5)
+
+
 def test_tanimoto_with_complement_by_hand():
     t = torch.tensor([1.0, 0.0, 1.0, 0.0]).view(1, 1, 2, 2)
     assert float(tanimoto_complement_loss(t, t)) == pytest.approx(0.0, abs=1e-5)  # perfect: T = 1 both ways

@@ -111,6 +111,27 @@ def test_interrupted_then_resumed_run_gives_identical_weights(tmp_path, scenes):
     assert steps == [1, 2, 3, 4, 5, 6]  # the log continues without the redone steps twice
 
 
+def test_init_starts_from_a_bundle_and_refuses_one_that_does_not_fit(tmp_path, scenes):
+    torch.manual_seed(1)
+    start = save_bundle(tmp_path / "start.safetensors", build_model("smp:Unet", **TINY_ARGS),
+                        BundleMeta(arch="smp:Unet", arch_args=dict(TINY_ARGS), classes=CLASSES, tile=128, halo=32))
+    cfg = load_train_config(recipe(tmp_path, scenes, steps=1, epoch_steps=1, lr=1e-9, init=str(start)))
+    train(cfg)
+    a, b = load_file(start), load_file(cfg.out)  # one step at a vanishing learning rate: the start's weights
+    assert a.keys() == b.keys()
+    weights = [k for k in a if "running" not in k and a[k].is_floating_point()]  # BN statistics move in a step
+    assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-5) for k in weights)
+    assert read_meta(cfg.out).provenance["init"] == str(start)
+    heads = recipe(tmp_path, scenes, init=str(start), heads=[{"name": "boundary", "loss": "bce"}],
+                   arch_args={**{k: v for k, v in TINY_ARGS.items() if k != "decoder_channels"},
+                              "decoder_channels": list(TINY_ARGS["decoder_channels"]), "classes": 4})
+    res = CliRunner().invoke(main, ["train", str(heads), "-q"])
+    assert res.exit_code == 1 and "does not fit this recipe's model" in res.stderr, res.output
+    assert len(res.stderr.strip().splitlines()) == 1
+    res = CliRunner().invoke(main, ["train", str(recipe(tmp_path, scenes, init=str(tmp_path / "nope.st"))), "-q"])
+    assert res.exit_code == 1 and "nope.st not found" in res.stderr, res.output
+
+
 @pytest.mark.parametrize("change,needle", [
     ({"loss": {"ce": 1.0, "hinge": 1.0}}, "unknown hinge; valid: ce, bce"),
     ({"data": {"scenes": [{"image": "missing.tif", "labels": "x.gpkg"}]}}, "missing.tif: no such file"),

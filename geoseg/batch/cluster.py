@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
-from geoseg.engine import dask_client
+from geoseg.engine import configure_workers, dask_client
 from geoseg.errors import ConfigError
 
 CLUSTERS = ("local", "slurm", "kubernetes")
@@ -97,6 +97,7 @@ def connect(spec: ClusterSpec, verbose: bool = False) -> Iterator[Any]:
     try:
         with Client(cluster, set_as_default=False) as client:
             client.wait_for_workers(1, timeout=600)
+            configure_workers(client)
             yield client
     finally:
         cluster.close()

@@ -10,7 +10,6 @@ manifest is written by this thread only, one transaction per status change.
 from __future__ import annotations
 
 import fcntl
-import os
 import signal
 import threading
 import time
@@ -31,10 +30,14 @@ from geoseg.errors import ConfigError, GeosegError, OutputError
 from geoseg.models.bundle import resolve_bundle
 from geoseg.pipeline import InferConfig
 from geoseg.remote import redact
+from geoseg.startup import configure
+from geoseg.tempfiles import atomic_path
 
 OUTPUT_SUFFIXES = {"vectors": ".gpkg", "classes": "_classes.tif", "probs": "_probs.tif"}
 SUMMARY_NAME = "geoseg-batch-summary.json"
 LOCK_NAME = ".geoseg-batch.lock"
+# scenes at once by default (at most one per worker thread): each running scene holds its trackers in this process
+MAX_CONCURRENT_SCENES = 4
 STALE_PATTERN = ".*.tmp-*"  # tempfiles.temp_name: what a killed run can leave behind (files and folders)
 
 
@@ -46,7 +49,7 @@ class BatchStopped(Exception):
 class BatchOptions:
     outputs: tuple[str, ...] = ("vectors", "classes")
     retry_failed: bool = False
-    concurrency: int | None = None     # scenes at once; default: one per worker thread, at most 4
+    concurrency: int | None = None     # scenes at once; default: one per worker thread, at most MAX_CONCURRENT_SCENES
     asset_keys: tuple[str, ...] = DEFAULT_ASSETS
     verbose: bool = False
     # called with (scenes done, counting the finished part of running scenes, scenes in the run)
@@ -252,7 +255,7 @@ class _Run:
 
     def execute(self, todo: list[tuple[SceneRef, str, str]], client: Any) -> None:
         workers = max(1, sum(client.nthreads().values()))
-        concurrency = self.options.concurrency or min(4, workers)
+        concurrency = self.options.concurrency or min(MAX_CONCURRENT_SCENES, workers)
         queue = deque(todo)
         running: dict[Future[Any], tuple[SceneRef, float]] = {}
         pool = ThreadPoolExecutor(concurrency, thread_name_prefix="geoseg-scene")
@@ -301,6 +304,7 @@ def run_batch(source: str | StacSearch, out_dir: str | Path, config: InferConfig
               log: Callable[[str], None] = lambda line: None) -> BatchSummary:
     """Run every scene of ``source`` not already done into ``out_dir``; see the module docstring."""
     start = time.perf_counter()
+    configure()  # the command's process-wide settings (geoseg.startup): once per process, a no-op after
     out_dir = Path(out_dir)
     output_paths(out_dir, "x", options.outputs)  # unknown output kinds, a missing extra... fail before anything
     check_spec(spec)
@@ -345,13 +349,10 @@ def run_batch(source: str | StacSearch, out_dir: str | Path, config: InferConfig
 
 
 def write_summary(out_dir: Path, summary: BatchSummary) -> Path:
-    """The last run's summary as JSON beside the manifest (temporary name, then renamed)."""
+    """The last run's summary as JSON beside the manifest (written whole or not at all)."""
     import json
 
-    from geoseg.export import temp_name
-
     path = out_dir / SUMMARY_NAME
-    tmp = temp_name(path)
-    tmp.write_text(json.dumps(summary.to_json(), indent=1))
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(summary.to_json(), indent=1))
     return path

@@ -17,7 +17,8 @@ class _Occupancy:
     """Grid hash of placed footprints, so overlap checks stay local on huge scenes."""
 
     def __init__(self, cell: float = 60.0) -> None:
-        self.cell, self.cells = cell, {}
+        self.cell = cell
+        self.cells: dict[tuple[int, int], list[object]] = {}
 
     def _keys(self, geoms: np.ndarray) -> set[tuple[int, int]]:
         b = shapely.total_bounds(geoms) // self.cell

@@ -113,7 +113,7 @@ def _model(spec: SynthSpec) -> _Model:
     cgeom = shapely.transform(np.array(conf.geoms, dtype=object), lambda c: c / m)
     stripe = np.array(conf.stripe, float).reshape(-1, 4) / [1, 1, m, 1]
     tall = np.flatnonzero(np.array(conf.height) > 0)
-    lift = (sun[None, :] * (np.array(conf.height)[tall] * look.shadow_len / m)[:, None]) if tall.size else None
+    lift = sun[None, :] * (np.array(conf.height)[tall] * look.shadow_len / m)[:, None]  # (0, 2) when none is tall
     cshadow = np.empty(0, object)
     if tall.size:
         ci = shapely.get_coordinates(cgeom[tall], return_index=True)[1]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Iterable
+
 import geopandas as gpd
 import numpy as np
 import shapely
@@ -29,7 +31,7 @@ def _query(gdf: gpd.GeoDataFrame | None, area: shapely.Geometry) -> np.ndarray:
     return np.sort(gdf.sindex.query(area))
 
 
-def _shapes(geoms: np.ndarray, values: object) -> list[tuple[object, object]]:
+def _shapes(geoms: np.ndarray | list[object], values: Iterable[int]) -> list[tuple[object, int]]:
     """(geometry, value) pairs for rasterize; plain polygons go as coordinate arrays, which is much faster
     than rasterio asking each shapely object for its ``__geo_interface__``."""
     geoms = np.asarray(geoms, dtype=object)
@@ -53,8 +55,9 @@ def label_window(truth: dict[str, gpd.GeoDataFrame], transform: Affine, shape: t
     shapes: list[tuple[object, int]] = []
     for layer, value in (("roads", 2), ("buildings", 1)):
         gdf = truth.get(layer)
-        geoms = np.asarray(gdf.geometry.values[_query(gdf, area)]) if gdf is not None and len(gdf) else []
-        geoms = [g for g in geoms if g is not None and not g.is_empty]
+        found: np.ndarray | list[shapely.Geometry] = (np.asarray(gdf.geometry.values[_query(gdf, area)])
+                                                      if gdf is not None and len(gdf) else [])
+        geoms = [g for g in found if g is not None and not g.is_empty]
         shapes += _shapes(geoms, [value] * len(geoms))
     if not shapes:
         return np.zeros(shape, np.uint8)
@@ -113,11 +116,11 @@ def _paint(spec: SynthSpec, truth: dict[str, gpd.GeoDataFrame], r0: int, c0: int
 
     blds = truth.get("buildings")
     bi = _query(blds, shapely.buffer(_footprint(wtf, shape), max(40.0, 20 * look.shadow_len + 5) / m * spec.gsd))
-    geoms = np.asarray(blds.geometry.values[bi]) if bi.size else np.empty(0, object)
+    geoms = np.asarray(blds.geometry.values[bi]) if bi.size and blds is not None else np.empty(0, object)
     shade = _paint_index(mdl.crown_shadows, np.sort(mdl.index["crown_shadows"].query(pbox)), ptf, shape) > 0
     if len(mdl.conf_shadows):
         shade |= _paint_index(mdl.conf_shadows, np.sort(mdl.index["conf_shadows"].query(pbox)), ptf, shape) > 0
-    if bi.size:
+    if bi.size and blds is not None:
         height = blds["height_m"].to_numpy(float)[bi] if "height_m" in blds else np.full(bi.size, 7.0)
         off, tf = sun[None, :] * (height * look.shadow_len / m)[:, None], spec.transform
         offm = np.column_stack([tf.a * off[:, 0] + tf.b * off[:, 1], tf.d * off[:, 0] + tf.e * off[:, 1]])

@@ -69,6 +69,7 @@ class HeadConfig:
     kind: str = ""            # boundary, distance or colour (default: the name)
     loss: str = "bce"
     weight: float = 1.0
+    shared_weight: float = 1.0  # boundary heads: loss weight on walls shared by touching objects (U-Net's w(x))
 
     def __post_init__(self) -> None:
         if not self.kind:
@@ -119,6 +120,7 @@ class TrainConfig:
     seed: int = 0
     half: bool = True
     log_every: int = 50
+    init: str = ""    # a bundle of the same architecture, classes and heads to start from (fine-tuning)
     recipe: str = ""  # the pipeline file this came from (set by the loader; recorded in the bundle)
 
     @property
@@ -186,6 +188,8 @@ def load_train_config(path: str | Path) -> TrainConfig:
         if h.kind not in HEAD_KINDS or h.loss not in HEAD_LOSSES:
             raise ConfigError(f"{path}: train.heads[{i}]: kind must be one of {', '.join(HEAD_KINDS)} and loss "
                               f"one of {', '.join(HEAD_LOSSES)}, got {h.kind!r} / {h.loss!r}")
+    if cfg.init and not Path(cfg.init).is_file():
+        raise ConfigError(f"{path}: train.init: {cfg.init} not found; train that bundle first or drop init")
     for key, valid in (("schedule", SCHEDULES), ("activation", ("softmax", "sigmoid"))):
         if getattr(cfg, key) not in valid:
             raise ConfigError(f"{path}: train.{key}: unknown {getattr(cfg, key)!r}; valid: {', '.join(valid)}")

@@ -98,15 +98,16 @@ def split_regions(scenes: list[LabelledScene], data: DataConfig, pinned: tuple[s
         return [r for r in whole if r.scene not in val], [r for r in whole if r.scene in val]
     if data.split != "blocks":
         raise ConfigError(f"train.data.split: unknown {data.split!r}; valid: scene, blocks")
-    train, val = [], []
+    train: list[Region] = []
+    held: list[Region] = []
     for i, s in enumerate(scenes):
         blocks = [Region(i, r, c, min(data.block, s.height - r), min(data.block, s.width - c))
                   for r in range(0, s.height, data.block) for c in range(0, s.width, data.block)]
         n_val = min(len(blocks) - 1, int(round(data.val_fraction * len(blocks)))) if len(blocks) > 1 else 0
         chosen = set(rng.permutation(len(blocks))[:n_val].tolist())
         for k, b in enumerate(blocks):
-            (val if k in chosen else train).append(b)
-    return train, val
+            (held if k in chosen else train).append(b)
+    return train, held
 
 
 def augmenter(steps: dict[str, dict[str, Any]]) -> A.Compose:
@@ -225,7 +226,9 @@ class WindowSampler:
                 start += count
         out = []
         for kind in wanted:
-            full = boundary_target(inst, self.cfg.boundary_px) if kind == "boundary" else distance_target(inst)
+            shared = any(h.kind == "boundary" and h.shared_weight != 1.0 for h in self.cfg.heads)
+            full = boundary_target(inst, self.cfg.boundary_px, shared) if kind == "boundary" \
+                else distance_target(inst)
             out.append(full[m:m + n, m:m + n])
         return mask, out
 

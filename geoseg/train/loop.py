@@ -73,6 +73,18 @@ def make_schedule(cfg: TrainConfig, opt: torch.optim.Optimizer) -> torch.optim.l
     return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.steps, pct_start=0.15)
 
 
+def warm_start(model: torch.nn.Module, cfg: TrainConfig) -> None:
+    """Start from the weights of bundle ``cfg.init`` (fp16 bundles are cast back): same tensors or a clear error."""
+    from geoseg.models.bundle import load_bundle
+
+    state = {k: v.float() for k, v in load_bundle(cfg.init).model.state_dict().items()}
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:
+        raise ConfigError(f"{cfg.recipe}: train.init: {cfg.init} does not fit this recipe's model (same arch, "
+                          f"arch_args, classes and heads needed): {str(err).splitlines()[0]}") from None
+
+
 def to_tensors(batch: dict[str, np.ndarray], cfg: TrainConfig, device: torch.device
                ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Inputs normalised by inference's own function (nodata included) and the targets, on the device."""
@@ -102,7 +114,10 @@ def train(cfg: TrainConfig, *, resume: bool = False, log: Callable[[dict], None]
         raise ConfigError(f"{cfg.recipe}: train.arch_args.classes is {args['classes']} but {cfg.n_classes} classes "
                           f"+ heads {list(cfg.head_channels())} need {expected} output channels")
     cfg = type(cfg)(**{**cfg.__dict__, "arch_args": args})
-    model = build_model(cfg.arch, **args).to(device)
+    model = build_model(cfg.arch, **args)
+    if cfg.init and not resume:  # a resumed run restores its own weights
+        warm_start(model, cfg)
+    model = model.to(device)
     cuda = device.type == "cuda"
     loader_threads = cfg.loader_threads or (min(8, cpu_count()) if cuda else 1)
     if cuda:
@@ -181,7 +196,7 @@ def _end_epoch(cfg: TrainConfig, step: int, model: torch.nn.Module, opt: torch.o
         runlog.write(rec)
         if log:
             log(rec)
-    provenance = {"recipe": cfg.recipe, "steps": step, "seconds": round(seconds, 1),
+    provenance = {"recipe": cfg.recipe, "steps": step, "init": cfg.init, "seconds": round(seconds, 1),
                   "synth": json.dumps(cfg.synth.__dict__ if cfg.synth else None),
                   "data": json.dumps([s.__dict__ for s in cfg.data.scenes] if cfg.data else None),
                   "data_fingerprint": fingerprint, "validation": json.dumps(scores)}

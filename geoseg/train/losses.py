@@ -98,6 +98,9 @@ def head_loss(head: HeadConfig) -> Callable[[torch.Tensor, torch.Tensor, torch.T
     """A head's loss: ``(logits (n, c, h, w), target (n, c, h, w) in 0..1, valid (n, h, w)) -> scalar``."""
     def loss(x: torch.Tensor, t: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         m = valid[:, None].to(x.dtype).expand_as(x)
+        if head.kind == "boundary" and head.shared_weight != 1.0:  # shared walls come as SHARED (see targets)
+            m = m * torch.where(t > 1.5, head.shared_weight, 1.0)
+            t = t.clamp(max=1.0)
         if head.loss == "bce":
             return (F.binary_cross_entropy_with_logits(x, t, reduction="none") * m).sum() / m.sum().clamp(min=1)
         p = x.sigmoid()

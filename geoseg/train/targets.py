@@ -12,12 +12,22 @@ from scipy import ndimage
 from skimage.segmentation import find_boundaries
 
 
-def boundary_target(instances: np.ndarray, half_width: int) -> np.ndarray:
-    """1.0 within ``half_width`` pixels of any object edge (including edges between touching objects)."""
+SHARED = 2.0  # boundary target value on walls shared by two objects: the loss weighs them apart, counts them as 1
+
+
+def boundary_target(instances: np.ndarray, half_width: int, shared: bool = False) -> np.ndarray:
+    """1.0 within ``half_width`` pixels of any object edge (including edges between touching objects); with
+    ``shared``, :data:`SHARED` on the band of walls between touching objects (no background beside them)."""
     edges = find_boundaries(instances, mode="inner", background=0)
+    walls = edges & ~find_boundaries(instances > 0, mode="inner") if shared else None
     if half_width > 1:
         edges = ndimage.binary_dilation(edges, iterations=half_width - 1)
-    return edges.astype(np.float32)
+        if walls is not None:
+            walls = ndimage.binary_dilation(walls, iterations=half_width - 1) & edges
+    out = edges.astype(np.float32)
+    if walls is not None:
+        out[walls] = SHARED
+    return out
 
 
 def distance_target(instances: np.ndarray) -> np.ndarray:

@@ -48,6 +48,7 @@ def _dynamic_maxima(dist: np.ndarray, h: float) -> np.ndarray:
 
 def split_instances(mask: np.ndarray, heads: dict[str, np.ndarray], depth_px: float) -> np.ndarray:
     """Instance labels (1..n, 0 outside) of one connected object ``mask`` (already padded with background)."""
+    energy: np.ndarray
     if "boundary" in heads:
         energy = heads["boundary"].astype(np.float64)
         seeds, n = _seeds(mask & (energy < 0.5), MIN_SEED_PX)

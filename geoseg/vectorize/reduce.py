@@ -5,8 +5,8 @@ Blocks arrive in any order. Fragments of neighbouring blocks that touch across t
 an object that lies inside one block — once every block edge it touches has its neighbour done. Network cells
 are finished once every block under the cell and its margin has reported. So each object is emitted exactly
 once, its geometry and id do not depend on the block size, and only the objects and cells on the frontier of
-finished blocks are held (DESIGN invariant 3) — their arrays parked on disk (:mod:`geoseg.vectorize.spill`), so
-memory stays flat however wide the scene is.
+finished blocks are held (the bounded-memory invariant) — their arrays parked on disk
+(:mod:`geoseg.vectorize.spill`), so memory stays flat however wide the scene is.
 """
 
 from __future__ import annotations
