@@ -8,12 +8,15 @@ place. What goes back to the driver is small: counts, measures, fragment sides a
 
 from __future__ import annotations
 
+import sqlite3
+import struct
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import numpy as np
 import rasterio
+import shapely
 
 from geoseg.export import VectorSink, write_cog
 from geoseg.parts import (CELLS, FRAGMENTS, VECTORS, build_vrt, cell_part_name, fragment_name, load_cell_part,
@@ -163,11 +166,110 @@ def assemble_raster(job: RasterAssembly) -> Path:
 def assemble_vectors(folder: Path, out: Path, parts: list[str], layer_types: dict[str, str], crs: Any,
                      styles: dict[str, LayerStyle]) -> list[tuple[Path, Path]]:
     """The GeoPackage (and any single-layer conversions) from the vector parts, in name order so the file does
-    not depend on which task finished first; ``(temporary file, final path)`` pairs for the driver to rename."""
+    not depend on which task finished first; ``(temporary file, final path)`` pairs for the driver to rename.
+
+    GDAL creates the layers (schema, spatial index, triggers); the features go in through SQLite in one
+    transaction (see :func:`bulk_insert`), part by part, so memory holds one part at a time."""
     for suffix in ("", "-journal", "-wal", "-shm"):  # what a lost attempt of this task left
         Path(f"{folder / 'vectors.gpkg'}{suffix}").unlink(missing_ok=True)
     sink = VectorSink(out, layer_types, crs, styles=styles, stage=folder)
-    for name in sorted(parts):
-        for layer, (wkb, cols) in load_frames(folder / VECTORS / name).items():
-            sink.add_wkb(layer, wkb, cols)
-    return sink.finish()
+    try:
+        chunks = (frame for name in sorted(parts) for frame in load_frames(folder / VECTORS / name).items())
+        bulk_insert(sink.tmp, {layer: list(fields) for layer, fields in sink.fields.items()}, chunks)
+        return sink.finish()
+    except BaseException:
+        sink.abort()
+        raise
+
+
+def bulk_insert(gpkg: Path, fields: dict[str, list[str]],
+                chunks: Iterable[tuple[str, tuple[np.ndarray, dict[str, np.ndarray]]]]) -> dict[str, int]:
+    """Append ``(layer, (WKB, columns))`` chunks to the empty layers GDAL made in ``gpkg``, all in one SQLite
+    transaction: a killed run leaves the layers empty, never half filled.
+
+    Hand-written because pyogrio holds no dataset open between calls and its Arrow writer commits every
+    batch; here the same rows go in (fids from 1 in order, GeoPackage geometry blobs, R-tree entries, feature
+    counts and extents), with the per-row R-tree and count triggers set aside and restored inside the
+    transaction, so the spatial index is filled from the envelopes computed once per chunk."""
+    db = sqlite3.connect(gpkg, isolation_level=None)
+    try:
+        db.execute("BEGIN IMMEDIATE")
+        triggers = db.execute("SELECT name, sql FROM sqlite_master WHERE type = 'trigger' AND (name LIKE 'rtree_%_insert'"
+                              " OR name LIKE 'trigger_insert_feature_count_%')").fetchall()
+        for name, _ in triggers:
+            db.execute(f'DROP TRIGGER "{name}"')
+        layers = {t: _LayerRows(db, t, fields[t]) for t in fields}
+        for layer, (wkb, cols) in chunks:
+            layers[layer].add(wkb, cols)
+        for rows in layers.values():
+            rows.close()
+        for _, sql in triggers:
+            db.execute(sql)
+        db.execute("COMMIT")
+        return {t: rows.n for t, rows in layers.items()}
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
+    finally:
+        db.close()
+
+
+class _LayerRows:
+    """One layer's inserts: features, R-tree entries, and at the end its feature count and extent."""
+
+    def __init__(self, db: sqlite3.Connection, table: str, fields: list[str]) -> None:
+        self.db, self.table, self.n = db, table, 0
+        (self.geom,), = db.execute("SELECT column_name FROM gpkg_geometry_columns WHERE table_name = ?", (table,))
+        (self.srs,), = db.execute("SELECT srs_id FROM gpkg_contents WHERE table_name = ?", (table,))
+        self.rtree = db.execute("SELECT 1 FROM gpkg_extensions WHERE table_name = ? AND extension_name = "
+                                "'gpkg_rtree_index'", (table,)).fetchone() is not None
+        (self.first,), = db.execute(f'SELECT COALESCE(MAX(fid), 0) FROM "{table}"')
+        names = ", ".join(f'"{c}"' for c in ["fid", self.geom, *fields])
+        self.insert = f'INSERT INTO "{table}" ({names}) VALUES ({", ".join("?" * (len(fields) + 2))})'
+        self.fields = fields
+        self.extent = np.array([np.inf, np.inf, -np.inf, -np.inf])
+
+    def add(self, wkb: np.ndarray, cols: dict[str, np.ndarray]) -> None:
+        if not len(wkb):
+            return
+        bounds = shapely.bounds(shapely.from_wkb(wkb))  # minx, miny, maxx, maxy; NaN for an empty geometry
+        fids = range(self.first + self.n + 1, self.first + self.n + 1 + len(wkb))
+        values = [cols[f].tolist() for f in self.fields]  # plain Python values: what sqlite3 binds
+        self.db.executemany(self.insert, zip(fids, gpkg_blobs(wkb, bounds, self.srs), *values))
+        full = ~np.isnan(bounds[:, 0])
+        b = bounds[full]
+        if self.rtree and len(b):
+            self.db.executemany(f'INSERT INTO "rtree_{self.table}_{self.geom}" VALUES (?, ?, ?, ?, ?)',
+                                zip(np.asarray(fids)[full].tolist(), b[:, 0].tolist(), b[:, 2].tolist(),
+                                    b[:, 1].tolist(), b[:, 3].tolist()))
+        if len(b):
+            self.extent = np.r_[np.minimum(self.extent[:2], b[:, :2].min(0)), np.maximum(self.extent[2:],
+                                                                                          b[:, 2:].max(0))]
+        self.n += len(wkb)
+
+    def close(self) -> None:
+        self.db.execute("UPDATE gpkg_ogr_contents SET feature_count = feature_count + ? WHERE lower(table_name) = "
+                        "lower(?)", (self.n, self.table))
+        if np.isfinite(self.extent).all():
+            self.db.execute("UPDATE gpkg_contents SET min_x = min(coalesce(min_x, :x0), :x0), min_y = "
+                            "min(coalesce(min_y, :y0), :y0), max_x = max(coalesce(max_x, :x1), :x1), max_y = "
+                            "max(coalesce(max_y, :y1), :y1), last_change = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') "
+                            "WHERE table_name = :t", dict(zip(("x0", "y0", "x1", "y1"), [float(f"{v:.16g}") for v in self.extent]),
+                                                         t=self.table))
+
+
+_BLOB_HEADER = np.dtype([("magic", "S2"), ("version", "u1"), ("flags", "u1"), ("srs", "<i4"), ("env", "<f8", 4)])
+
+
+def gpkg_blobs(wkb: np.ndarray, bounds: np.ndarray, srs: int) -> list[bytes]:
+    """GeoPackage geometry blobs (spec 2.1.3): the ``GP`` header, little-endian, with the XY envelope
+    (min x, max x, min y, max y), then the WKB; an empty geometry gets the empty flag and no envelope."""
+    head = np.zeros(len(wkb), _BLOB_HEADER)
+    head["magic"], head["flags"], head["srs"] = b"GP", 0b0011, srs  # little-endian, envelope [minx, maxx, miny, maxy]
+    head["env"] = bounds[:, [0, 2, 1, 3]]
+    raw = head.tobytes()
+    size = _BLOB_HEADER.itemsize
+    empty = struct.pack("<2sBBi", b"GP", 0, 0b10001, srs)
+    return [raw[i * size:(i + 1) * size] + g if b == b else empty + g
+            for i, (g, b) in enumerate(zip(wkb.tolist(), bounds[:, 0].tolist()))]
