@@ -1,16 +1,18 @@
 """``geoseg bench batch``: scenes per hour with 1 and with 2 local worker processes, measured in one run.
 
-The same synthetic scenes go through ``run_batch`` twice, into fresh output folders, on a local process
-cluster (``--cluster local``) with 1 and then 2 workers; wall time includes starting the cluster, as an
-operator's run would; ``processing`` figures run from the first scene's start to the last scene's finish
-(cluster start-up excluded, model loading included). The ratio of the two rates is the speed-up (the
-figures are noisy on shared machines; the ratio, taken in one run, is the number to read).
+The same synthetic scenes go through ``run_batch`` into fresh output folders, on a local process cluster
+(``--cluster local``) with 1 and then 2 workers (with ``repeat`` > 1 the order alternates, 1 2 / 2 1 / ..., so
+a change in the machine's load hits both sides); wall time includes starting the cluster, as an operator's run
+would; ``processing`` figures run from the first scene's start to the last scene's finish (cluster start-up
+excluded, model loading included). The ratio of the two rates is the speed-up (the figures are noisy on shared
+machines; the ratios, taken back to back, are the numbers to read).
 """
 
 from __future__ import annotations
 
 import os
 import sqlite3
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -20,6 +22,8 @@ from geoseg.batch.cluster import ClusterSpec
 from geoseg.batch.manifest import MANIFEST_NAME
 from geoseg.batch.runner import BatchOptions, run_batch
 from geoseg.pipeline import InferConfig
+
+TINY = "tiny"  # --model tiny: a small untrained U-Net, so the work around the model dominates
 
 
 def bench_scenes(n: int, size: int, folder: Path) -> Path:
@@ -36,34 +40,62 @@ def bench_scenes(n: int, size: int, folder: Path) -> Path:
     return scenes
 
 
-def bench_batch(n_scenes: int, size: int, config: InferConfig, workers: tuple[int, ...] = (1, 2),
-                folder: Path | None = None) -> dict[str, Any]:
+def tiny_bundle(folder: Path) -> Path:
+    """The cheap model: an untrained smp U-Net with a 3-level MobileNetV2-0.35 encoder (the test suite's)."""
+    import torch
+
+    from geoseg.models import BundleMeta, ClassInfo, build_model, save_bundle
+
+    path = folder / "tiny.safetensors"
+    if not path.exists():
+        torch.manual_seed(0)
+        args = dict(encoder_name="tu-mobilenetv2_035", encoder_depth=3, decoder_channels=(16, 8, 8), classes=3,
+                    in_channels=3)
+        classes = (ClassInfo("background"), ClassInfo("building", "buildings", "#e31a1c"),
+                   ClassInfo("road", "roads", "#636363"))
+        meta = BundleMeta(arch="smp:Unet", arch_args=args, classes=classes, band_names=("b1", "b2", "b3"),
+                          band_indexes=(1, 2, 3), mean=(0.5,) * 3, std=(0.25,) * 3, tile=128, halo=32, stride=32)
+        save_bundle(path, build_model("smp:Unet", **args), meta)
+    return path
+
+
+def one_run(scenes: Path, out: Path, config: InferConfig, workers: int, n_scenes: int) -> dict[str, Any]:
+    load = os.getloadavg()[0]  # other processes on the machine: read the speed-up with this in mind
+    start = time.perf_counter()
+    summary = run_batch(str(scenes), out, config.replace(workers=workers), BatchOptions(),
+                        ClusterSpec(cluster="local", workers=workers))
+    seconds = time.perf_counter() - start
+    if summary.counts["done"] != n_scenes:
+        raise RuntimeError(f"bench batch: only {summary.counts['done']} of {n_scenes} scenes done: "
+                           f"{[s.reason for s in summary.scenes if s.reason]}")
+    with sqlite3.connect(out / MANIFEST_NAME) as db:
+        first, last = db.execute("SELECT MIN(started), MAX(finished) FROM scenes WHERE run_id = ?",
+                                 (summary.run_id,)).fetchone()
+    span = last - first  # first scene started -> last finished: without starting the cluster
+    return {"workers": workers, "wall_s": round(seconds, 2), "scenes_per_hour": round(n_scenes / seconds * 3600, 1),
+            "processing_s": round(span, 2), "scenes_per_hour_processing": round(n_scenes / span * 3600, 1),
+            "mean_scene_s": round(sum(s.seconds or 0 for s in summary.scenes) / n_scenes, 2),
+            "loadavg_1m_before": round(load, 2)}
+
+
+def bench_batch(n_scenes: int, size: int, config: InferConfig, workers: tuple[int, int] = (1, 2),
+                folder: Path | None = None, repeat: int = 1) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         folder = folder or Path(tmp)
+        folder.mkdir(parents=True, exist_ok=True)
+        name = config.model or "default"
+        if config.model == TINY:
+            config = config.replace(model=str(tiny_bundle(folder)))
         scenes = bench_scenes(n_scenes, size, folder)
-        runs = {}
-        for w in workers:
-            load = os.getloadavg()[0]  # other processes on the machine: read the speed-up with this in mind
-            start = time.perf_counter()
-            summary = run_batch(str(scenes), Path(tmp) / f"out_{w}", config.replace(workers=w), BatchOptions(),
-                                ClusterSpec(cluster="local", workers=w))
-            seconds = time.perf_counter() - start
-            if summary.counts["done"] != n_scenes:
-                raise RuntimeError(f"bench batch: only {summary.counts['done']} of {n_scenes} scenes done: "
-                                   f"{[s.reason for s in summary.scenes if s.reason]}")
-            with sqlite3.connect(Path(tmp) / f"out_{w}" / MANIFEST_NAME) as db:
-                first, last = db.execute("SELECT MIN(started), MAX(finished) FROM scenes WHERE run_id = ?",
-                                         (summary.run_id,)).fetchone()
-            span = last - first  # first scene started -> last finished: without starting the cluster
-            runs[w] = {"wall_s": round(seconds, 2), "scenes_per_hour": round(n_scenes / seconds * 3600, 1),
-                       "processing_s": round(span, 2),
-                       "scenes_per_hour_processing": round(n_scenes / span * 3600, 1),
-                       "mean_scene_s": round(sum(s.seconds or 0 for s in summary.scenes) / n_scenes, 2),
-                       "loadavg_1m_before": round(load, 2)}
-    rates = [runs[w]["scenes_per_hour"] for w in workers]
-    steady = [runs[w]["scenes_per_hour_processing"] for w in workers]
-    return {"bench": "batch", "scenes": n_scenes, "size": size, "model": config.model or "default",
-            "device": config.device, "cluster": "local processes, 1 thread each", "cpu_cores": os.cpu_count(),
-            "runs": {f"{w}_workers": r for w, r in runs.items()},
-            "speedup": round(rates[-1] / rates[0], 3) if len(rates) > 1 else None,
-            "speedup_processing": round(steady[-1] / steady[0], 3) if len(steady) > 1 else None}
+        pairs = []
+        for r in range(repeat):
+            order = workers if r % 2 == 0 else workers[::-1]
+            runs = {w: one_run(scenes, Path(tmp) / f"out_{r}_{w}", config, w, n_scenes) for w in order}
+            pairs.append([runs[w] for w in workers])
+    speedups = [b["scenes_per_hour"] / a["scenes_per_hour"] for a, b in pairs]
+    steady = [b["scenes_per_hour_processing"] / a["scenes_per_hour_processing"] for a, b in pairs]
+    return {"bench": "batch", "scenes": n_scenes, "size": size, "model": name, "device": config.device,
+            "cluster": "local processes, 1 thread each", "cpu_cores": os.cpu_count(),
+            "runs": [run for pair in pairs for run in pair],
+            "speedup": round(statistics.median(speedups), 3), "speedup_processing": round(statistics.median(steady), 3),
+            "speedups": [round(s, 3) for s in speedups], "speedups_processing": [round(s, 3) for s in steady]}

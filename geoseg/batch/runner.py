@@ -36,7 +36,9 @@ from geoseg.tempfiles import atomic_path
 OUTPUT_SUFFIXES = {"vectors": ".gpkg", "classes": "_classes.tif", "probs": "_probs.tif"}
 SUMMARY_NAME = "geoseg-batch-summary.json"
 LOCK_NAME = ".geoseg-batch.lock"
-# scenes at once by default (at most one per worker thread): each running scene holds its trackers in this process
+# scenes at once by default: one more than the worker threads, so a worker never waits while a scene starts
+# (checks, planning) or finishes (its last reductions, the assembly, the renames); at most this many, since each
+# running scene holds its trackers in this process
 MAX_CONCURRENT_SCENES = 4
 STALE_PATTERN = ".*.tmp-*"  # tempfiles.temp_name: what a killed run can leave behind (files and folders)
 
@@ -49,7 +51,7 @@ class BatchStopped(Exception):
 class BatchOptions:
     outputs: tuple[str, ...] = ("vectors", "classes")
     retry_failed: bool = False
-    concurrency: int | None = None     # scenes at once; default: one per worker thread, at most MAX_CONCURRENT_SCENES
+    concurrency: int | None = None     # scenes at once; default: worker threads + 1, at most MAX_CONCURRENT_SCENES
     asset_keys: tuple[str, ...] = DEFAULT_ASSETS
     verbose: bool = False
     # called with (scenes done, counting the finished part of running scenes, scenes in the run)
@@ -255,7 +257,10 @@ class _Run:
 
     def execute(self, todo: list[tuple[SceneRef, str, str]], client: Any) -> None:
         workers = max(1, sum(client.nthreads().values()))
-        concurrency = self.options.concurrency or min(MAX_CONCURRENT_SCENES, workers)
+        concurrency = self.options.concurrency or min(MAX_CONCURRENT_SCENES, workers + 1)
+        # each scene is planned for its share of the workers: the scenes side by side already keep every worker
+        # busy, so a scene's blocks need not be cut smaller (more halo to read and predict) as the cluster grows
+        per_scene = max(1, -(-workers // concurrency))
         queue = deque(todo)
         running: dict[Future[Any], tuple[SceneRef, float]] = {}
         pool = ThreadPoolExecutor(concurrency, thread_name_prefix="geoseg-scene")
@@ -265,7 +270,7 @@ class _Run:
                     ref, fp, input_fp = queue.popleft()
                     self.manifest.mark_running(self.run_id, ref.name, ref.path, fp, input_fp, self.key.model_sha256,
                                                self.params_sha)
-                    running[pool.submit(self.run_scene, ref, client, workers)] = (ref, time.perf_counter())
+                    running[pool.submit(self.run_scene, ref, client, per_scene)] = (ref, time.perf_counter())
                 if not running:
                     break
                 finished, _ = wait(running, timeout=0.5, return_when=FIRST_COMPLETED)

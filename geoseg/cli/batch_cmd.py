@@ -48,7 +48,7 @@ def _cluster_opts(values: tuple[str, ...]) -> dict[str, object]:
               "(STAC query extension); repeatable, or one JSON object.")
 @click.option("--asset", "assets", default="visual,image", show_default=True,
               help="STAC asset keys to use, first present wins.")
-@click.option("--concurrency", type=click.IntRange(min=1), help="Scenes at once (default: workers, at most 4).")
+@click.option("--concurrency", type=click.IntRange(min=1), help="Scenes at once (default: workers + 1, at most 4).")
 @click.option("--scheduler", help="threads (default), processes, tcp://HOST:PORT or tls://HOST:PORT.")
 @click.option("--cluster", type=click.Choice(["local", "slurm", "kubernetes"]),
               help="Start a cluster: local processes, SLURM (dask-jobqueue) or Kubernetes (dask-kubernetes).")
