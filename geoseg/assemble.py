@@ -194,8 +194,8 @@ def bulk_insert(gpkg: Path, fields: dict[str, list[str]],
     db = sqlite3.connect(gpkg, isolation_level=None)
     try:
         db.execute("BEGIN IMMEDIATE")
-        triggers = db.execute("SELECT name, sql FROM sqlite_master WHERE type = 'trigger' AND (name LIKE 'rtree_%_insert'"
-                              " OR name LIKE 'trigger_insert_feature_count_%')").fetchall()
+        triggers = db.execute("SELECT name, sql FROM sqlite_master WHERE type = 'trigger' AND (name LIKE "
+                              "'rtree_%_insert' OR name LIKE 'trigger_insert_feature_count_%')").fetchall()
         for name, _ in triggers:
             db.execute(f'DROP TRIGGER "{name}"')
         layers = {t: _LayerRows(db, t, fields[t]) for t in fields}
@@ -251,12 +251,12 @@ class _LayerRows:
     def close(self) -> None:
         self.db.execute("UPDATE gpkg_ogr_contents SET feature_count = feature_count + ? WHERE lower(table_name) = "
                         "lower(?)", (self.n, self.table))
-        if np.isfinite(self.extent).all():
-            self.db.execute("UPDATE gpkg_contents SET min_x = min(coalesce(min_x, :x0), :x0), min_y = "
-                            "min(coalesce(min_y, :y0), :y0), max_x = max(coalesce(max_x, :x1), :x1), max_y = "
-                            "max(coalesce(max_y, :y1), :y1), last_change = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') "
-                            "WHERE table_name = :t", dict(zip(("x0", "y0", "x1", "y1"), [float(f"{v:.16g}") for v in self.extent]),
-                                                         t=self.table))
+        if np.isfinite(self.extent).all():  # stored as GDAL prints it (16 significant digits)
+            x0, y0, x1, y1 = (float(f"{v:.16g}") for v in self.extent)
+            self.db.execute("UPDATE gpkg_contents SET min_x = min(coalesce(min_x, ?1), ?1), min_y = "
+                            "min(coalesce(min_y, ?2), ?2), max_x = max(coalesce(max_x, ?3), ?3), max_y = "
+                            "max(coalesce(max_y, ?4), ?4), last_change = strftime('%Y-%m-%dT%H:%M:%fZ', 'now') "
+                            "WHERE table_name = ?5", (x0, y0, x1, y1, self.table))
 
 
 _BLOB_HEADER = np.dtype([("magic", "S2"), ("version", "u1"), ("flags", "u1"), ("srs", "<i4"), ("env", "<f8", 4)])

@@ -76,7 +76,8 @@ def test_one_transaction_whatever_the_number_of_features(tmp_path: Path) -> None
         assert pyogrio.read_info(many, layer=layer)["total_bounds"] == pytest.approx(
             pyogrio.read_info(gdal, layer=layer)["total_bounds"], abs=0, rel=0)
         with sqlite3.connect(many) as a, sqlite3.connect(gdal) as b:
-            for sql in (f'SELECT fid, geom FROM "{layer}" ORDER BY fid', f'SELECT * FROM "rtree_{layer}_geom" ORDER BY id',
+            for sql in (f'SELECT fid, geom FROM "{layer}" ORDER BY fid',
+                        f'SELECT * FROM "rtree_{layer}_geom" ORDER BY id',
                         "SELECT * FROM gpkg_ogr_contents ORDER BY table_name",
                         "SELECT type, name, sql FROM sqlite_master ORDER BY name"):
                 assert a.execute(sql).fetchall() == b.execute(sql).fetchall(), sql
