@@ -10,6 +10,7 @@ machines; the ratios, taken back to back, are the numbers to read).
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import statistics
@@ -23,6 +24,7 @@ from geoseg.batch.manifest import MANIFEST_NAME
 from geoseg.batch.runner import BatchOptions, run_batch
 from geoseg.pipeline import InferConfig
 
+BLOCK_STAGES = ("read", "load", "predict", "stitch", "vectorize", "write")  # a block task's stages (infer.run_block)
 TINY = "tiny"  # --model tiny: a small untrained U-Net, so the work around the model dominates
 
 
@@ -71,11 +73,16 @@ def one_run(scenes: Path, out: Path, config: InferConfig, workers: int, n_scenes
     with sqlite3.connect(out / MANIFEST_NAME) as db:
         first, last = db.execute("SELECT MIN(started), MAX(finished) FROM scenes WHERE run_id = ?",
                                  (summary.run_id,)).fetchone()
+        stages = [json.loads(s) for s, in db.execute("SELECT stage_seconds FROM scenes WHERE run_id = ?",
+                                                      (summary.run_id,))]
     span = last - first  # first scene started -> last finished: without starting the cluster
+    # the workers' time in block tasks over the span they had: what is left is serial (a scene's start, its
+    # reductions and assembly, the last scene's tail) or lost to other processes on the machine
+    busy = sum(st.get(k, 0.0) for st in stages for k in BLOCK_STAGES) / (workers * span)
     return {"workers": workers, "wall_s": round(seconds, 2), "scenes_per_hour": round(n_scenes / seconds * 3600, 1),
             "processing_s": round(span, 2), "scenes_per_hour_processing": round(n_scenes / span * 3600, 1),
             "mean_scene_s": round(sum(s.seconds or 0 for s in summary.scenes) / n_scenes, 2),
-            "loadavg_1m_before": round(load, 2)}
+            "block_busy_fraction": round(busy, 3), "loadavg_1m_before": round(load, 2)}
 
 
 def bench_batch(n_scenes: int, size: int, config: InferConfig, workers: tuple[int, int] = (1, 2),
