@@ -27,7 +27,7 @@ from rasterio.vrt import WarpedVRT
 from geoseg.errors import OutputError
 from geoseg.paths import VECTOR_FORMATS, check_output  # noqa: F401 - check_output: callers import it from here
 from geoseg.tempfiles import temp_name  # owned names: geoseg.tempfiles removes those of killed runs
-from geoseg.scene import Grid
+from geoseg.grid import Grid
 from geoseg.styles import LAYER_STYLES_SQL, LayerStyle
 
 COG_BLOCK = 512

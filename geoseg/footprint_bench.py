@@ -110,9 +110,9 @@ def score(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
 
 
 def to_map(geoms: np.ndarray, t: Affine) -> np.ndarray:
-    from geoseg.vectorize.polygons import apply_affine
+    from geoseg.grid import Grid
 
-    return shapely.transform(geoms, lambda xy: apply_affine(t, xy))
+    return shapely.transform(geoms, Grid(t, 0, 0).apply)
 
 
 def per_building(truth: np.ndarray, t: Affine, methods: dict[str, Callable[[np.ndarray], np.ndarray]]

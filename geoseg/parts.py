@@ -15,16 +15,16 @@ import shutil
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 from xml.etree import ElementTree as ET
 
 import numpy as np
 import rasterio
 import shapely
-from affine import Affine
 from rasterio.windows import Window
 
 from geoseg.errors import OutputError
+from geoseg.grid import Grid
 from geoseg.styles import ClassPalette
 from geoseg.tempfiles import atomic_path, temp_name
 from geoseg.vectorize.instances import ObjectCrop
@@ -83,14 +83,15 @@ def raster_part_name(window: Window) -> str:
     return f"r{int(window.row_off):07d}_c{int(window.col_off):07d}.tif"
 
 
-def write_raster_part(folder: Path, window: Window, data: np.ndarray, crs: object, transform: Affine,
-                      nodata: float) -> None:
-    """One block of a scene raster as a small lossless GeoTIFF (a fast codec: the COG is compressed later)."""
+def write_raster_part(folder: Path, window: Window, data: np.ndarray, grid: Grid, nodata: float) -> None:
+    """One block (``window`` of the scene's ``grid``) of a scene raster as a small lossless GeoTIFF (a fast codec:
+    the COG is compressed later)."""
     data = data if data.ndim == 3 else data[None]
+    part = grid.window(window)
 
     def write(tmp: Path) -> None:
         with rasterio.open(tmp, "w", driver="GTiff", width=data.shape[2], height=data.shape[1], count=data.shape[0],
-                           dtype=data.dtype, crs=crs, transform=rasterio.windows.transform(window, transform),
+                           dtype=data.dtype, crs=part.crs, transform=part.transform,
                            nodata=nodata, tiled=True, blockxsize=256, blockysize=256, compress="ZSTD",
                            ZSTD_LEVEL=1) as dst:
             dst.write(data)
@@ -98,13 +99,13 @@ def write_raster_part(folder: Path, window: Window, data: np.ndarray, crs: objec
     write_once(folder / raster_part_name(window), write)
 
 
-def build_vrt(folder: Path, windows: list[Window], shape: tuple[int, int], crs: object, transform: Affine,
-              dtype: str, count: int, nodata: float, descriptions: tuple[str, ...] = (),
-              palette: ClassPalette | None = None) -> Path:
-    """A VRT mosaic of the raster parts in ``folder`` (GDAL reads it window by window, like one raster)."""
-    root = ET.Element("VRTDataset", rasterXSize=str(shape[1]), rasterYSize=str(shape[0]))
-    ET.SubElement(root, "SRS").text = rasterio.crs.CRS.from_user_input(crs).to_wkt()
-    ET.SubElement(root, "GeoTransform").text = ", ".join(repr(float(v)) for v in transform.to_gdal())
+def build_vrt(folder: Path, windows: Iterable[Window], grid: Grid, dtype: str, count: int, nodata: float,
+              descriptions: tuple[str, ...] = (), palette: ClassPalette | None = None) -> Path:
+    """A VRT mosaic on ``grid`` of the raster parts in ``folder`` (GDAL reads it window by window, like one
+    raster)."""
+    root = ET.Element("VRTDataset", rasterXSize=str(grid.width), rasterYSize=str(grid.height))
+    ET.SubElement(root, "SRS").text = rasterio.crs.CRS.from_user_input(grid.crs).to_wkt()
+    ET.SubElement(root, "GeoTransform").text = ", ".join(repr(float(v)) for v in grid.transform.to_gdal())
     for band in range(1, count + 1):
         b = ET.SubElement(root, "VRTRasterBand", dataType=GDAL_TYPES[dtype], band=str(band))
         ET.SubElement(b, "NoDataValue").text = repr(float(nodata))

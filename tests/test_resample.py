@@ -12,6 +12,7 @@ import numpy as np
 import pyogrio
 import pytest
 import rasterio
+from rasterio.windows import Window
 import shapely
 from affine import Affine
 from click.testing import CliRunner
@@ -143,7 +144,8 @@ def test_masks_keep_their_meaning_on_the_model_grid(kind, make_scene):
             dst.write_mask(mask)
     info = at_gsd(open_scene(path), 1.0)
     assert (info.width, info.height, info.transform) == (64, 48, UTM * Affine.scale(2))
-    got, valid = read_block(info, (1, 2, 3), (-4, 52), (0, 64))  # past the top and bottom: reflected
+    # past the top and bottom: reflected
+    got, valid = read_block(info, (1, 2, 3), Window.from_slices((-4, 52), (0, 64), boundless=True))
     assert got.shape == (3, 56, 64)
     expected = np.pad(mask[::2, ::2] > 0, ((4, 4), (0, 0)), mode="reflect")
     assert np.array_equal(valid, expected)

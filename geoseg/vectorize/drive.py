@@ -17,6 +17,7 @@ import numpy as np
 from affine import Affine
 from rasterio.crs import CRS
 
+from geoseg.grid import Grid
 from geoseg.pipeline import ClassPost
 from geoseg.vectorize.blocks import vectorize_block
 from geoseg.vectorize.options import ClassVectors, VectorSpec
@@ -33,8 +34,8 @@ def make_spec(shape: tuple[int, int], block_side: int, transform: Affine, crs: s
     crs_obj = CRS.from_user_input(crs)
     unit = 1.0 if crs_obj.is_geographic else float(crs_obj.linear_units_factor[1])
     m_per_px = unit * math.sqrt(abs(transform.determinant))
-    return VectorSpec(tuple(ClassVectors(k, name, layer, post) for k, name, layer, post in classes), transform,
-                      crs_obj.to_wkt(), shape, block_side, m_per_px, unit)
+    return VectorSpec(tuple(ClassVectors(k, name, layer, post) for k, name, layer, post in classes),
+                      Grid(transform, shape[1], shape[0], crs_obj), block_side, m_per_px, unit)
 
 
 def block_origins(vs: VectorSpec, order: Iterable[int] | None = None) -> list[tuple[tuple[int, int], int, int]]:

@@ -23,12 +23,6 @@ from geoseg.vectorize.regularize import regularize_all
 
 
 
-def apply_affine(transform: Affine, xy: np.ndarray) -> np.ndarray:
-    """Map ``(n, 2)`` column/row coordinates through the full affine (rotation and shear included)."""
-    a, b, c, d, e, f = transform[:6]
-    return np.column_stack([a * xy[:, 0] + b * xy[:, 1] + c, d * xy[:, 0] + e * xy[:, 1] + f])
-
-
 def label_polygons(labels: np.ndarray, row0: int, col0: int) -> dict[int, shapely.Polygon]:
     """One polygon per positive label (4-connected regions), in global pixel coordinates.
 
@@ -128,7 +122,7 @@ def polygon_frame(ids: np.ndarray, geoms_px: np.ndarray, n_px: np.ndarray, prob_
     # squared only where that fits the pixels as well as the plain outline does, else the plain one
     geoms = regularize_all(geoms, post.regularize_m / m, plain) if post.regularize else plain
     geoms = shapely.normalize(geoms)
-    geoms = shapely.transform(geoms, lambda xy: apply_affine(vs.transform, xy))
+    geoms = shapely.transform(geoms, vs.grid.apply)
     met = metric(geoms, vs) if len(geoms) else geoms
     return _frame({
         "id": ids.astype(np.int64), "class": [name] * len(geoms),
@@ -147,7 +141,7 @@ def _frame(columns: dict[str, object], geoms: np.ndarray, vs: VectorSpec) -> gpd
 def line_frame(ids: np.ndarray, lines_px: np.ndarray, width_px: np.ndarray, score: np.ndarray, name: str,
                vs: VectorSpec) -> gpd.GeoDataFrame:
     """Centerlines mapped through the affine with ``id``, ``class``, ``length_m``, ``width_m`` and ``score``."""
-    lines = shapely.transform(lines_px, lambda xy: apply_affine(vs.transform, xy))
+    lines = shapely.transform(lines_px, vs.grid.apply)
     met = metric(lines, vs) if len(lines) else lines
     return _frame({"id": ids.astype(np.int64), "class": [name] * len(lines),
                    "length_m": np.round(shapely.length(met), 2),
