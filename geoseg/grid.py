@@ -12,7 +12,7 @@ exact bounds and origin (rows and columns rounded, see :meth:`Grid.at_resolution
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, cast
 
 import numpy as np
 import rasterio.windows
@@ -85,14 +85,16 @@ class Grid:
 
     def to_map(self, cols: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Map coordinates of pixel coordinates (fractional; ``(0, 0)`` is the top-left corner)."""
-        # affine applies itself to arrays elementwise (its stubs only name scalars)
-        xs, ys = self.transform @ (np.asarray(cols, np.float64), np.asarray(rows, np.float64))  # type: ignore[operator]
-        return xs, ys
+        return _apply(self.transform, cols, rows)
+
+    def to_pixel(self, xs: np.ndarray, ys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Fractional ``(cols, rows)`` pixel coordinates of map points (the inverse of :meth:`to_map`)."""
+        return _apply(~self.transform, xs, ys)
 
     def apply(self, xy: np.ndarray) -> np.ndarray:
         """``(n, 2)`` column/row coordinates to ``(n, 2)`` map coordinates through the full affine (rotation and
         shear included); a :func:`shapely.transform` callback for geometries traced in pixel coordinates."""
-        return np.column_stack(self.transform @ (xy[:, 0], xy[:, 1]))  # type: ignore[operator]
+        return np.column_stack(_apply(self.transform, xy[:, 0], xy[:, 1]))
 
     def xy(self, rows: np.ndarray, cols: np.ndarray, offset: str = "center") -> tuple[np.ndarray, np.ndarray]:
         """Map coordinates of pixels, at their centre or ``"ul"`` corner (as :func:`rasterio.transform.xy`)."""
@@ -102,7 +104,7 @@ class Grid:
     def rowcol(self, xs: np.ndarray, ys: np.ndarray, op: Callable[[np.ndarray], np.ndarray] = np.floor
                ) -> tuple[np.ndarray, np.ndarray]:
         """Integer ``(rows, cols)`` of the pixels holding map points (as :func:`rasterio.transform.rowcol`)."""
-        cols, rows = ~self.transform @ (np.asarray(xs, np.float64), np.asarray(ys, np.float64))  # type: ignore[operator]
+        cols, rows = self.to_pixel(xs, ys)
         return op(rows).astype(np.int64), op(cols).astype(np.int64)
 
     def footprint(self) -> shapely.Polygon:
@@ -118,6 +120,12 @@ class Grid:
     def window_of(self, bounds: tuple[float, float, float, float]) -> Window:
         """The window (fractional) covering map ``(left, bottom, right, top)`` on a north-up grid."""
         return rasterio.windows.from_bounds(*bounds, transform=self.transform)
+
+
+def _apply(transform: Affine, xs: np.ndarray, ys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    # affine applies itself to arrays elementwise (``x * a + y * b + c``); its stubs name only scalars
+    out = transform @ (np.asarray(xs, np.float64), np.asarray(ys, np.float64))  # type: ignore[operator]
+    return cast("tuple[np.ndarray, np.ndarray]", out)
 
 
 def metres_per_unit(crs: CRS, transform: Affine, shape: tuple[int, int] | None = None) -> float:
