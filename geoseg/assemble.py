@@ -77,8 +77,8 @@ def store_block_vectors(bv: BlockVectors, folder: Path, layer_types: dict[str, s
     for k, shares in bv.parts.items():
         for share in shares:
             if not share.empty and share.bits is not None and share.values is not None:
-                save_cell_part(folder / CELLS / cell_part_name(k, share.cell, bv.index), share.row0, share.col0,
-                               share.shape, share.bits, share.values)
+                save_cell_part(folder / CELLS / cell_part_name(k, share.cell, bv.index), share.window, share.bits,
+                               share.values)
             cells.setdefault(k, []).append((share.cell, not share.empty))
     return VectorParts(part, totals, fragments, cells)
 

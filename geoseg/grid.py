@@ -122,6 +122,12 @@ class Grid:
         return rasterio.windows.from_bounds(*bounds, transform=self.transform)
 
 
+def within(inner: Window, outer: Window) -> tuple[slice, slice]:
+    """The array slices of window ``inner`` inside an array that covers window ``outer`` of the same grid."""
+    r, c = int(inner.row_off - outer.row_off), int(inner.col_off - outer.col_off)
+    return slice(r, r + int(inner.height)), slice(c, c + int(inner.width))
+
+
 def _apply(transform: Affine, xs: np.ndarray, ys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     # affine applies itself to arrays elementwise (``x * a + y * b + c``); its stubs name only scalars
     out = transform @ (np.asarray(xs, np.float64), np.asarray(ys, np.float64))  # type: ignore[operator]

@@ -126,8 +126,7 @@ def run_block(job: BlockJob) -> BlockResult:
     win = job.block.window
     block_vectors = None
     if job.vectors is not None and probs is not None:  # heads (boundary, distance...) feed the instance split
-        block_vectors = vectorize_block(classes, probs, heads, own, job.block.index, int(win.row_off),
-                                        int(win.col_off), job.vectors)
+        block_vectors = vectorize_block(classes, probs, heads, own, job.block.index, win, job.vectors)
     marks.append((time.perf_counter(), time.thread_time()))
     vectors = _write_parts(job, classes, probs, block_vectors)
     marks.append((time.perf_counter(), time.thread_time()))

@@ -175,14 +175,16 @@ def fragment_name(k: int, block: tuple[int, int], n: int) -> str:
 
 
 def save_fragment(path: Path, crop: ObjectCrop) -> None:
-    save_arrays(path, {"origin": np.array([crop.row0, crop.col0], np.int64), "mask": crop.mask, "prob": crop.prob,
+    origin = [int(crop.window.row_off), int(crop.window.col_off)]
+    save_arrays(path, {"origin": np.array(origin, np.int64), "mask": crop.mask, "prob": crop.prob,
                        **{f"head_{k}": v for k, v in crop.heads.items()}})
 
 
 def load_fragment(path: Path) -> ObjectCrop:
     arrays = load_arrays(path)
     row0, col0 = arrays.pop("origin").tolist()
-    return ObjectCrop(row0, col0, arrays.pop("mask"), arrays.pop("prob"),
+    mask = arrays.pop("mask")
+    return ObjectCrop(Window(col0, row0, mask.shape[1], mask.shape[0]), mask, arrays.pop("prob"),
                       {k.removeprefix("head_"): v for k, v in arrays.items()})
 
 
@@ -190,20 +192,20 @@ def cell_part_name(k: int, cell: tuple[int, int], block: tuple[int, int]) -> str
     return f"k{k}_{cell[0]}_{cell[1]}_b{block[0]}_{block[1]}.npz"
 
 
-def save_cell_part(path: Path, row0: int, col0: int, shape: tuple[int, int], bits: np.ndarray,
-                   values: np.ndarray) -> None:
-    """A block's share of a network cell, as :class:`geoseg.vectorize.blocks.CellPart` packs it: mask as bits,
-    probabilities (float16) at mask pixels only."""
-    save_arrays(path, {"origin": np.array([row0, col0, *shape], np.int64), "bits": bits, "values": values})
+def save_cell_part(path: Path, window: Window, bits: np.ndarray, values: np.ndarray) -> None:
+    """A block's share (``window`` of the scene) of a network cell, as :class:`geoseg.vectorize.blocks.CellPart`
+    packs it: mask as bits, probabilities (float16) at mask pixels only."""
+    origin = [int(window.row_off), int(window.col_off), int(window.height), int(window.width)]
+    save_arrays(path, {"origin": np.array(origin, np.int64), "bits": bits, "values": values})
 
 
-def load_cell_part(path: Path) -> tuple[int, int, np.ndarray, np.ndarray]:
+def load_cell_part(path: Path) -> tuple[Window, np.ndarray, np.ndarray]:
     arrays = load_arrays(path)
     row0, col0, h, w = arrays["origin"].tolist()
     mask = np.unpackbits(arrays["bits"], count=h * w).reshape(h, w).astype(bool)
     prob = np.zeros((h, w), np.float32)
     prob[mask] = arrays["values"]
-    return row0, col0, mask, prob
+    return Window(col0, row0, w, h), mask, prob
 
 
 # --- the workers must see the staging folders -----------------------------------------------------------------

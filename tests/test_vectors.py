@@ -16,6 +16,7 @@ import pytest
 import shapely
 from affine import Affine
 from rasterio.features import rasterize
+from rasterio.windows import Window
 from scipy import ndimage
 
 from geoseg.metrics import object_scores
@@ -97,7 +98,8 @@ def test_frontier_parked_on_disk_gives_the_same_vectors(synth, tmp_path):
     most_parked = 0
     for index, r0, c0 in block_origins(vs):
         c, p, hd = read(r0, c0, min(72, SHAPE[0] - r0), min(72, SHAPE[1] - c0))
-        for layer, frame in reducer.add(vectorize_block(c, p, hd, c != NODATA, index, r0, c0, vs)):
+        win = Window(c0, r0, c.shape[1], c.shape[0])
+        for layer, frame in reducer.add(vectorize_block(c, p, hd, c != NODATA, index, win, vs)):
             got[layer].append(frame)
         most_parked = max(most_parked, len(list(tmp_path.rglob("*.npz"))))
     assert most_parked > 20  # not vacuous: many parts and fragments waited on disk

@@ -16,6 +16,7 @@ import geopandas as gpd
 import numpy as np
 from affine import Affine
 from rasterio.crs import CRS
+from rasterio.windows import Window
 
 from geoseg.grid import Grid
 from geoseg.pipeline import ClassPost
@@ -55,7 +56,7 @@ def vectorize_source(source: BlockSource, vs: VectorSpec, order: Iterable[int] |
         for index, r0, c0 in block_origins(vs, order):
             bh, bw = min(vs.block_side, h - r0), min(vs.block_side, w - c0)
             classes, probs, heads = source(r0, c0, bh, bw)
-            vectors = vectorize_block(classes, probs, heads, classes != NODATA, index, r0, c0, vs)
+            vectors = vectorize_block(classes, probs, heads, classes != NODATA, index, Window(c0, r0, bw, bh), vs)
             del classes, probs, heads  # not held while the reduction finishes cells
             yield from reducer.add(vectors)
             del vectors
