@@ -110,9 +110,9 @@ def score(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
 
 
 def to_map(geoms: np.ndarray, t: Affine) -> np.ndarray:
-    from geoseg.grid import Grid
+    from geoseg.grid import map_points
 
-    return shapely.transform(geoms, Grid(t, 0, 0).apply)
+    return shapely.transform(geoms, lambda xy: map_points(t, xy))
 
 
 def per_building(truth: np.ndarray, t: Affine, methods: dict[str, Callable[[np.ndarray], np.ndarray]]

@@ -94,7 +94,7 @@ class Grid:
     def apply(self, xy: np.ndarray) -> np.ndarray:
         """``(n, 2)`` column/row coordinates to ``(n, 2)`` map coordinates through the full affine (rotation and
         shear included); a :func:`shapely.transform` callback for geometries traced in pixel coordinates."""
-        return np.column_stack(_apply(self.transform, xy[:, 0], xy[:, 1]))
+        return map_points(self.transform, xy)
 
     def xy(self, rows: np.ndarray, cols: np.ndarray, offset: str = "center") -> tuple[np.ndarray, np.ndarray]:
         """Map coordinates of pixels, at their centre or ``"ul"`` corner (as :func:`rasterio.transform.xy`)."""
@@ -120,6 +120,11 @@ class Grid:
     def window_of(self, bounds: tuple[float, float, float, float]) -> Window:
         """The window (fractional) covering map ``(left, bottom, right, top)`` on a north-up grid."""
         return rasterio.windows.from_bounds(*bounds, transform=self.transform)
+
+
+def map_points(transform: Affine, xy: np.ndarray) -> np.ndarray:
+    """``(n, 2)`` points through ``transform`` (affine's own arithmetic, on whole arrays)."""
+    return np.column_stack(_apply(transform, xy[:, 0], xy[:, 1]))
 
 
 def within(inner: Window, outer: Window) -> tuple[slice, slice]:
