@@ -13,7 +13,7 @@ from affine import Affine
 from rasterio.crs import CRS
 from rasterio.windows import Window
 
-from geoseg.grid import Grid
+from geoseg.grid import Grid, within
 
 UTM = CRS.from_epsg(32631)
 # rotated by 17 degrees and sheared: nothing may assume a north-up grid
@@ -91,3 +91,11 @@ def test_immutable_hashable_picklable(grid):
     assert pickle.loads(pickle.dumps(grid)) == grid
     assert len({grid, Grid(grid.transform, grid.width, grid.height, UTM), grid.buffered(1)}) == 2
     assert grid != dataclasses.replace(grid, crs=CRS.from_epsg(32632))
+
+
+def test_within_slices_a_window_out_of_an_outer_array(grid):
+    outer, inner = Window(40, 30, 120, 90), Window(47, 41, 50, 20)
+    scene = np.arange(grid.height * grid.width).reshape(grid.shape)
+    assert np.array_equal(scene[outer.toslices()][within(inner, outer)], scene[inner.toslices()])
+    # and the crop's grid is the scene grid's window: its top-left pixel maps where the scene's pixel does
+    assert np.allclose(grid.window(inner).xy(np.array([0]), np.array([0])), grid.xy(np.array([41]), np.array([47])))
