@@ -31,6 +31,7 @@ import rasterio
 import rasterio.features
 import shapely
 from affine import Affine
+from rasterio.windows import Window
 
 from geoseg.metrics import match_objects
 from geoseg.pipeline import DEFAULT_POST, ClassPost
@@ -164,12 +165,13 @@ def vector_layers(classes: np.ndarray, probs: np.ndarray | None, t: Affine, crs:
     """The building outlines the vectoriser makes of a class raster (and its probabilities, when given)."""
     from geoseg.vectorize.drive import collect, make_spec
 
-    def read(r0: int, c0: int, h: int, w: int) -> tuple[np.ndarray, np.ndarray, dict]:
-        c = classes[r0:r0 + h, c0:c0 + w]
+    def read(win: Window) -> tuple[np.ndarray, np.ndarray, dict]:
+        rows, cols = win.toslices()
+        c = classes[rows, cols]
         if probs is None:
             p = np.stack([np.where(c == k, 0.9, 0.05) for k in range(3)]).astype(np.float32)
         else:
-            p = probs[:3, r0:r0 + h, c0:c0 + w]
+            p = probs[:3, rows, cols]
         return c, p, {}
 
     vs = make_spec(classes.shape, 512, t, crs, [(1, "building", "buildings", post),

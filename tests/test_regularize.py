@@ -80,8 +80,8 @@ def test_vectoriser_on_a_truth_raster_squares_without_losing_matches():
     truth = make_truth(spec)
     classes = label_window(truth, spec.transform, (spec.height, spec.width))
 
-    def read(r0: int, c0: int, h: int, w: int):
-        c = classes[r0:r0 + h, c0:c0 + w]
+    def read(win: Window):
+        c = classes[win.toslices()]
         return c, np.stack([np.where(c == k, 0.9, 0.05) for k in range(3)]).astype(np.float32), {}
 
     def run(**post: object) -> np.ndarray:
