@@ -34,7 +34,7 @@ from geoseg.remote import env_for, forget_remote, gdal_path, is_remote, read_hea
 # GDAL opens inputs only through this driver (the no-code-from-data invariant's allow-list); COGs are read by
 # GTiff too.
 SCENE_DRIVER = "GTiff"
-# ``--resample``: how imagery is read on the model's grid (:data:`RESAMPLE_EPSILON`: when it is not)
+# ``--resample``: how imagery is read on the model's grid (:data:`geoseg.grid.RESAMPLE_EPSILON`: when it is not)
 SCENE_RESAMPLING = Resampling.bilinear
 
 log = logging.getLogger("geoseg")
@@ -96,7 +96,7 @@ class SceneInfo:
 
     def at_resolution(self, gsd_m: float) -> "SceneInfo":
         """The scene read on its file's grid at ``gsd_m`` ground metres (:meth:`Grid.at_resolution`): on the
-        file's own grid when that is within :data:`RESAMPLE_EPSILON` of ``gsd_m`` already."""
+        file's own grid when that is within :data:`geoseg.grid.RESAMPLE_EPSILON` of ``gsd_m`` already."""
         file = self.file_grid  # from the file's own grid, even if this scene is resampled already
         grid = file.at_resolution(gsd_m)
         return dataclasses.replace(self, grid=grid, native=None if grid == file else file)
