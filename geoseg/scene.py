@@ -138,12 +138,12 @@ def open_scene(path: str | os.PathLike[str]) -> SceneInfo:
         reason = f"a {kind} file" if kind else reason
         raise SceneError(f"{path}: not a GeoTIFF ({reason}); geoseg accepts only GeoTIFF/COG scenes: convert it "
                          f"first, e.g. 'gdal_translate -of COG {path} {Path(path).with_suffix('.tif').name}'") from None
-    if info.crs is None or info.transform == Affine.identity():
+    if info.grid.crs is None or info.transform == Affine.identity():
         if gcps or has_rpcs:
             kind = "GCPs" if gcps else "RPCs"
             raise SceneError(f"{path}: georeferenced only by {kind}; warp it to a map grid first, "
                              f"e.g. 'gdalwarp {'-rpc ' if not gcps else ''}-t_srs EPSG:XXXX {path} warped.tif'")
-        no_crs, no_grid = info.crs is None, info.transform == Affine.identity()
+        no_crs, no_grid = info.grid.crs is None, info.transform == Affine.identity()
         what = " and ".join(w for w, missing in (("no CRS", no_crs), ("no geotransform", no_grid)) if missing)
         fix = " ".join(f for f, missing in (("-a_srs EPSG:XXXX", no_crs), ("-a_ullr ULX ULY LRX LRY", no_grid))
                        if missing)
