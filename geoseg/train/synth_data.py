@@ -17,6 +17,7 @@ import rasterio
 from geoseg import synth as synth_module
 from geoseg.scene import at_gsd, open_scene, read_block
 from geoseg.synth import SynthSpec, write_scene
+from geoseg.tempfiles import atomic_path
 from geoseg.train.config import SynthData, TrainConfig
 
 RESAMPLE_BLOCK = 1024
@@ -42,15 +43,13 @@ def resample_to(src_path: Path, out: Path, gsd: float) -> None:
     info = at_gsd(open_scene(src_path), gsd)
     with rasterio.open(src_path) as src:
         profile = {**src.profile, "width": info.width, "height": info.height, "transform": info.transform}
-    tmp = out.with_name(f".{out.name}.tmp")
     bands = tuple(range(1, info.count + 1))
-    with rasterio.open(tmp, "w", **profile) as dst:
+    with atomic_path(out) as tmp, rasterio.open(tmp, "w", **profile) as dst:
         for r in range(0, info.height, RESAMPLE_BLOCK):
             for c in range(0, info.width, RESAMPLE_BLOCK):
                 rows, cols = (r, min(r + RESAMPLE_BLOCK, info.height)), (c, min(c + RESAMPLE_BLOCK, info.width))
                 data, _ = read_block(info, bands, rows, cols)
                 dst.write(data, window=rasterio.windows.Window(c, r, cols[1] - c, rows[1] - r))
-    tmp.replace(out)
 
 
 def make_synth_scenes(cfg: TrainConfig) -> list[tuple[Path, Path]]:
