@@ -170,11 +170,6 @@ class ObjectCrop:
     heads: dict[str, np.ndarray] = field(default_factory=dict)
     whole: bool = False                 # known to stay one instance (see unsplittable): no split needed
 
-    def padded(self) -> "ObjectCrop":
-        """The same crop with one pixel of background around it."""
-        return ObjectCrop(self.row0 - 1, self.col0 - 1, pad1(self.mask), pad1(self.prob),
-                          {k: pad1(v) for k, v in self.heads.items()})
-
 
 def pad1(a: np.ndarray) -> np.ndarray:
     """``np.pad(a, 1)`` of a 2-D array without its generic machinery (a tenth of the cost per small crop)."""
