@@ -21,7 +21,6 @@ from geoseg.grid import Grid
 from geoseg.labels import IGNORE, LabelSource, load_labels
 from geoseg.metrics import apls, confusion, line_scores, object_scores, scores_from_counts
 
-CLASS_IDS = {"building": 1, "road": 2}
 DEFAULT_CLASSES = ({"name": "background"}, {"name": "building", "layer": "buildings"},
                    {"name": "road", "layer": "roads"})
 RASTER_SUFFIXES = (".tif", ".tiff", ".vrt", ".img")
@@ -156,12 +155,6 @@ def centerline_scores(pred: str | Path, truth: str | Path, layer: str, grid: Gri
     for tol in tolerances:
         out.update({f"centerline_{k}_{tol:g}m": v for k, v in line_scores(found, want, tol).items()})
     return out
-
-
-def score_prediction(class_raster: str | Path, truth: str | Path, pred_vectors: str | Path | None = None,
-                     window: int = 2048) -> dict[str, dict[str, float]]:
-    """Pixel IoU/precision/recall/F1 per class (truth rasterised per window) and building object F1."""
-    return evaluate(class_raster, truth, pred_vectors=pred_vectors, window=window)
 
 
 def seam_disagreement(scene_path: str | Path, bundle: str | None = None, tile: int | None = None,

@@ -156,7 +156,7 @@ class VectorSink:
         """Flush, add the styles and rename (or convert) into place; returns the files written."""
         try:
             staged = self.finish()
-            for tmp, target in staged:
+            for tmp, target in staged:  # all complete before any is renamed in: not one atomic_path each
                 os.replace(tmp, target)
             return [target for _, target in staged]
         finally:

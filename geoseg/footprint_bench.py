@@ -38,7 +38,6 @@ from geoseg.pipeline import DEFAULT_POST, ClassPost
 
 TOL_DEG = 2.0     # a corner is right-angled within this many degrees of 90
 MIN_WALL_M = 1.0  # ... and no wall is shorter (a pixel staircase has right angles too)
-OUTLINES = ("raw", "plain", "reg")
 REFERENCE = "buildingregulariser"
 # what the aggregate pools per prediction, and what each scene's row shows
 _POOLED = ("matched", "pred", "truth", "iou_sum", "rect_matched", "rect_right_n", "rect_right4_n")

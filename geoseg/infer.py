@@ -332,7 +332,7 @@ class Outputs:
 
     def commit(self, staged: list[tuple[Path, Path]]) -> list[str]:
         """Rename every complete file into place (the class COG first gets its style sidecars)."""
-        for tmp, target in staged:
+        for tmp, target in staged:  # written by the assembly tasks (staged, owned names): renamed here
             os.replace(tmp, target)
             if target == self.paths[1]:
                 write_class_sidecars(target, class_palette(self.meta))

@@ -17,6 +17,7 @@ import rasterio
 from geoseg import synth as synth_module
 from geoseg.scene import open_scene, read_block
 from geoseg.synth import SynthSpec, write_scene
+from geoseg.tempfiles import atomic_path
 from geoseg.train.config import SynthData, TrainConfig
 
 RESAMPLE_BLOCK = 1024
@@ -42,15 +43,13 @@ def resample_to(src_path: Path, out: Path, gsd: float) -> None:
     info = open_scene(src_path).at_resolution(gsd)
     with rasterio.open(src_path) as src:
         profile = {**src.profile, "width": info.width, "height": info.height, "transform": info.transform}
-    tmp = out.with_name(f".{out.name}.tmp")
     bands = tuple(range(1, info.count + 1))
-    with rasterio.open(tmp, "w", **profile) as dst:
+    with atomic_path(out) as tmp, rasterio.open(tmp, "w", **profile) as dst:
         for r in range(0, info.height, RESAMPLE_BLOCK):
             for c in range(0, info.width, RESAMPLE_BLOCK):
                 win = rasterio.windows.Window(c, r, RESAMPLE_BLOCK, RESAMPLE_BLOCK).intersection(info.grid.full)
                 data, _ = read_block(info, bands, win)
                 dst.write(data, window=win)
-    tmp.replace(out)
 
 
 def make_synth_scenes(cfg: TrainConfig) -> list[tuple[Path, Path]]:
