@@ -34,15 +34,20 @@ PROBE_NAME = "probe"
 GDAL_TYPES = {"uint8": "Byte", "float32": "Float32"}
 
 
-def make_staging(path: Path, subfolders: tuple[str, ...] = ()) -> Path:
-    """The staging folder of the output ``path`` (driver only): ``.NAME.tmp-<owner>.<random>.stage<ext>``."""
-    folder = temp_name(path).with_suffix(f".stage{path.suffix}")
+def staging_name(path: Path) -> Path:
+    """A new staging folder's name for the output ``path``: ``.NAME.tmp-<owner>.<random>.stage<ext>``."""
+    return temp_name(path).with_suffix(f".stage{path.suffix}")
+
+
+def make_staging(folder: Path, subfolders: tuple[str, ...] = ()) -> Path:
+    """Create the staging folder ``folder`` (driver only; named by :func:`staging_name` beforehand, so that a
+    Ctrl-C landing between the name and the folder still knows what to remove)."""
     try:
         folder.mkdir()
         for sub in subfolders:
             (folder / sub).mkdir()
     except OSError as err:
-        raise OutputError(f"{path.parent}: cannot write in the output folder ({err.strerror}); choose another "
+        raise OutputError(f"{folder.parent}: cannot write in the output folder ({err.strerror}); choose another "
                           "output path") from None
     return folder
 
