@@ -159,6 +159,15 @@ def test_overwrite_refused(tmp_path: Path) -> None:
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 
+def test_failed_write_leaves_nothing(tmp_path: Path) -> None:
+    """The scene, its truth and its labels are renamed into place together or not at all."""
+    (tmp_path / "labels").mkdir()  # a folder where the label raster should go: its rename fails, last of all
+    with pytest.raises(OutputError, match="cannot write the scene"):
+        write_scene(SynthSpec(64, 64, seed=1), tmp_path / "s.tif", labels_out=tmp_path / "labels", overwrite=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["labels"]
+    assert not any((tmp_path / "labels").iterdir())
+
+
 def test_same_bytes_and_nodata_border(tmp_path: Path) -> None:
     spec = SynthSpec(200, 180, seed=8, nodata_border=12, bands=5)
     write_scene(spec, tmp_path / "a.tif")
