@@ -14,11 +14,12 @@ from typing import Any
 
 import numpy as np
 import rasterio
+from rasterio.windows import Window
 
 from geoseg.export import VectorSink, write_cog
 from geoseg.parts import (CELLS, FRAGMENTS, VECTORS, build_vrt, cell_part_name, fragment_name, load_cell_part,
                           load_fragment, load_frames, save_cell_part, save_fragment, save_frames)
-from geoseg.scene import Grid
+from geoseg.grid import Grid
 from geoseg.styles import ClassPalette, LayerStyle
 from geoseg.summary import layer_measure
 from geoseg.vectorize.blocks import BlockVectors, groups_frame
@@ -76,8 +77,8 @@ def store_block_vectors(bv: BlockVectors, folder: Path, layer_types: dict[str, s
     for k, shares in bv.parts.items():
         for share in shares:
             if not share.empty and share.bits is not None and share.values is not None:
-                save_cell_part(folder / CELLS / cell_part_name(k, share.cell, bv.index), share.row0, share.col0,
-                               share.shape, share.bits, share.values)
+                save_cell_part(folder / CELLS / cell_part_name(k, share.cell, bv.index), share.window, share.bits,
+                               share.values)
             cells.setdefault(k, []).append((share.cell, not share.empty))
     return VectorParts(part, totals, fragments, cells)
 
@@ -132,14 +133,11 @@ def part_totals(path: Path, layer_types: dict[str, str]) -> Totals:
 
 @dataclass(frozen=True)
 class RasterAssembly:
-    """A COG from the block parts in ``folder``: their windows ``(row, col, height, width)`` and the raster's
-    grid, type and style."""
+    """A COG from the block parts in ``folder``: their windows and the raster's grid, type and style."""
 
     folder: Path
-    windows: tuple[tuple[int, int, int, int], ...]
-    shape: tuple[int, int]
-    crs: Any
-    transform: Any
+    windows: tuple[Window, ...]
+    grid: Grid
     dtype: str
     count: int
     nodata: float
@@ -152,10 +150,7 @@ class RasterAssembly:
 
 def assemble_raster(job: RasterAssembly) -> Path:
     """The COG, complete, at a temporary name in the staging folder (the driver renames it into place)."""
-    from rasterio.windows import Window
-
-    windows = [Window(c, r, w, h) for r, c, h, w in job.windows]
-    vrt = build_vrt(job.folder, windows, job.shape, job.crs, job.transform, job.dtype, job.count, job.nodata,
+    vrt = build_vrt(job.folder, job.windows, job.grid, job.dtype, job.count, job.nodata,
                     job.descriptions, job.palette)
     return write_cog(vrt, job.folder / "final.tif", job.resampling, job.native, job.regrid)
 

@@ -82,19 +82,52 @@ def _warm_worker() -> None:
     importlib.import_module("geoseg.infer")
 
 
+def worker_cpu_parts(dask_worker: Any) -> dict[str, float]:
+    """On a worker: its process CPU so far, split by thread (``task_threads``: the threads that run tasks;
+    ``event_loop``: distributed's own loop, with heartbeats and housekeeping; ``other_threads``: native ones,
+    GDAL's compression threads, say; Linux only, else the process total alone) and, among the task threads'
+    CPU, each task kind's (distributed's own per-task thread-CPU digests, ``task:NAME``)."""
+    import threading
+
+    out = {"process": time.process_time()}
+    task_tids = {t.native_id for t in threading.enumerate() if t.name.startswith("Dask-")}
+    loop_tid = threading.main_thread().native_id
+    if os.path.isdir("/proc/self/task"):
+        tick, split = os.sysconf("SC_CLK_TCK"), {"task_threads": 0.0, "event_loop": 0.0, "other_threads": 0.0}
+        for tid in os.listdir("/proc/self/task"):
+            try:
+                stat = Path(f"/proc/self/task/{tid}/stat").read_text()
+            except OSError:  # a thread that ended meanwhile
+                continue
+            fields = stat[stat.rindex(")") + 2:].split()
+            kind = ("task_threads" if int(tid) in task_tids else "event_loop" if int(tid) == loop_tid
+                    else "other_threads")
+            split[kind] += (int(fields[11]) + int(fields[12])) / tick
+        out.update(split)
+    for key, value in getattr(dask_worker, "digests_total", {}).items():
+        if isinstance(key, tuple) and key[0] == "execute" and "thread-cpu" in key:
+            out[f"task:{key[-3]}"] = out.get(f"task:{key[-3]}", 0.0) + float(value)
+    return out
+
+
 @contextmanager
-def bench_client(scheduler: str, workers: int) -> Iterator[tuple[Any, Callable[[], float] | None]]:
+def bench_client(scheduler: str, workers: int) -> Iterator[tuple[Any, Callable[[], dict[str, float]] | None]]:
     """For ``processes``: a scheduler and ``workers`` single-thread workers, each in its own process (see
     :func:`subprocess_cluster`), started (and the workers warmed) before the timed run, and a reader of the
-    workers' total process CPU; for other schedulers, none (``infer`` starts its own)."""
+    workers' CPU summed over them (:func:`worker_cpu_parts`); for other schedulers, none (``infer`` starts its
+    own)."""
     if scheduler != "processes":
         yield None, None
         return
     with subprocess_cluster(workers) as client:
         client.run(_warm_worker)
 
-        def worker_cpu() -> float:
-            return float(sum(client.run(time.process_time).values()))
+        def worker_cpu() -> dict[str, float]:
+            total: dict[str, float] = {}
+            for parts in client.run(worker_cpu_parts).values():
+                for k, v in parts.items():
+                    total[k] = total.get(k, 0.0) + v
+            return total
 
         yield client, worker_cpu
 
@@ -108,10 +141,9 @@ def subprocess_cluster(workers: int) -> Iterator[Any]:
     from distributed import Client
 
     from geoseg.allocator import worker_environ
-    from geoseg.engine import LEAN_CONFIG, configure_workers
+    from geoseg.engine import configure_workers, lean_environ
 
-    env = {**os.environ, **worker_environ(), **{"DASK_" + k.upper().replace(".", "__").replace("-", "_"): str(v)
-                                                for k, v in LEAN_CONFIG.items()}}
+    env = {**os.environ, **worker_environ(), **lean_environ()}  # as the README tells cluster users to start workers
     with tempfile.TemporaryDirectory() as tmp:
         address_file = str(Path(tmp) / "scheduler.json")
         quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "env": env}
@@ -156,20 +188,47 @@ def project_mpx_per_s(driver_cpu_s_per_mpx: float | None, worker_nonmodel_cpu_s_
             "limited_by": limit, "projected_mpx_per_s": float(f"{bounds[limit]:.4g}") if limit else None}
 
 
-def cpu_split(summary: InferSummary, driver_cpu_s: float, worker_cpu_s: float | None) -> dict[str, Any]:
+def cpu_split(summary: InferSummary, driver_cpu_s: float, worker_cpu: dict[str, float] | None) -> dict[str, Any]:
     """Driver CPU and the workers' non-model CPU, per Mpx. The model is the block stages ``load`` and
-    ``predict`` (on CPU the latter includes the feed's normalise, argmax and core copies)."""
+    ``predict`` (on CPU the latter includes the feed's normalise, argmax and core copies). ``worker_cpu``: the
+    workers' CPU over the run, summed (:func:`worker_cpu_parts`), whose parts are reported too."""
     mpx = summary.megapixels
     driver = getattr(summary, "driver_cpu_s", None) or driver_cpu_s  # infer's own figure where it has one
     out: dict[str, Any] = {"driver_cpu_s": round(driver, 3), "driver_cpu_s_per_mpx": round(driver / mpx, 4)}
-    if worker_cpu_s is None:
+    if worker_cpu is None:
         return {**out, "worker_cpu_s": None, "worker_nonmodel_cpu_s_per_mpx": None,
                 "cpu_split": "worker CPU needs --scheduler processes; the driver figure includes the worker threads"}
+    worker_cpu_s = worker_cpu["process"]
     model = sum(summary.stage_cpu_seconds.get(k, 0.0) for k in ("load", "predict"))
+    block_rest = sum(v for k, v in summary.stage_cpu_seconds.items() if k in ("read", "stitch", "vectorize", "write"))
+    parts = {k: round(v, 3) for k, v in worker_cpu.items() if k != "process"}
+    if "task:run_block" in worker_cpu:  # the task threads' CPU outside any block stage (task set-up, results)
+        parts["task:run_block:outside_stages"] = round(worker_cpu["task:run_block"] - model - block_rest, 3)
     return {**out, "worker_cpu_s": round(worker_cpu_s, 3), "worker_model_cpu_s": round(model, 3),
+            "worker_nonmodel_cpu_s": round(worker_cpu_s - model, 3),
             "worker_nonmodel_cpu_s_per_mpx": round((worker_cpu_s - model) / mpx, 4),
+            "worker_block_nonmodel_cpu_s": round(block_rest, 3), "worker_cpu_parts_s": parts,
             "cpu_split": "process CPU over the run of the driver (this process: planning, tracking, renames) and of "
                          "the worker processes; the scheduler runs in a process of its own, counted in neither"}
+
+
+def marginal_split(small: dict[str, Any], large: dict[str, Any]) -> dict[str, Any]:
+    """Driver and worker non-model CPU per Mpx *between* two bench runs: the CPU the larger scene adds over the
+    smaller, per Mpx it adds, so a run's fixed costs (start-up, first-block imports) do not count."""
+    dmpx = large["megapixels"] - small["megapixels"]
+    if dmpx <= 0 or large.get("worker_cpu_s") is None or small.get("worker_cpu_s") is None:
+        raise GeosegError("bench infer --marginal-from: needs --scheduler processes and a smaller size than --size")
+
+    def per_mpx(key: str) -> float:
+        return round((large[key] - small[key]) / dmpx, 4)
+
+    return {"from_size": small["size"], "to_size": large["size"], "megapixels_added": round(dmpx, 4),
+            "marginal_driver_cpu_s_per_mpx": per_mpx("driver_cpu_s"),
+            "marginal_worker_nonmodel_cpu_s_per_mpx": per_mpx("worker_nonmodel_cpu_s"),
+            "marginal_worker_block_nonmodel_cpu_s_per_mpx": per_mpx("worker_block_nonmodel_cpu_s"),
+            "marginal_worker_cpu_parts_s_per_mpx": {
+                k: round((v - small["worker_cpu_parts_s"].get(k, 0.0)) / dmpx, 4)
+                for k, v in large["worker_cpu_parts_s"].items()}}
 
 
 def bench_infer(size: int, config: InferConfig, folder: Path | None = None, vectors: bool = True,
@@ -186,12 +245,12 @@ def bench_infer(size: int, config: InferConfig, folder: Path | None = None, vect
         workers = config.workers or cpu_count()
         out = Path(tmp) / "out.gpkg"
         with bench_client(config.scheduler, workers) as (client, worker_cpu):
-            w0 = worker_cpu() if worker_cpu else 0.0
+            w0 = worker_cpu() if worker_cpu else {}
             cpu0, driver0 = cpu_seconds(), time.process_time()
             summary = infer(scene, out if vectors else None, config,
                             raster_out=classes_out or Path(tmp) / "classes.tif", overwrite=True, client=client)
             cpu1, driver_s = cpu_seconds(), time.process_time() - driver0
-            worker_s = worker_cpu() - w0 if worker_cpu else None
+            worker_s = ({k: v - w0.get(k, 0.0) for k, v in worker_cpu().items()} if worker_cpu else None)
         rss = peak_rss_mb()
         model_s = model_only_seconds(config, summary.tiles_run, workers, vectors) if model_only else None
         cpu2 = cpu_seconds()
@@ -206,7 +265,7 @@ def bench_infer(size: int, config: InferConfig, folder: Path | None = None, vect
     # overhead over the model even when wall times are noisy (with processes: this process's CPU only)
     e2e_cpu, model_cpu = sum(cpu1) - sum(cpu0), sum(cpu2) - sum(cpu1)
     return {
-        "bench": "infer", "size": size, "megapixels": round(summary.megapixels, 2),
+        "bench": "infer", "size": size, "megapixels": round(summary.megapixels, 4),
         "scheduler": config.scheduler, "workers": workers, "block_size": config.block_size,
         "batch_size": config.batch_size or "auto", "device": config.device, "tiles": summary.tiles_run,
         "runtime": config.runtime, "ran": ran_runtime(config, summary.tiles_run), "precision": config.precision,

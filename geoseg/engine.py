@@ -22,15 +22,48 @@ from geoseg.errors import ConfigError
 from geoseg.startup import worker_plugin
 
 # distributed's housekeeping runs on the event-loop thread and competes with the model for the cores: its defaults
-# (20 ms ticks, 10 ms stack profiler, 100 ms memory monitor and work stealing) cost a large share of a run's CPU,
-# these a small one. Applied to the clusters geoseg starts itself.
+# (20 ms ticks, 10 ms stack profiler, 100 ms memory monitor, host-wide disk counters, work stealing) cost a large
+# share of a run's CPU, these a small one. Heartbeats stay as the scheduler asks (failure detection). Applied to
+# the clusters geoseg starts itself; other workers get them from their environment (:func:`lean_environ`) or, at
+# run time, from geoseg's worker plugin (:func:`lean_worker`).
 LEAN_CONFIG = {
     "distributed.worker.profile.enabled": False,
     "distributed.admin.system-monitor.gil.enabled": False,
+    "distributed.admin.system-monitor.disk": False,
     "distributed.admin.system-monitor.interval": "2s",
     "distributed.admin.tick.interval": "1s",
     "distributed.worker.memory.monitor-interval": "1s",
 }
+# the slowest interval (ms) of each of a worker's periodic callbacks that :func:`lean_worker` keeps
+LEAN_INTERVALS_MS = {"monitor": 2000, "tick": 1000, "memory_monitor": 1000}
+
+
+def lean_environ() -> dict[str, str]:
+    """:data:`LEAN_CONFIG` as the ``DASK_...`` environment variables a ``dask worker`` reads at start."""
+    return {"DASK_" + k.upper().replace(".", "__").replace("-", "_"): str(v) for k, v in LEAN_CONFIG.items()}
+
+
+def lean_worker(worker: Any) -> None:
+    """Apply :data:`LEAN_CONFIG` to a running ``distributed.Worker`` (started without it): stop the stack
+    profiler, the disk counters and GIL monitor, and slow the system monitor, tick and memory monitor down to
+    their lean intervals. Heartbeats and the scheduler's view of the worker are left as they are."""
+    callbacks = worker.periodic_callbacks
+    for name in ("profile", "profile-cycle"):
+        pc = callbacks.pop(name, None)
+        if pc is not None:
+            pc.stop()
+    monitor = getattr(worker, "monitor", None)
+    if monitor is not None:
+        monitor.monitor_disk_io = False
+        if getattr(monitor, "monitor_gil_contention", False):  # (only with gilknocker installed)
+            monitor.monitor_gil_contention = False
+            monitor._gilknocker.stop()
+    for name, ms in LEAN_INTERVALS_MS.items():
+        pc = callbacks.get(name)
+        if pc is not None and pc.callback_time < ms:
+            pc.callback_time = ms
+    if getattr(worker, "_tick_interval", 1.0) < LEAN_INTERVALS_MS["tick"] / 1000:
+        worker._tick_interval = LEAN_INTERVALS_MS["tick"] / 1000
 
 
 @contextmanager

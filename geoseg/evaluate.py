@@ -2,39 +2,29 @@
 metric, APLS-style road connectivity and, on request, the disagreement between overlapping tiles.
 
 Predictions and truths are either vectors (GeoPackage or any OGR source, one layer per class) or class
-rasters; both sides are rasterised on one grid, window by window, with the window's own transform.
+rasters; both sides are rasterised on one :class:`~geoseg.grid.Grid`, window by window, on the window's own.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import rasterio
 import shapely
 from affine import Affine
+from rasterio.crs import CRS
 from rasterio.windows import Window
 
 from geoseg.errors import ConfigError
+from geoseg.grid import Grid
+from geoseg.labels import IGNORE, LabelSource, load_labels
 from geoseg.metrics import apls, confusion, line_scores, object_scores, scores_from_counts
-from geoseg.train.labels import IGNORE, LabelSource, footprint, load_labels
 
-CLASS_IDS = {"building": 1, "road": 2}
 DEFAULT_CLASSES = ({"name": "background"}, {"name": "building", "layer": "buildings"},
                    {"name": "road", "layer": "roads"})
 RASTER_SUFFIXES = (".tif", ".tiff", ".vrt", ".img")
 APLS_MAX_PX = 4096  # the road graph is built on a grid of at most this many pixels a side (coarser if needed)
-
-
-@dataclass(frozen=True)
-class Grid:
-    """The pixel grid both sides are rasterised on."""
-
-    transform: Affine
-    width: int
-    height: int
-    crs: object
 
 
 def is_raster(path: str | Path) -> bool:
@@ -46,7 +36,7 @@ def grid_of(pred: str | Path, truth: str | Path, resolution: float | None) -> Gr
     for path in (pred, truth):
         if is_raster(path):
             with rasterio.open(path) as src:
-                return Grid(src.transform, src.width, src.height, src.crs)
+                return Grid.of(src)
     import pyogrio
     from rasterio.warp import transform_bounds
 
@@ -64,7 +54,7 @@ def grid_of(pred: str | Path, truth: str | Path, resolution: float | None) -> Gr
     x0, y0, x1, y1 = boxes[:, 0].min(), boxes[:, 1].min(), boxes[:, 2].max(), boxes[:, 3].max()
     res = resolution or 0.5
     return Grid(Affine(res, 0, x0, 0, -res, y1), max(1, int(np.ceil((x1 - x0) / res))),
-                max(1, int(np.ceil((y1 - y0) / res))), crs)
+                max(1, int(np.ceil((y1 - y0) / res))), CRS.from_user_input(crs))
 
 
 def label_source(path: str | Path, grid: Grid, classes: tuple[dict, ...], what: str) -> LabelSource:
@@ -72,8 +62,7 @@ def label_source(path: str | Path, grid: Grid, classes: tuple[dict, ...], what: 
     if not Path(path).exists():
         raise ConfigError(f"{path}: {what} not found; check the path")
     kind = {"label_raster": str(path)} if is_raster(path) else {"labels": str(path)}
-    return load_labels(str(path), grid.crs, grid.transform, (grid.width, grid.height), classes,
-                       required=what == "truth", missing_ok=True, **kind)
+    return load_labels(str(path), grid, classes, required=what == "truth", missing_ok=True, **kind)
 
 
 def unlabelled_classes(truth: str | Path, classes: tuple[dict, ...]) -> list[str]:
@@ -95,12 +84,11 @@ def pixel_counts(pred: LabelSource, truth: LabelSource, grid: Grid, n_classes: i
                  area: Window | None = None) -> np.ndarray:
     """``(n_classes, 3)`` tp/fp/fn pixel counts, window by window; pixels unlabelled on either side skipped."""
     counts = np.zeros((n_classes, 3))
-    area = area or Window(0, 0, grid.width, grid.height)
+    area = area or grid.full
     for r in range(int(area.row_off), int(area.row_off + area.height), window):
         for c in range(int(area.col_off), int(area.col_off + area.width), window):
-            win = Window(c, r, min(window, area.col_off + area.width - c), min(window, area.row_off + area.height - r))
-            tf, shape = rasterio.windows.transform(win, grid.transform), (int(win.height), int(win.width))
-            p, t = pred.window(tf, shape), truth.window(tf, shape)
+            win = Window(c, r, window, window).intersection(area)
+            p, t = pred.window(grid.window(win)), truth.window(grid.window(win))
             valid = (p != IGNORE) & (t != IGNORE)
             for k in range(1, n_classes):
                 counts[k] += confusion((p == k) & valid, (t == k) & valid)
@@ -110,9 +98,8 @@ def pixel_counts(pred: LabelSource, truth: LabelSource, grid: Grid, n_classes: i
 def road_masks(pred: LabelSource, truth: LabelSource, grid: Grid, k: int) -> tuple[np.ndarray, np.ndarray, float]:
     """Both road masks on a grid of at most APLS_MAX_PX a side; returns the pixel size factor used."""
     factor = max(1.0, max(grid.width, grid.height) / APLS_MAX_PX)
-    shape = (max(1, int(grid.height / factor)), max(1, int(grid.width / factor)))
-    tf = grid.transform @ Affine.scale(grid.width / shape[1], grid.height / shape[0])
-    return pred.window(tf, shape) == k, truth.window(tf, shape) == k, factor
+    coarse = grid.resized(max(1, int(grid.height / factor)), max(1, int(grid.width / factor)))
+    return pred.window(coarse) == k, truth.window(coarse) == k, factor
 
 
 def evaluate(pred: str | Path, truth: str | Path, *, pred_vectors: str | Path | None = None,
@@ -127,8 +114,7 @@ def evaluate(pred: str | Path, truth: str | Path, *, pred_vectors: str | Path | 
     out: dict[str, dict[str, float]] = {}
     vectors = pred_vectors or (None if is_raster(pred) else pred)
     v_src = label_source(vectors, grid, classes, "predicted vectors") if vectors and vectors != pred else p_src
-    aoi = footprint(rasterio.windows.transform(area, grid.transform), (int(area.height), int(area.width))) \
-        if area is not None else None
+    aoi = grid.window(area).footprint() if area is not None else None
     for k in range(1, len(classes)):
         name = classes[k]["name"]
         if name in skipped:
@@ -171,12 +157,6 @@ def centerline_scores(pred: str | Path, truth: str | Path, layer: str, grid: Gri
     return out
 
 
-def score_prediction(class_raster: str | Path, truth: str | Path, pred_vectors: str | Path | None = None,
-                     window: int = 2048) -> dict[str, dict[str, float]]:
-    """Pixel IoU/precision/recall/F1 per class (truth rasterised per window) and building object F1."""
-    return evaluate(class_raster, truth, pred_vectors=pred_vectors, window=window)
-
-
 def seam_disagreement(scene_path: str | Path, bundle: str | None = None, tile: int | None = None,
                       halo: int | None = None, device: str = "cpu", batch_size: int = 1) -> dict[str, float]:
     """Seam QA: how much neighbouring tiles of the global grid disagree where their inputs overlap.
@@ -187,7 +167,7 @@ def seam_disagreement(scene_path: str | Path, bundle: str | None = None, tile: i
     disagreement means the halo gives tiles enough context and the stitched raster has no visible seams.
     Costs one inference pass over the scene; keeps one row of tile strips in memory.
     """
-    from geoseg.grid import TileSpec
+    from geoseg.tiling import TileSpec
     from geoseg.models.bundle import read_meta, resolve_bundle
     from geoseg.predict import get_predictor
     from geoseg.scene import normalise, open_scene, read_block
@@ -206,7 +186,7 @@ def seam_disagreement(scene_path: str | Path, bundle: str | None = None, tile: i
         left = None
         for j in range(cols):
             r0, c0 = i * core - h, j * core - h
-            data, valid = read_block(info, meta.band_indexes, (r0, r0 + t), (c0, c0 + t))
+            data, valid = read_block(info, meta.band_indexes, Window(c0, r0, t, t))
             x = normalise(data, valid, meta.scale_for(data.dtype), meta.mean, meta.std)
             p = pred.predict(x[None], batch_size)[0, :k]
             for prev, mine, ok in ((left, p[:, :, :2 * h], valid[:, :2 * h]),

@@ -27,7 +27,7 @@ from rasterio.vrt import WarpedVRT
 from geoseg.errors import OutputError
 from geoseg.paths import VECTOR_FORMATS, check_output  # noqa: F401 - check_output: callers import it from here
 from geoseg.tempfiles import temp_name  # owned names: geoseg.tempfiles removes those of killed runs
-from geoseg.scene import Grid
+from geoseg.grid import Grid
 from geoseg.styles import LAYER_STYLES_SQL, LayerStyle
 
 COG_BLOCK = 512
@@ -156,7 +156,7 @@ class VectorSink:
         """Flush, add the styles and rename (or convert) into place; returns the files written."""
         try:
             staged = self.finish()
-            for tmp, target in staged:
+            for tmp, target in staged:  # all complete before any is renamed in: not one atomic_path each
                 os.replace(tmp, target)
             return [target for _, target in staged]
         finally:

@@ -31,13 +31,13 @@ import rasterio
 import rasterio.features
 import shapely
 from affine import Affine
+from rasterio.windows import Window
 
 from geoseg.metrics import match_objects
 from geoseg.pipeline import DEFAULT_POST, ClassPost
 
 TOL_DEG = 2.0     # a corner is right-angled within this many degrees of 90
 MIN_WALL_M = 1.0  # ... and no wall is shorter (a pixel staircase has right angles too)
-OUTLINES = ("raw", "plain", "reg")
 REFERENCE = "buildingregulariser"
 # what the aggregate pools per prediction, and what each scene's row shows
 _POOLED = ("matched", "pred", "truth", "iou_sum", "rect_matched", "rect_right_n", "rect_right4_n")
@@ -110,9 +110,9 @@ def score(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
 
 
 def to_map(geoms: np.ndarray, t: Affine) -> np.ndarray:
-    from geoseg.vectorize.polygons import apply_affine
+    from geoseg.grid import map_points
 
-    return shapely.transform(geoms, lambda xy: apply_affine(t, xy))
+    return shapely.transform(geoms, lambda xy: map_points(t, xy))
 
 
 def per_building(truth: np.ndarray, t: Affine, methods: dict[str, Callable[[np.ndarray], np.ndarray]]
@@ -164,12 +164,13 @@ def vector_layers(classes: np.ndarray, probs: np.ndarray | None, t: Affine, crs:
     """The building outlines the vectoriser makes of a class raster (and its probabilities, when given)."""
     from geoseg.vectorize.drive import collect, make_spec
 
-    def read(r0: int, c0: int, h: int, w: int) -> tuple[np.ndarray, np.ndarray, dict]:
-        c = classes[r0:r0 + h, c0:c0 + w]
+    def read(win: Window) -> tuple[np.ndarray, np.ndarray, dict]:
+        rows, cols = win.toslices()
+        c = classes[rows, cols]
         if probs is None:
             p = np.stack([np.where(c == k, 0.9, 0.05) for k in range(3)]).astype(np.float32)
         else:
-            p = probs[:3, r0:r0 + h, c0:c0 + w]
+            p = probs[:3, rows, cols]
         return c, p, {}
 
     vs = make_spec(classes.shape, 512, t, crs, [(1, "building", "buildings", post),

@@ -1,143 +1,156 @@
-"""Pure tiling geometry: the global tile grid, blocks, halos and reflect indexing. No torch, no I/O.
+"""The georeferenced pixel grid: one immutable value (CRS, affine, shape) that every module speaks.
 
-Every tile owns a *core* of ``tile - 2*halo`` pixels on a grid anchored at the scene origin, and reads
-``halo`` pixels of context on each side. A block owns a whole number of cores, so the tiles a block computes
-do not depend on the block size: that is what makes outputs partition-invariant (the partition-invariance
-invariant).
+A scene, a block, a tile, an object's crop, an evaluation window and a resampled read are all a :class:`Grid`;
+a crop of an array carries the Grid of its pixels (:meth:`Grid.window`), so no module recomputes a transform by
+hand (the carried-georeferencing invariant). Modelled on odc-geo's ``GeoBox`` (crop by window, buffer, change
+of resolution, footprint, pixel↔map), but our own small class: odc-geo would pull in xarray and dask-array
+machinery geoseg does not use, and its resolution change snaps to a pixel size, while geoseg keeps a scene's
+exact bounds and origin (rows and columns rounded, see :meth:`Grid.at_resolution`). Affines are applied with
+``affine`` on whole arrays; windows are rasterio :class:`~rasterio.windows.Window` values.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
+from typing import Any, Callable, cast
 
 import numpy as np
+import rasterio.windows
+import shapely
+from affine import Affine
+from rasterio.crs import CRS
 from rasterio.windows import Window
 
-
-@dataclass(frozen=True)
-class TileSpec:
-    """Tile geometry: input size, context on each side and the model's downsampling stride."""
-
-    tile: int = 512
-    halo: int = 64
-    stride: int = 32
-
-    def __post_init__(self) -> None:
-        check_tiling(self.tile, self.halo, self.stride)
-
-    @property
-    def core(self) -> int:
-        """Side of the region a tile owns."""
-        return self.tile - 2 * self.halo
-
-
-def valid_tiling(tile: int, halo: int, stride: int) -> tuple[int, int]:
-    """The nearest tiling that works: tile a positive multiple of the stride (512 when not positive), halo a
-    multiple of the stride that leaves a core (``2*halo < tile``)."""
-    tile = math.ceil(tile / stride) * stride if tile > 0 else max(stride, 512 // stride * stride)
-    halo = min(math.ceil(max(halo, 0) / stride) * stride, (tile // 2 - 1) // stride * stride)
-    return tile, halo
-
-
-def check_tiling(tile: int, halo: int, stride: int, tile_from: str = "--tile", halo_from: str = "--halo") -> None:
-    """Raise a one-line ConfigError whose hint is a tiling that then works (``*_from``: where each value came
-    from, e.g. a pipeline file's key, so the message names it)."""
-    from geoseg.errors import ConfigError
-
-    good_tile, good_halo = valid_tiling(tile, halo, stride)
-    if (good_tile, good_halo) == (tile, halo):
-        return
-    hint = f"try --tile {good_tile} --halo {good_halo}"
-    if tile <= 0:
-        problem = f"{tile_from} {tile}: the tile size must be positive"
-    elif halo < 0:
-        problem = f"{halo_from} {halo}: the halo cannot be negative"
-    elif tile % stride or halo % stride:
-        problem = f"{tile_from} {tile} and {halo_from} {halo}: both must be multiples of the model stride {stride}"
-    else:
-        problem = f"{halo_from} {halo} leaves no core in a {tile}px tile ({tile_from}): the halo must be < tile/2"
-    raise ConfigError(f"{problem}; {hint}")
+# ``--resample``: the relative GSD difference below which a scene is read on its own grid
+RESAMPLE_EPSILON = 1e-3
 
 
 @dataclass(frozen=True)
-class Block:
-    """A unit of Dask work: the region it owns (``window``) and the tile cores inside it."""
+class Grid:
+    """``height x width`` pixels placed by ``transform`` in ``crs``. Frozen, hashable and small: it pickles to
+    Dask workers inside the task values that carry it."""
 
-    index: tuple[int, int]
-    window: Window          # owned pixels, clipped to the scene
-    tile_rows: tuple[int, int]  # [first, last) global tile row indexes
-    tile_cols: tuple[int, int]
+    transform: Affine
+    width: int
+    height: int
+    crs: CRS | None = None
+
+    @classmethod
+    def of(cls, src: Any) -> "Grid":
+        """The grid of an open rasterio dataset (a file, a VRT)."""
+        return cls(src.transform, src.width, src.height, src.crs)
 
     @property
-    def n_tiles(self) -> int:
-        return (self.tile_rows[1] - self.tile_rows[0]) * (self.tile_cols[1] - self.tile_cols[0])
+    def shape(self) -> tuple[int, int]:
+        """``(rows, cols)``, as numpy arrays on this grid have."""
+        return (self.height, self.width)
+
+    @property
+    def full(self) -> Window:
+        """The window of the whole grid."""
+        return Window(0, 0, self.width, self.height)
+
+    @property
+    def pixel_area(self) -> float:
+        """Area of one pixel in CRS units squared (works for rotated transforms)."""
+        return abs(self.transform.determinant)
+
+    @property
+    def gsd_m(self) -> float:
+        """Pixel size in ground metres (the side of a square pixel of the same area)."""
+        assert self.crs is not None, "a grid without a CRS has no ground size"
+        return metres_per_unit(self.crs, self.transform, self.shape) * float(np.sqrt(self.pixel_area))
+
+    def window(self, win: Window) -> "Grid":
+        """The grid of the pixels of ``win`` (it may pass the edges: a halo, a reflect-padded read)."""
+        return Grid(rasterio.windows.transform(win, self.transform), int(win.width), int(win.height), self.crs)
+
+    def buffered(self, px: int) -> "Grid":
+        """This grid grown by ``px`` pixels on every side (shrunk for a negative ``px``)."""
+        return self.window(Window(-px, -px, self.width + 2 * px, self.height + 2 * px))
+
+    def resized(self, height: int, width: int) -> "Grid":
+        """The same area (origin, rotation, bounds) cut into ``height x width`` pixels."""
+        return Grid(self.transform @ Affine.scale(self.width / width, self.height / height), width, height, self.crs)
+
+    def at_resolution(self, gsd_m: float, epsilon: float = RESAMPLE_EPSILON) -> "Grid":
+        """This area at ``gsd_m`` ground metres per pixel: same CRS, origin and bounds, rows and columns rounded
+        (so the pixel size is ``gsd_m`` up to that rounding). A geographic grid's degrees per pixel scale by the
+        same ratio. ``self`` when already within ``epsilon`` (relative) of ``gsd_m``."""
+        ratio = self.gsd_m / gsd_m
+        width, height = max(1, round(self.width * ratio)), max(1, round(self.height * ratio))
+        if abs(ratio - 1) <= epsilon or (width, height) == (self.width, self.height):
+            return self
+        return self.resized(height, width)  # scaling the pixel axes keeps the origin, rotation and exact bounds
+
+    def to_map(self, cols: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Map coordinates of pixel coordinates (fractional; ``(0, 0)`` is the top-left corner)."""
+        return _apply(self.transform, cols, rows)
+
+    def to_pixel(self, xs: np.ndarray, ys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Fractional ``(cols, rows)`` pixel coordinates of map points (the inverse of :meth:`to_map`)."""
+        return _apply(~self.transform, xs, ys)
+
+    def apply(self, xy: np.ndarray) -> np.ndarray:
+        """``(n, 2)`` column/row coordinates to ``(n, 2)`` map coordinates through the full affine (rotation and
+        shear included); a :func:`shapely.transform` callback for geometries traced in pixel coordinates."""
+        return map_points(self.transform, xy)
+
+    def xy(self, rows: np.ndarray, cols: np.ndarray, offset: str = "center") -> tuple[np.ndarray, np.ndarray]:
+        """Map coordinates of pixels, at their centre or ``"ul"`` corner (as :func:`rasterio.transform.xy`)."""
+        shift = {"center": 0.5, "ul": 0.0}[offset]
+        return self.to_map(np.asarray(cols) + shift, np.asarray(rows) + shift)
+
+    def rowcol(self, xs: np.ndarray, ys: np.ndarray, op: Callable[[np.ndarray], np.ndarray] = np.floor
+               ) -> tuple[np.ndarray, np.ndarray]:
+        """Integer ``(rows, cols)`` of the pixels holding map points (as :func:`rasterio.transform.rowcol`)."""
+        cols, rows = self.to_pixel(xs, ys)
+        return op(rows).astype(np.int64), op(cols).astype(np.int64)
+
+    def footprint(self) -> shapely.Polygon:
+        """The map-space polygon the grid covers (its four corners; rotated grids too)."""
+        xs, ys = self.to_map(np.array([0, self.width, self.width, 0]), np.array([0, 0, self.height, self.height]))
+        return shapely.Polygon(np.column_stack([xs, ys]))
+
+    @property
+    def bounds(self) -> tuple[float, float, float, float]:
+        """``(left, bottom, right, top)`` of the footprint's envelope."""
+        return tuple(float(v) for v in shapely.bounds(self.footprint()))  # type: ignore[return-value]
+
+    def window_of(self, bounds: tuple[float, float, float, float]) -> Window:
+        """The window (fractional) covering map ``(left, bottom, right, top)`` on a north-up grid."""
+        return rasterio.windows.from_bounds(*bounds, transform=self.transform)
 
 
-def block_side(block_size: int, spec: TileSpec) -> int:
-    """Round a requested block size up to a whole number of tile cores."""
-    return max(1, math.ceil(block_size / spec.core)) * spec.core
+def map_points(transform: Affine, xy: np.ndarray) -> np.ndarray:
+    """``(n, 2)`` points through ``transform`` (affine's own arithmetic, on whole arrays)."""
+    return np.column_stack(_apply(transform, xy[:, 0], xy[:, 1]))
 
 
-BLOCKS_PER_WORKER = 8  # auto block size: at least this many blocks per worker, so that every worker stays busy
+def within(inner: Window, outer: Window) -> tuple[slice, slice]:
+    """The array slices of window ``inner`` inside an array that covers window ``outer`` of the same grid."""
+    r, c = int(inner.row_off - outer.row_off), int(inner.col_off - outer.col_off)
+    return slice(r, r + int(inner.height)), slice(c, c + int(inner.width))
 
 
-def auto_block_size(height: int, width: int, spec: TileSpec, workers: int, batch_size: int = 1,
-                    target: int = 1024) -> int:
-    """Blocks of whole tile cores: about ``target`` px on a side, but at least one full batch of tiles (a GPU
-    batch of 16 needs 4x4 tiles per block), and small enough that every worker still gets several blocks.
-
-    The side does not grow with the scene, so neither does a block's working memory (the bounded-memory
-    invariant: peak RSS then stays flat from 4096² to 16384², see the README's Benchmarks). Outputs do not depend
-    on the choice (the partition-invariance invariant).
-    """
-    per_side = max(1, math.ceil(math.sqrt(batch_size)), target // spec.core)
-    side = per_side * spec.core
-    while side > spec.core and math.ceil(height / side) * math.ceil(width / side) < BLOCKS_PER_WORKER * workers:
-        side -= spec.core
-    return side
+def _apply(transform: Affine, xs: np.ndarray, ys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    # affine applies itself to arrays elementwise (``x * a + y * b + c``); its stubs name only scalars
+    out = transform @ (np.asarray(xs, np.float64), np.asarray(ys, np.float64))  # type: ignore[operator]
+    return cast("tuple[np.ndarray, np.ndarray]", out)
 
 
-def make_blocks(height: int, width: int, spec: TileSpec, block_size: int) -> list[Block]:
-    """Blocks covering the scene in row-major order; each owns whole tile cores of the global grid."""
-    side = block_side(block_size, spec)
-    per = side // spec.core
-    n_tr, n_tc = math.ceil(height / spec.core), math.ceil(width / spec.core)
-    blocks = []
-    for bi, r0 in enumerate(range(0, height, side)):
-        for bj, c0 in enumerate(range(0, width, side)):
-            win = Window(c0, r0, min(side, width - c0), min(side, height - r0))
-            tr = (bi * per, min((bi + 1) * per, n_tr))
-            tc = (bj * per, min((bj + 1) * per, n_tc))
-            blocks.append(Block((bi, bj), win, tr, tc))
-    return blocks
+def metres_per_unit(crs: CRS, transform: Affine, shape: tuple[int, int] | None = None) -> float:
+    """Ground metres per CRS unit: for a geographic CRS the side of a square with the area of one degree², at
+    the grid's centre (its top-left without ``shape``), on the CRS's own ellipsoid (pyproj's geodesics)."""
+    if not crs.is_geographic:
+        return float(crs.linear_units_factor[1])
+    import pyproj
 
-
-def block_input_span(block: Block, spec: TileSpec) -> tuple[int, int, int, int]:
-    """Global pixel span ``(row0, row1, col0, col1)`` of every tile input of the block, halo included.
-
-    It may extend past the scene; :func:`reflect_index` maps those pixels back inside.
-    """
-    c, h = spec.core, spec.halo
-    return (block.tile_rows[0] * c - h, block.tile_rows[1] * c + h,
-            block.tile_cols[0] * c - h, block.tile_cols[1] * c + h)
-
-
-def reflect_index(idx: np.ndarray, n: int) -> np.ndarray:
-    """Map global indexes (possibly outside ``[0, n)``) into the scene by mirror reflection.
-
-    Written by hand because ``np.pad(mode="reflect")`` pads arrays, while blocks need the mapping itself to
-    read only the pixels they use; this equals ``np.pad``'s reflect for any pad width.
-    """
-    if n == 1:
-        return np.zeros_like(idx)
-    period = 2 * (n - 1)
-    m = np.mod(idx, period)
-    return np.where(m < n, m, period - m)
-
-
-def tile_offsets(block: Block, spec: TileSpec) -> list[tuple[int, int]]:
-    """Top-left offsets of each tile input inside the block's input array, row-major."""
-    c = spec.core
-    return [((i - block.tile_rows[0]) * c, (j - block.tile_cols[0]) * c)
-            for i in range(*block.tile_rows) for j in range(*block.tile_cols)]
+    rows, cols = shape or (0, 0)
+    lon, lat = transform @ (cols / 2, rows / 2)
+    geod = pyproj.CRS.from_user_input(crs.to_wkt()).get_geod() or pyproj.Geod(ellps="WGS84")
+    h = 1e-3  # degrees: central differences over ~100 m, where the scale is linear to 1e-9
+    lat = float(np.clip(lat, -90 + 2 * h, 90 - 2 * h))
+    east = geod.inv(lon - h, lat, lon + h, lat)[2] / (2 * h)  # metres per degree of longitude here
+    north = geod.inv(lon, lat - h, lon, lat + h)[2] / (2 * h)  # metres per degree of latitude here
+    return float(np.sqrt(east * north))

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
+from rasterio.windows import Window
 
 from geoseg.allocator import HeapTrim, trim_heap
 from geoseg.assemble import (RasterAssembly, ReduceJob, Totals, VectorParts, assemble_raster, assemble_vectors,
@@ -33,13 +34,14 @@ from geoseg.preload import preloading
 from geoseg.tempfiles import remove_stale
 from geoseg.styles import class_palette, layer_styles, write_class_sidecars
 from geoseg.tracker import Tracker
-from geoseg.grid import Block, TileSpec, auto_block_size, block_input_span, block_side, make_blocks
+from geoseg.tiling import Block, TileSpec, auto_block_size, block_input_span, block_side, make_blocks
 from geoseg.models.bundle import BundleMeta
 from geoseg.pipeline import InferConfig
 from geoseg.predict import cpu_count, default_batch_size, get_predictor, resolve_device
 from geoseg.runtime import check_runtime
 from geoseg.startup import configure
-from geoseg.scene import SceneInfo, at_gsd, metres_per_unit, read_block
+from geoseg.grid import metres_per_unit
+from geoseg.scene import SceneInfo, read_block
 from geoseg.stitch import predict_block, tile_cores_valid
 from geoseg.vectorize import ClassVectors, VectorSpec, vectorize_block
 
@@ -99,8 +101,7 @@ def run_block(job: BlockJob) -> BlockResult:
     The read comes first: the first blocks read while the model is still loading."""
     marks = [(time.perf_counter(), time.thread_time())]  # wall and this thread's CPU after each stage
     meta = job.meta
-    r0, r1, c0, c1 = block_input_span(job.block, job.spec)
-    data, valid = read_block(job.scene, meta.band_indexes, (r0, r1), (c0, c1))
+    data, valid = read_block(job.scene, meta.band_indexes, block_input_span(job.block, job.spec))
     marks.append((time.perf_counter(), time.thread_time()))
     pred = job.predictor()
     marks.append((time.perf_counter(), time.thread_time()))
@@ -125,8 +126,7 @@ def run_block(job: BlockJob) -> BlockResult:
     win = job.block.window
     block_vectors = None
     if job.vectors is not None and probs is not None:  # heads (boundary, distance...) feed the instance split
-        block_vectors = vectorize_block(classes, probs, heads, own, job.block.index, int(win.row_off),
-                                        int(win.col_off), job.vectors)
+        block_vectors = vectorize_block(classes, probs, heads, own, job.block.index, win, job.vectors)
     marks.append((time.perf_counter(), time.thread_time()))
     vectors = _write_parts(job, classes, probs, block_vectors)
     marks.append((time.perf_counter(), time.thread_time()))
@@ -144,9 +144,9 @@ def _write_parts(job: BlockJob, classes: np.ndarray, probs: np.ndarray | None,
         if folder is not None:
             require_folder(folder)
     if staging.classes:
-        write_raster_part(staging.classes, win, classes, scene.crs, scene.transform, CLASS_NODATA)
+        write_raster_part(staging.classes, win, classes, scene.grid, CLASS_NODATA)
     if staging.probs and probs is not None:
-        write_raster_part(staging.probs, win, probs, scene.crs, scene.transform, PROB_NODATA)
+        write_raster_part(staging.probs, win, probs, scene.grid, PROB_NODATA)
     if block_vectors is None or staging.vectors is None or job.vectors is None:
         return None
     return store_block_vectors(block_vectors, staging.vectors, job.vectors.layers())
@@ -242,7 +242,7 @@ def _on_model_grid(scene: SceneInfo, meta: BundleMeta, config: InferConfig
     that scene, and (scene GSD, model GSD) when they differ."""
     if not config.resample:
         return scene, None
-    file_gsd, scene = scene.gsd_m, at_gsd(scene, meta.gsd)
+    file_gsd, scene = scene.gsd_m, scene.at_resolution(meta.gsd)
     if scene.native is None:
         return scene, None
     logging.getLogger("geoseg").info("%s: resampled from %.3g m to %.3g m (%dx%d -> %dx%d px)", scene.path,
@@ -257,8 +257,7 @@ def vector_spec(scene: SceneInfo, meta: BundleMeta, class_ids: tuple[int, ...], 
     unit = metres_per_unit(scene.crs, scene.transform)
     classes = tuple(ClassVectors(k, meta.classes[k].name, layers[k], config.post_for(meta.classes[k].name))
                     for k in class_ids)
-    return VectorSpec(classes, scene.transform, scene.crs.to_wkt(), (scene.height, scene.width), side,
-                      scene.gsd_m, 1.0 if scene.crs.is_geographic else unit)
+    return VectorSpec(classes, scene.grid, side, scene.gsd_m, 1.0 if scene.crs.is_geographic else unit)
 
 
 class Outputs:
@@ -275,7 +274,7 @@ class Outputs:
         self.tracker = Tracker(vspec) if vspec else None
         self.m_per_px = scene.gsd_m
         self.staging = Staging()
-        self.windows: list[tuple[int, int, int, int]] = []
+        self.windows: list[Window] = []
         self.vector_parts: list[str] = []
 
     def __enter__(self) -> "Outputs":
@@ -297,8 +296,7 @@ class Outputs:
 
     def add(self, res: BlockResult) -> list[ReduceJob]:
         """Record a block's parts; returns the reductions it makes ready."""
-        win = res.block.window
-        self.windows.append((int(win.row_off), int(win.col_off), int(win.height), int(win.width)))
+        self.windows.append(res.block.window)
         if res.vectors is None or self.tracker is None:
             return []
         self.totals.merge(res.vectors.totals)
@@ -312,14 +310,14 @@ class Outputs:
     def raster_jobs(self) -> list[RasterAssembly]:
         """The COG assemblies, ready once every block is in."""
         scene, jobs = self.scene, []
-        shape, windows = (scene.height, scene.width), tuple(self.windows)
+        windows = tuple(self.windows)
         if self.staging.classes:
-            jobs.append(RasterAssembly(self.staging.classes, windows, shape, scene.crs, scene.transform, "uint8", 1,
+            jobs.append(RasterAssembly(self.staging.classes, windows, scene.grid, "uint8", 1,
                                        CLASS_NODATA, "NEAREST", ("class",), class_palette(self.meta), scene.native,
                                        "nearest"))
         if self.staging.probs:
             names = tuple(c.name for c in self.meta.classes)
-            jobs.append(RasterAssembly(self.staging.probs, windows, shape, scene.crs, scene.transform, "float32",
+            jobs.append(RasterAssembly(self.staging.probs, windows, scene.grid, "float32",
                                        len(names), PROB_NODATA, "AVERAGE", names, None, scene.native, "bilinear"))
         return jobs
 
@@ -334,7 +332,7 @@ class Outputs:
 
     def commit(self, staged: list[tuple[Path, Path]]) -> list[str]:
         """Rename every complete file into place (the class COG first gets its style sidecars)."""
-        for tmp, target in staged:
+        for tmp, target in staged:  # written by the assembly tasks (staged, owned names): renamed here
             os.replace(tmp, target)
             if target == self.paths[1]:
                 write_class_sidecars(target, class_palette(self.meta))

@@ -1,7 +1,7 @@
 """Labels of one scene, rasterised on the fly for any window: vectors (any OGR source, any CRS) or a raster.
 
 Vectors are reprojected to the scene's CRS once and kept in a spatial index per class, so a window only
-touches the geometries near it; each window is rasterised with the window's own affine transform. Training
+touches the geometries near it; each window is rasterised on the window's own :class:`~geoseg.grid.Grid`. Training
 (:mod:`geoseg.train`) and evaluation (:mod:`geoseg.evaluate`) both read labels through here.
 """
 
@@ -16,21 +16,15 @@ import pyogrio
 import pyogrio.errors
 import rasterio
 import shapely
-from affine import Affine
 from rasterio.enums import Resampling
 from rasterio.features import rasterize
 from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 
 from geoseg.errors import ConfigError
+from geoseg.grid import Grid
 
 IGNORE = 255  # label value of pixels that carry no label (scene nodata, label raster nodata)
-
-
-def footprint(transform: Affine, shape: tuple[int, int]) -> shapely.Polygon:
-    """The map-space polygon covered by a ``shape`` pixel grid with ``transform`` (works when rotated)."""
-    h, w = shape
-    return shapely.Polygon([transform @ xy for xy in ((0, 0), (w, 0), (w, h), (0, h))])
 
 
 @dataclass
@@ -50,29 +44,29 @@ class LabelSource:
     def is_vector(self) -> bool:
         return not self.raster
 
-    def window(self, transform: Affine, shape: tuple[int, int]) -> np.ndarray:
-        """Class ids (uint8; IGNORE where a label raster has nodata) on a pixel grid."""
+    def window(self, grid: Grid) -> np.ndarray:
+        """Class ids (uint8; IGNORE where a label raster has nodata) on a pixel grid (in the labels' CRS)."""
         if self.raster:
-            return self._raster_window(transform, shape)
-        out = np.zeros(shape, np.uint8)
-        area = footprint(transform, shape)
+            return self._raster_window(grid)
+        out = np.zeros(grid.shape, np.uint8)
+        area = grid.footprint()
         for k in sorted(self.frames, reverse=True):
             geoms = self.geometries(k, area)
             if len(geoms):
-                rasterize(((g, k) for g in geoms), out_shape=shape, transform=transform, out=out,
+                rasterize(((g, k) for g in geoms), out_shape=grid.shape, transform=grid.transform, out=out,
                           all_touched=False)
         return out
 
-    def instances(self, transform: Affine, shape: tuple[int, int], classes: tuple[int, ...]) -> np.ndarray:
+    def instances(self, grid: Grid, classes: tuple[int, ...]) -> np.ndarray:
         """Object ids (int32, 0 = none) of the given classes' polygons: boundary and distance targets need
         to tell touching objects apart."""
-        out = np.zeros(shape, np.int32)
-        area, n = footprint(transform, shape), 0
+        out = np.zeros(grid.shape, np.int32)
+        area, n = grid.footprint(), 0
         for k in classes:
             geoms = self.geometries(k, area)
             if len(geoms):
-                rasterize(((g, n + i + 1) for i, g in enumerate(geoms)), out_shape=shape, transform=transform,
-                          out=out, all_touched=False)
+                rasterize(((g, n + i + 1) for i, g in enumerate(geoms)), out_shape=grid.shape,
+                          transform=grid.transform, out=out, all_touched=False)
                 n += len(geoms)
         return out
 
@@ -85,7 +79,8 @@ class LabelSource:
             return frame.geometry.values
         return frame.geometry.values[np.sort(frame.sindex.query(area, predicate="intersects"))]
 
-    def _raster_window(self, transform: Affine, shape: tuple[int, int]) -> np.ndarray:
+    def _raster_window(self, grid: Grid) -> np.ndarray:
+        transform, shape = grid.transform, grid.shape
         with rasterio.open(self.raster) as src:
             col, row = ~src.transform @ (transform.c, transform.f)
             aligned = (src.crs == self.crs and transform.a == src.transform.a and transform.e == src.transform.e
@@ -116,17 +111,18 @@ def _read_vectors(path: str, layer: str | None, where: str) -> gpd.GeoDataFrame:
                           f"({str(err).splitlines()[0]}){layers}; check the path and the class layers") from None
 
 
-def load_labels(scene: str, scene_crs: object, scene_tf: Affine, size: tuple[int, int], classes: tuple[dict, ...],
-                labels: str = "", label_raster: str = "", layer: str = "", class_field: str = "",
-                required: bool = True, missing_ok: bool = False) -> LabelSource:
-    """Load a scene's labels, reprojected to its CRS, and check they overlap it (one-line errors otherwise).
+def load_labels(scene: str, grid: Grid, classes: tuple[dict, ...], labels: str = "", label_raster: str = "",
+                layer: str = "", class_field: str = "", required: bool = True, missing_ok: bool = False
+                ) -> LabelSource:
+    """Load the labels of a scene on ``grid``, reprojected to its CRS, and check they overlap it (one-line errors
+    otherwise).
 
     A class's layer is ``layer`` of its class entry, else its name + "s" (the layer ``geoseg infer`` writes).
     With ``required=False`` (predictions) missing layers are empty and nothing has to overlap; with
     ``missing_ok`` (a truth that labels only some classes) missing layers are empty but the rest must overlap.
     """
     names = tuple(c["name"] for c in classes)
-    width, height = size
+    scene_crs = grid.crs
     if label_raster:
         if not Path(label_raster).exists():
             raise ConfigError(f"{label_raster}: label raster not found (labels of {scene}); check the path")
@@ -156,7 +152,7 @@ def load_labels(scene: str, scene_crs: object, scene_tf: Affine, size: tuple[int
     src = LabelSource(labels, names, scene_crs, frames)
     if not required:
         return src
-    area = footprint(scene_tf, (height, width))
+    area = grid.footprint()
     if not any(len(src.geometries(k, area)) for k in frames):
         total = sum(len(f) for f in frames.values())
         raise ConfigError(f"{labels}: none of its {total} label geometries overlap scene {scene} (after "

@@ -15,16 +15,16 @@ import shutil
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 from xml.etree import ElementTree as ET
 
 import numpy as np
 import rasterio
 import shapely
-from affine import Affine
 from rasterio.windows import Window
 
 from geoseg.errors import OutputError
+from geoseg.grid import Grid
 from geoseg.styles import ClassPalette
 from geoseg.tempfiles import atomic_path, temp_name
 from geoseg.vectorize.instances import ObjectCrop
@@ -83,14 +83,15 @@ def raster_part_name(window: Window) -> str:
     return f"r{int(window.row_off):07d}_c{int(window.col_off):07d}.tif"
 
 
-def write_raster_part(folder: Path, window: Window, data: np.ndarray, crs: object, transform: Affine,
-                      nodata: float) -> None:
-    """One block of a scene raster as a small lossless GeoTIFF (a fast codec: the COG is compressed later)."""
+def write_raster_part(folder: Path, window: Window, data: np.ndarray, grid: Grid, nodata: float) -> None:
+    """One block (``window`` of the scene's ``grid``) of a scene raster as a small lossless GeoTIFF (a fast codec:
+    the COG is compressed later)."""
     data = data if data.ndim == 3 else data[None]
+    part = grid.window(window)
 
     def write(tmp: Path) -> None:
         with rasterio.open(tmp, "w", driver="GTiff", width=data.shape[2], height=data.shape[1], count=data.shape[0],
-                           dtype=data.dtype, crs=crs, transform=rasterio.windows.transform(window, transform),
+                           dtype=data.dtype, crs=part.crs, transform=part.transform,
                            nodata=nodata, tiled=True, blockxsize=256, blockysize=256, compress="ZSTD",
                            ZSTD_LEVEL=1) as dst:
             dst.write(data)
@@ -98,13 +99,13 @@ def write_raster_part(folder: Path, window: Window, data: np.ndarray, crs: objec
     write_once(folder / raster_part_name(window), write)
 
 
-def build_vrt(folder: Path, windows: list[Window], shape: tuple[int, int], crs: object, transform: Affine,
-              dtype: str, count: int, nodata: float, descriptions: tuple[str, ...] = (),
-              palette: ClassPalette | None = None) -> Path:
-    """A VRT mosaic of the raster parts in ``folder`` (GDAL reads it window by window, like one raster)."""
-    root = ET.Element("VRTDataset", rasterXSize=str(shape[1]), rasterYSize=str(shape[0]))
-    ET.SubElement(root, "SRS").text = rasterio.crs.CRS.from_user_input(crs).to_wkt()
-    ET.SubElement(root, "GeoTransform").text = ", ".join(repr(float(v)) for v in transform.to_gdal())
+def build_vrt(folder: Path, windows: Iterable[Window], grid: Grid, dtype: str, count: int, nodata: float,
+              descriptions: tuple[str, ...] = (), palette: ClassPalette | None = None) -> Path:
+    """A VRT mosaic on ``grid`` of the raster parts in ``folder`` (GDAL reads it window by window, like one
+    raster)."""
+    root = ET.Element("VRTDataset", rasterXSize=str(grid.width), rasterYSize=str(grid.height))
+    ET.SubElement(root, "SRS").text = rasterio.crs.CRS.from_user_input(grid.crs).to_wkt()
+    ET.SubElement(root, "GeoTransform").text = ", ".join(repr(float(v)) for v in grid.transform.to_gdal())
     for band in range(1, count + 1):
         b = ET.SubElement(root, "VRTRasterBand", dataType=GDAL_TYPES[dtype], band=str(band))
         ET.SubElement(b, "NoDataValue").text = repr(float(nodata))
@@ -174,14 +175,16 @@ def fragment_name(k: int, block: tuple[int, int], n: int) -> str:
 
 
 def save_fragment(path: Path, crop: ObjectCrop) -> None:
-    save_arrays(path, {"origin": np.array([crop.row0, crop.col0], np.int64), "mask": crop.mask, "prob": crop.prob,
+    origin = [int(crop.window.row_off), int(crop.window.col_off)]
+    save_arrays(path, {"origin": np.array(origin, np.int64), "mask": crop.mask, "prob": crop.prob,
                        **{f"head_{k}": v for k, v in crop.heads.items()}})
 
 
 def load_fragment(path: Path) -> ObjectCrop:
     arrays = load_arrays(path)
     row0, col0 = arrays.pop("origin").tolist()
-    return ObjectCrop(row0, col0, arrays.pop("mask"), arrays.pop("prob"),
+    mask = arrays.pop("mask")
+    return ObjectCrop(Window(col0, row0, mask.shape[1], mask.shape[0]), mask, arrays.pop("prob"),
                       {k.removeprefix("head_"): v for k, v in arrays.items()})
 
 
@@ -189,20 +192,20 @@ def cell_part_name(k: int, cell: tuple[int, int], block: tuple[int, int]) -> str
     return f"k{k}_{cell[0]}_{cell[1]}_b{block[0]}_{block[1]}.npz"
 
 
-def save_cell_part(path: Path, row0: int, col0: int, shape: tuple[int, int], bits: np.ndarray,
-                   values: np.ndarray) -> None:
-    """A block's share of a network cell, as :class:`geoseg.vectorize.blocks.CellPart` packs it: mask as bits,
-    probabilities (float16) at mask pixels only."""
-    save_arrays(path, {"origin": np.array([row0, col0, *shape], np.int64), "bits": bits, "values": values})
+def save_cell_part(path: Path, window: Window, bits: np.ndarray, values: np.ndarray) -> None:
+    """A block's share (``window`` of the scene) of a network cell, as :class:`geoseg.vectorize.blocks.CellPart`
+    packs it: mask as bits, probabilities (float16) at mask pixels only."""
+    origin = [int(window.row_off), int(window.col_off), int(window.height), int(window.width)]
+    save_arrays(path, {"origin": np.array(origin, np.int64), "bits": bits, "values": values})
 
 
-def load_cell_part(path: Path) -> tuple[int, int, np.ndarray, np.ndarray]:
+def load_cell_part(path: Path) -> tuple[Window, np.ndarray, np.ndarray]:
     arrays = load_arrays(path)
     row0, col0, h, w = arrays["origin"].tolist()
     mask = np.unpackbits(arrays["bits"], count=h * w).reshape(h, w).astype(bool)
     prob = np.zeros((h, w), np.float32)
     prob[mask] = arrays["values"]
-    return row0, col0, mask, prob
+    return Window(col0, row0, w, h), mask, prob
 
 
 # --- the workers must see the staging folders -----------------------------------------------------------------

@@ -10,7 +10,7 @@ import time
 from typing import Callable
 
 from geoseg.errors import SceneError
-from geoseg.grid import Block, TileSpec
+from geoseg.tiling import Block, TileSpec
 from geoseg.scene import SceneInfo
 
 PROGRESS_EVERY_S = 30.0  # a progress line in logs this often (the terminal gets a live bar instead)

@@ -19,7 +19,7 @@ import numpy as np
 
 from geoseg.bands import check_band_count, select_bands
 from geoseg.errors import BundleError, ConfigError, OutputError, SceneError
-from geoseg.grid import TileSpec, check_tiling
+from geoseg.tiling import TileSpec, check_tiling
 from geoseg.models.bundle import BundleMeta, gsd_mismatch, read_meta, resolve_bundle
 from geoseg.paths import (VECTOR_FORMATS, PathLike, check_distinct, check_input, check_output,
                           check_raster_suffix)

@@ -265,17 +265,19 @@ def _read_all(path: str, config: Any) -> float:
     ``infer`` would use: the reading alone."""
     from concurrent.futures import ThreadPoolExecutor
 
+    from rasterio.windows import Window
+
     from geoseg.predict import cpu_count
     from geoseg.scene import open_scene, read_block
 
     info = open_scene(path)
     block, halo = config.block_size or 1024, 64
-    jobs = [((r - halo, min(r + block, info.height) + halo), (c - halo, min(c + block, info.width) + halo))
+    jobs = [Window(c - halo, r - halo, min(block, info.width - c) + 2 * halo, min(block, info.height - r) + 2 * halo)
             for r in range(0, info.height, block) for c in range(0, info.width, block)]
     bands = tuple(range(1, info.data_bands + 1))
 
-    def read(job: tuple[tuple[int, int], tuple[int, int]]) -> int:
-        data, _ = read_block(info, bands, *job)
+    def read(job: Window) -> int:
+        data, _ = read_block(info, bands, job)
         return int(data.size)
 
     t0 = time.perf_counter()

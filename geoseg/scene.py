@@ -27,45 +27,33 @@ from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 
 from geoseg.errors import SceneError, SceneNotFoundError, SceneReadError
-from geoseg.grid import reflect_index
+from geoseg.grid import Grid
+from geoseg.tiling import reflect_index
 from geoseg.remote import env_for, forget_remote, gdal_path, is_remote, read_head, redact, remote_error, remote_stat
 
 # GDAL opens inputs only through this driver (the no-code-from-data invariant's allow-list); COGs are read by
 # GTiff too.
 SCENE_DRIVER = "GTiff"
-# ``--resample``: how imagery is read on the model's grid, and the relative GSD difference below which it is not
+# ``--resample``: how imagery is read on the model's grid (:data:`geoseg.grid.RESAMPLE_EPSILON`: when it is not)
 SCENE_RESAMPLING = Resampling.bilinear
-RESAMPLE_EPSILON = 1e-3
 
 log = logging.getLogger("geoseg")
 _WARNED_STRIPED: set[str] = set()
 
 
 @dataclass(frozen=True)
-class Grid:
-    """A pixel grid in the scene's CRS (small and picklable: it travels to workers inside :class:`SceneInfo`)."""
-
-    transform: Affine
-    width: int
-    height: int
-
-
-@dataclass(frozen=True)
 class SceneInfo:
     """What geoseg needs to know about a scene, read once when it is opened.
 
-    ``width``, ``height`` and ``transform`` describe the grid the pipeline runs on. That is the file's own grid,
-    unless the scene is read at another GSD (:func:`at_gsd`): then ``native`` holds the file's grid (where raster
-    outputs go back to) and every read goes through a GDAL warped VRT onto this one.
+    ``grid`` is the grid the pipeline runs on. That is the file's own grid, unless the scene is read at another
+    GSD (:meth:`at_resolution`): then ``native`` holds the file's grid (where raster outputs go back to) and every
+    read goes through a GDAL warped VRT onto this one.
     """
 
     path: str
-    width: int
-    height: int
+    grid: Grid
     count: int
     dtype: str
-    crs: CRS
-    transform: Affine
     nodata: float | None
     data_bands: int  # bands that are not alpha (alpha only masks)
     native: Grid | None = None  # the file's own grid when read on another one (``--resample``)
@@ -75,34 +63,43 @@ class SceneInfo:
         return f"SceneInfo({redact(self.path)!r}, {self.width}x{self.height}, {self.count} bands, {self.dtype})"
 
     @property
+    def width(self) -> int:
+        return self.grid.width
+
+    @property
+    def height(self) -> int:
+        return self.grid.height
+
+    @property
+    def transform(self) -> Affine:
+        return self.grid.transform
+
+    @property
+    def crs(self) -> CRS:
+        assert self.grid.crs is not None, "an opened scene always has a CRS"
+        return self.grid.crs
+
+    @property
     def pixel_area(self) -> float:
         """Area of one pixel in CRS units squared (works for rotated transforms)."""
-        return abs(self.transform.determinant)
+        return self.grid.pixel_area
 
     @property
     def gsd_m(self) -> float:
         """Pixel size in ground metres (the side of a square pixel of the same area)."""
-        return metres_per_unit(self.crs, self.transform, (self.height, self.width)) * float(np.sqrt(self.pixel_area))
+        return self.grid.gsd_m
 
     @property
     def file_grid(self) -> Grid:
         """The grid of the file on disk (outputs are written on it)."""
-        return self.native or Grid(self.transform, self.width, self.height)
+        return self.native or self.grid
 
-
-def at_gsd(info: SceneInfo, gsd_m: float) -> SceneInfo:
-    """The scene read on a grid of ``gsd_m`` ground metres: same CRS, origin and bounds, rows and columns rounded
-    (so the pixel size is ``gsd_m`` up to that rounding). A geographic scene's degrees per pixel scale by the same
-    ratio. Returned unchanged when the scene is within :data:`RESAMPLE_EPSILON` of ``gsd_m`` already."""
-    grid = info.file_grid  # from the file's own grid, even if ``info`` is resampled already
-    base = dataclasses.replace(info, transform=grid.transform, width=grid.width, height=grid.height, native=None)
-    ratio = base.gsd_m / gsd_m
-    width, height = max(1, round(base.width * ratio)), max(1, round(base.height * ratio))
-    if abs(ratio - 1) <= RESAMPLE_EPSILON or (width, height) == (base.width, base.height):
-        return base
-    # scaling the pixel axes keeps the origin, rotation and the exact bounds of the scene
-    transform = base.transform * Affine.scale(base.width / width, base.height / height)
-    return dataclasses.replace(base, width=width, height=height, transform=transform, native=base.file_grid)
+    def at_resolution(self, gsd_m: float) -> "SceneInfo":
+        """The scene read on its file's grid at ``gsd_m`` ground metres (:meth:`Grid.at_resolution`): on the
+        file's own grid when that is within :data:`geoseg.grid.RESAMPLE_EPSILON` of ``gsd_m`` already."""
+        file = self.file_grid  # from the file's own grid, even if this scene is resampled already
+        grid = file.at_resolution(gsd_m)
+        return dataclasses.replace(self, grid=grid, native=None if grid == file else file)
 
 
 @contextlib.contextmanager
@@ -128,8 +125,8 @@ def open_scene(path: str | os.PathLike[str]) -> SceneInfo:
             warnings.simplefilter("ignore", NotGeoreferencedWarning)
             with open_file(path) as src:
                 alpha = sum(ci == ColorInterp.alpha for ci in src.colorinterp)
-                info = SceneInfo(path, src.width, src.height, src.count, src.dtypes[0], src.crs, src.transform,
-                                 src.nodata, src.count - alpha, version=version)
+                info = SceneInfo(path, Grid.of(src), src.count, src.dtypes[0], src.nodata, src.count - alpha,
+                                 version=version)
                 gcps, _ = src.gcps
                 has_rpcs = src.rpcs is not None
                 striped = src.block_shapes[0][1] >= src.width > 1024
@@ -141,12 +138,12 @@ def open_scene(path: str | os.PathLike[str]) -> SceneInfo:
         reason = f"a {kind} file" if kind else reason
         raise SceneError(f"{path}: not a GeoTIFF ({reason}); geoseg accepts only GeoTIFF/COG scenes: convert it "
                          f"first, e.g. 'gdal_translate -of COG {path} {Path(path).with_suffix('.tif').name}'") from None
-    if info.crs is None or info.transform == Affine.identity():
+    if info.grid.crs is None or info.transform == Affine.identity():
         if gcps or has_rpcs:
             kind = "GCPs" if gcps else "RPCs"
             raise SceneError(f"{path}: georeferenced only by {kind}; warp it to a map grid first, "
                              f"e.g. 'gdalwarp {'-rpc ' if not gcps else ''}-t_srs EPSG:XXXX {path} warped.tif'")
-        no_crs, no_grid = info.crs is None, info.transform == Affine.identity()
+        no_crs, no_grid = info.grid.crs is None, info.transform == Affine.identity()
         what = " and ".join(w for w, missing in (("no CRS", no_crs), ("no geotransform", no_grid)) if missing)
         fix = " ".join(f for f, missing in (("-a_srs EPSG:XXXX", no_crs), ("-a_ullr ULX ULY LRX LRY", no_grid))
                        if missing)
@@ -242,15 +239,15 @@ def forget_handles() -> None:
         _close(cache.popitem()[1])
 
 
-def read_block(info: SceneInfo, bands: tuple[int, ...], rows: tuple[int, int], cols: tuple[int, int]
-               ) -> tuple[np.ndarray, np.ndarray]:
-    """Read global pixel span ``rows x cols`` (may pass the scene edges) with reflect padding.
+def read_block(info: SceneInfo, bands: tuple[int, ...], span: Window) -> tuple[np.ndarray, np.ndarray]:
+    """Read the pixels of window ``span`` (it may pass the scene edges) with reflect padding.
 
     Returns ``(data, valid)``: data ``(bands, h, w)`` in the scene dtype and a boolean validity mask that
     honours nodata values, internal masks and alpha bands (GDAL's dataset mask) and non-finite floats.
     """
-    ri = reflect_index(np.arange(*rows), info.height)
-    ci = reflect_index(np.arange(*cols), info.width)
+    (row0, row1), (col0, col1) = span.toranges()
+    ri = reflect_index(np.arange(int(row0), int(row1)), info.height)
+    ci = reflect_index(np.arange(int(col0), int(col1)), info.width)
     r0, c0 = int(ri.min()), int(ci.min())
     win = Window(c0, r0, int(ci.max()) - c0 + 1, int(ri.max()) - r0 + 1)
     # Raised outside the except clause: the error must cross from a Dask worker, and rasterio's chained GDAL
@@ -318,20 +315,3 @@ def normalise(data: np.ndarray, valid: np.ndarray, scale: float, mean: tuple[flo
     if not valid.all():
         out[:, ~valid] = 0.0
     return out
-
-
-def metres_per_unit(crs: CRS, transform: Affine, shape: tuple[int, int] | None = None) -> float:
-    """Ground metres per CRS unit: for a geographic CRS the side of a square with the area of one degree², at
-    the scene's centre (its top-left without ``shape``), on the CRS's own ellipsoid (pyproj's geodesics)."""
-    if not crs.is_geographic:
-        return float(crs.linear_units_factor[1])
-    import pyproj
-
-    rows, cols = shape or (0, 0)
-    lon, lat = transform * (cols / 2, rows / 2)
-    geod = pyproj.CRS.from_user_input(crs.to_wkt()).get_geod() or pyproj.Geod(ellps="WGS84")
-    h = 1e-3  # degrees: central differences over ~100 m, where the scale is linear to 1e-9
-    lat = float(np.clip(lat, -90 + 2 * h, 90 - 2 * h))
-    east = geod.inv(lon - h, lat, lon + h, lat)[2] / (2 * h)  # metres per degree of longitude here
-    north = geod.inv(lon, lat - h, lon, lat + h)[2] / (2 * h)  # metres per degree of latitude here
-    return float(np.sqrt(east * north))

@@ -83,8 +83,9 @@ def configure() -> None:
 
 
 def worker_plugin() -> Any:
-    """A Dask worker plugin that runs :func:`configure` in every worker (``client.register_plugin(...)``): workers
-    of a remote cluster get the same settings as local ones."""
+    """A Dask worker plugin that runs :func:`configure` in every worker (``client.register_plugin(...)``) and
+    trims distributed's housekeeping there (:func:`geoseg.engine.lean_worker`; ``GEOSEG_LEAN_WORKER=0`` on a
+    worker keeps distributed's own settings): workers of a remote cluster get the same settings as local ones."""
     from distributed.diagnostics.plugin import WorkerPlugin
 
     class Configure(WorkerPlugin):
@@ -92,5 +93,9 @@ def worker_plugin() -> Any:
 
         def setup(self, worker: Any) -> None:
             configure()
+            if os.environ.get("GEOSEG_LEAN_WORKER", "1") != "0":
+                from geoseg.engine import lean_worker
+
+                lean_worker(worker)
 
     return Configure()

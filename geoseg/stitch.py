@@ -12,7 +12,7 @@ from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
-from geoseg.grid import Block, TileSpec, tile_offsets
+from geoseg.tiling import Block, TileSpec, tile_offsets
 from geoseg.predict import CoreBatch, TileBatch
 
 # batches of raw tiles in, their cores out, in order (``Predictor.feed`` with its settings bound)

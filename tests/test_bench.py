@@ -18,7 +18,8 @@ from geoseg.cli import main
 
 def test_bench_infer_processes_splits_cpu_and_projects(tiny_bundle: Path, tmp_path: Path) -> None:
     res = CliRunner().invoke(main, ["bench", "infer", "--size", "256", "--model", str(tiny_bundle), "--scheduler",
-                                    "processes", "--workers", "2", "--workdir", str(tmp_path), "--project-cores", "8"])
+                                    "processes", "--workers", "2", "--workdir", str(tmp_path), "--project-cores", "8",
+                                    "--marginal-from", "128"])
     assert res.exit_code == 0, res.output
     r = json.loads(res.output.strip().splitlines()[-1])
     print(r)  # shown when an assertion fails
@@ -29,6 +30,17 @@ def test_bench_infer_processes_splits_cpu_and_projects(tiny_bundle: Path, tmp_pa
     assert r["worker_cpu_s"] > r["worker_model_cpu_s"] > 0  # the workers' process CPU holds their block stages
     nonmodel = (r["worker_cpu_s"] - r["worker_model_cpu_s"]) / mpx
     assert r["worker_nonmodel_cpu_s_per_mpx"] == pytest.approx(nonmodel, rel=1e-2)
+    # where the non-model CPU went: its parts are measured, not derived from the total
+    parts = r["worker_cpu_parts_s"]
+    assert parts["task:run_block"] > r["worker_model_cpu_s"] and parts["event_loop"] > 0
+    assert parts["task_threads"] + parts["event_loop"] + parts["other_threads"] <= r["worker_cpu_s"] * 1.05
+    # the marginal: what 256² adds over 128², per Mpx it adds (the smaller run's own report comes with it)
+    small, m = r["marginal_from_run"], r["marginal"]
+    added = mpx - 128 * 128 / 1e6
+    assert small["size"] == 128 and m["megapixels_added"] == pytest.approx(added, abs=0.01)
+    for key, of in (("marginal_driver_cpu_s_per_mpx", "driver_cpu_s"),
+                    ("marginal_worker_nonmodel_cpu_s_per_mpx", "worker_nonmodel_cpu_s")):
+        assert m[key] == pytest.approx((r[of] - small[of]) / added, abs=0.002 / added)
     p = r["projection"]
     assert p["cores"] == 8 and p["model_rate"].startswith("measured")
     assert p["serial_mpx_s"] == pytest.approx(1 / r["driver_cpu_s_per_mpx"], rel=1e-2)

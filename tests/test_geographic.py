@@ -6,7 +6,8 @@ import pyproj
 import pytest
 from affine import Affine
 
-from geoseg.scene import metres_per_unit, open_scene
+from geoseg.grid import metres_per_unit
+from geoseg.scene import open_scene
 
 DEG = 5e-6  # degrees per pixel: about 0.55 m at the equator
 

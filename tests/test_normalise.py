@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from rasterio.windows import Window
 
 from geoseg.scene import normalise, open_scene, read_block, to_unit
 from geoseg.synth import SynthSpec, write_scene
@@ -26,7 +27,7 @@ def test_training_input_equals_inference_input_nodata_included(tmp_path, dtype):
     sampler = WindowSampler([scene], [Region(0, 0, 0, 128, 128)], cfg, seed=0)  # the one 128 px window
     x, _ = to_tensors(sampler.batch(1, 1), cfg, torch.device("cpu"))
     info = open_scene(image)
-    data, valid = read_block(info, cfg.band_indexes, (0, 128), (0, 128))
+    data, valid = read_block(info, cfg.band_indexes, Window.from_slices((0, 128), (0, 128), boundless=True))
     scale = {"uint8": 255.0, "uint16": 65535.0}[dtype]
     served = normalise(data, valid, scale, cfg.mean, cfg.std)  # what infer feeds the model for this tile
     assert (~valid).sum() > 128 * 10  # the nodata border is in the window

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from geoseg.assemble import assemble_raster, assemble_vectors, run_reduce
-from geoseg.grid import block_side, make_blocks
+from geoseg.tiling import block_side, make_blocks
 from geoseg.infer import BlockJob, Outputs, infer, run_block, vector_spec
 from geoseg.parts import load_arrays
 from geoseg.pipeline import ClassPost, InferConfig

@@ -34,7 +34,8 @@ def test_progress_lines_estimate_then_every_period_then_done() -> None:
 def test_scene_declaring_no_pixels_fails_fast(make_scene: Any) -> None:
     info = open_scene(make_scene())
     check_declared(info)
-    for empty in (dict(width=0), dict(height=0), dict(count=0)):
+    no_cols, no_rows = dataclasses.replace(info.grid, width=0), dataclasses.replace(info.grid, height=0)
+    for empty in (dict(grid=no_cols), dict(grid=no_rows), dict(count=0)):
         with pytest.raises(SceneError, match="no pixels to segment"):
             check_declared(dataclasses.replace(info, **empty))
 

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import shapely
 from rasterio.features import rasterize
+from rasterio.windows import Window
 from scipy import ndimage
 
 from geoseg.metrics import match_objects
@@ -37,7 +38,7 @@ def right_angled(poly: shapely.Polygon, corners: int | None = None) -> bool:
 def traced(truth: shapely.Polygon, shape: tuple[int, int]) -> shapely.Polygon:
     """The pixel outline of ``truth`` rasterised by the pixel-centre rule (as a model's perfect mask would be)."""
     mask = rasterize([(truth, 1)], out_shape=shape, dtype="uint8")
-    return shapely.simplify(label_polygons(mask, 0, 0)[1], 0.0)
+    return shapely.simplify(label_polygons(mask, Window(0, 0, shape[1], shape[0]))[1], 0.0)
 
 
 def footprints(seed: int, n: int) -> list[shapely.Polygon]:
@@ -79,8 +80,8 @@ def test_vectoriser_on_a_truth_raster_squares_without_losing_matches():
     truth = make_truth(spec)
     classes = label_window(truth, spec.transform, (spec.height, spec.width))
 
-    def read(r0: int, c0: int, h: int, w: int):
-        c = classes[r0:r0 + h, c0:c0 + w]
+    def read(win: Window):
+        c = classes[win.toslices()]
         return c, np.stack([np.where(c == k, 0.9, 0.05) for k in range(3)]).astype(np.float32), {}
 
     def run(**post: object) -> np.ndarray:
@@ -107,7 +108,7 @@ def blobs(seed: int) -> list[shapely.Polygon]:
         field = ndimage.gaussian_filter(rng.random((90, 90)), sigma)
         mask = field > np.quantile(field, 0.6)
         labels, n = ndimage.label(mask)
-        out += list(label_polygons(labels.astype(np.int32), 0, 0).values())
+        out += list(label_polygons(labels.astype(np.int32), Window(0, 0, labels.shape[1], labels.shape[0])).values())
     return out
 
 
@@ -139,7 +140,7 @@ def test_courtyards_are_squared_and_specks_filled():
     yard = shapely.affinity.rotate(shapely.box(38, 35, 62, 55), 23, origin=(50, 45))
     mask = rasterize([(outer.difference(yard), 1)], out_shape=(100, 100), dtype="uint8")
     mask[45, 30] = 0  # a one-pixel speck in the roof
-    raw = shapely.simplify(label_polygons(mask, 0, 0)[1], 0.0)
+    raw = shapely.simplify(label_polygons(mask, Window(0, 0, mask.shape[1], mask.shape[0]))[1], 0.0)
     assert len(raw.interiors) == 2
     out = regularize(raw, 2.0)
     assert len(out.interiors) == 1 and right_angled(out, 8)

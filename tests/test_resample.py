@@ -12,6 +12,7 @@ import numpy as np
 import pyogrio
 import pytest
 import rasterio
+from rasterio.windows import Window
 import shapely
 from affine import Affine
 from click.testing import CliRunner
@@ -20,7 +21,7 @@ from geoseg.cli import main
 from geoseg.infer import CLASS_NODATA, PROB_NODATA, infer
 from geoseg.models import load_bundle, save_bundle
 from geoseg.pipeline import InferConfig, load_pipeline
-from geoseg.scene import at_gsd, open_scene, read_block
+from geoseg.scene import open_scene, read_block
 from tests.test_infer import geometry_set, linear_bundle
 
 UTM = Affine(0.5, 0, 500000, 0, -0.5, 5000000)
@@ -112,7 +113,7 @@ def test_without_resample_warns_and_runs_on_the_scene_grid(make_scene, tmp_path,
 
 def test_resample_at_the_models_gsd_is_a_no_op(make_scene, tmp_path):
     scene = drawn(make_scene, 384, 352, transform=UTM)
-    assert at_gsd(open_scene(scene), 0.5 * (1 + 1e-4)).native is None
+    assert open_scene(scene).at_resolution(0.5 * (1 + 1e-4)).native is None
     bundle = bundle_at(tmp_path / "lin.safetensors", 0.5)
     plain = run(scene, tmp_path, "a", bundle)
     same = run(scene, tmp_path, "b", bundle, resample=True)
@@ -141,9 +142,10 @@ def test_masks_keep_their_meaning_on_the_model_grid(kind, make_scene):
     if kind == "internal-mask":
         with rasterio.Env(GDAL_TIFF_INTERNAL_MASK=True), rasterio.open(path, "r+") as dst:
             dst.write_mask(mask)
-    info = at_gsd(open_scene(path), 1.0)
+    info = open_scene(path).at_resolution(1.0)
     assert (info.width, info.height, info.transform) == (64, 48, UTM * Affine.scale(2))
-    got, valid = read_block(info, (1, 2, 3), (-4, 52), (0, 64))  # past the top and bottom: reflected
+    # past the top and bottom: reflected
+    got, valid = read_block(info, (1, 2, 3), Window.from_slices((-4, 52), (0, 64), boundless=True))
     assert got.shape == (3, 56, 64)
     expected = np.pad(mask[::2, ::2] > 0, ((4, 4), (0, 0)), mode="reflect")
     assert np.array_equal(valid, expected)
@@ -169,7 +171,7 @@ def test_geographic_scene(make_scene, tmp_path):
     bundle = bundle_at(tmp_path / "lin.safetensors", 2 * info.gsd_m)  # half the scene's resolution, in metres
     summary = run(scene, tmp_path, "g", bundle, resample=True)
     assert summary.resampled == pytest.approx((info.gsd_m, 2 * info.gsd_m))
-    assert at_gsd(info, 2 * info.gsd_m).transform == transform * Affine.scale(2)  # degrees per pixel doubled
+    assert info.at_resolution(2 * info.gsd_m).transform == transform * Affine.scale(2)  # degrees per pixel doubled
     out, cls, _ = outputs(tmp_path, "g")
     with rasterio.open(cls) as src:
         assert (src.width, src.height, src.transform, src.crs) == (384, 352, transform, "EPSG:4326")

@@ -8,8 +8,9 @@ from typing import Any
 import numpy as np
 import pytest
 import rasterio
+from rasterio.windows import Window
 
-from geoseg.grid import reflect_index
+from geoseg.tiling import reflect_index
 from geoseg.models import BundleMeta, ClassInfo
 from geoseg.scene import normalise, open_scene, read_block
 
@@ -46,7 +47,7 @@ def test_read_block_past_the_edges_is_numpy_reflect(make_scene: Any) -> None:
     info = open_scene(make_scene(width=90, height=70))
     with rasterio.open(info.path) as src:
         full = src.read()
-    data, valid = read_block(info, RGB, (-40, 70 + 150), (-100, 90 + 30))
+    data, valid = read_block(info, RGB, Window.from_slices((-40, 70 + 150), (-100, 90 + 30), boundless=True))
     expected = np.pad(full, ((0, 0), (40, 150), (100, 30)), mode="reflect")
     assert data.dtype == np.uint8 and np.array_equal(data, expected)
     assert valid.shape == data.shape[1:] and valid.all()
@@ -56,7 +57,7 @@ def test_read_block_inside_reads_only_the_window(make_scene: Any) -> None:
     info = open_scene(make_scene())
     with rasterio.open(info.path) as src:
         full = src.read()
-    data, valid = read_block(info, (3, 1), (10, 75), (130, 290))
+    data, valid = read_block(info, (3, 1), Window.from_slices((10, 75), (130, 290), boundless=True))
     assert np.array_equal(data, full[[2, 0], 10:75, 130:290]) and valid.all()
 
 
@@ -66,7 +67,7 @@ def test_one_pixel_wide_scene(width: int, height: int, make_scene: Any) -> None:
     assert (info.width, info.height) == (width, height)
     with rasterio.open(info.path) as src:
         full = src.read()
-    data, valid = read_block(info, RGB, (-32, height + 32), (-32, width + 32))
+    data, valid = read_block(info, RGB, Window.from_slices((-32, height + 32), (-32, width + 32), boundless=True))
     assert data.shape == (3, height + 64, width + 64) and valid.all()
     assert np.array_equal(data, np.pad(full, ((0, 0), (32, 32), (32, 32)), mode="reflect"))
 
@@ -96,7 +97,7 @@ def test_nodata_is_invalid_when_every_band_is_nodata(make_scene: Any) -> None:
     data[:, 20:40, 50:90] = 0
     data[0, 100:110, 100:110] = 0  # only red is 0: a real (dark red) pixel, still valid
     info = open_scene(make_scene(data=data, nodata=0))
-    got, valid = read_block(info, RGB, (0, 200), (0, 300))
+    got, valid = read_block(info, RGB, Window.from_slices((0, 200), (0, 300), boundless=True))
     assert np.array_equal(got, data)
     expected = np.ones((200, 300), bool)
     expected[20:40, 50:90] = False
@@ -111,7 +112,7 @@ def test_internal_mask_is_invalid(make_scene: Any) -> None:
         dst.write_mask(mask)
     assert not list(path.parent.glob("*.msk")), "the mask should be internal"
     info = open_scene(path)
-    _, valid = read_block(info, RGB, (-10, 210), (-10, 310))
+    _, valid = read_block(info, RGB, Window.from_slices((-10, 210), (-10, 310), boundless=True))
     assert np.array_equal(valid, np.pad(mask > 0, 10, mode="reflect"))
 
 
@@ -122,7 +123,7 @@ def test_alpha_band_masks_and_is_not_a_data_band(make_scene: Any) -> None:
     path = make_scene(data=data, bands=4)  # GDAL marks a 4 x uint8 band as RGBA by default
     info = open_scene(path)
     assert info.count == 4 and info.data_bands == 3
-    got, valid = read_block(info, RGB, (0, 200), (0, 300))
+    got, valid = read_block(info, RGB, Window.from_slices((0, 200), (0, 300), boundless=True))
     assert np.array_equal(got, data[:3])
     assert np.array_equal(valid, data[3] > 0)
 
@@ -133,7 +134,7 @@ def test_non_finite_floats_and_float_nodata_are_invalid(make_scene: Any) -> None
     data[2, 50, 60] = np.inf
     data[:, 100:120, 0:10] = -9999.0
     info = open_scene(make_scene(data=data, dtype="float32", nodata=-9999.0))
-    _, valid = read_block(info, RGB, (0, 200), (0, 300))
+    _, valid = read_block(info, RGB, Window.from_slices((0, 200), (0, 300), boundless=True))
     expected = np.ones((200, 300), bool)
     expected[5, 7] = expected[50, 60] = False
     expected[100:120, 0:10] = False
@@ -151,7 +152,7 @@ def test_uint16_and_float32_normalise_like_uint8(make_scene: Any) -> None:
     for dtype, data in variants.items():
         info = open_scene(make_scene(f"{dtype}.tif", data=data, dtype=dtype))
         assert info.dtype == dtype
-        got, valid = read_block(info, RGB, (-20, 220), (-20, 320))
+        got, valid = read_block(info, RGB, Window.from_slices((-20, 220), (-20, 320), boundless=True))
         assert got.dtype == np.dtype(dtype) and valid.all()
         out[dtype] = normalise(got, valid, META.scale_for(got.dtype), META.mean, META.std)
     expected = (np.pad(base, ((0, 0), (20, 20), (20, 20)), mode="reflect") / 255.0

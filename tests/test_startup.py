@@ -67,6 +67,49 @@ def test_worker_plugin_configures_worker_processes() -> None:
     assert list(seen.values()) == [1]
 
 
+def _housekeeping(dask_worker: object) -> dict[str, object]:
+    callbacks = dask_worker.periodic_callbacks  # type: ignore[attr-defined]
+    return {"profile": "profile" in callbacks, "heartbeat": "heartbeat" in callbacks,
+            "monitor_ms": callbacks["monitor"].callback_time, "tick_ms": callbacks["tick"].callback_time,
+            "disk": dask_worker.monitor.monitor_disk_io}  # type: ignore[attr-defined]
+
+
+def test_worker_plugin_trims_housekeeping_of_a_worker_started_without_geoseg() -> None:
+    """A worker started with distributed's defaults (as a user's ``dask worker`` is) gets the lean settings
+    from the plugin at run time; its heartbeats stay."""
+    import dask
+    from distributed import Client, LocalCluster
+
+    from geoseg.engine import LEAN_INTERVALS_MS, configure_workers
+
+    with dask.config.set({"distributed.worker.profile.enabled": True, "distributed.admin.system-monitor.disk": True,
+                          "distributed.admin.system-monitor.interval": "500ms"}):
+        cluster = LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None)
+    with cluster, Client(cluster, set_as_default=False) as client:
+        before = next(iter(client.run(_housekeeping).values()))
+        configure_workers(client)
+        after = next(iter(client.run(_housekeeping).values()))
+    assert before["profile"] and before["disk"] and before["monitor_ms"] < LEAN_INTERVALS_MS["monitor"]
+    assert after == {"profile": False, "heartbeat": True, "monitor_ms": LEAN_INTERVALS_MS["monitor"],
+                     "tick_ms": LEAN_INTERVALS_MS["tick"], "disk": False}
+
+
+def test_lean_environ_is_what_dask_reads_as_the_lean_config() -> None:
+    """The ``DASK_...`` variables the README gives cluster users (and the bench's workers get) mean LEAN_CONFIG."""
+    import dask
+
+    from geoseg.engine import LEAN_CONFIG, lean_environ
+
+    read = dask.config.collect_env(lean_environ())
+    for key, value in LEAN_CONFIG.items():
+        node = read
+        for part in key.split("."):
+            node = node[part.replace("-", "_")] if part.replace("-", "_") in node else node[part]
+        assert node == value, key
+    readme = " ".join((Path(__file__).parents[1] / "README.md").read_text().split())
+    assert " ".join(f"{k}={v}" for k, v in lean_environ().items()) in readme  # the line users copy
+
+
 def test_atomic_path_renames_when_complete_and_keeps_the_old_file_on_error(tmp_path: Path) -> None:
     target = tmp_path / "report.json"
     target.write_text("old")

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import rasterio
 
-from geoseg.grid import TileSpec, auto_block_size, make_blocks, tile_offsets
+from geoseg.tiling import TileSpec, auto_block_size, make_blocks, tile_offsets
 from geoseg.predict import CoreBatch, TileBatch
 from geoseg.scene import forget_handles, open_scene, scene_handle
 from geoseg.stitch import class_raster, predict_block

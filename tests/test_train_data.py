@@ -14,6 +14,7 @@ import torch
 from rasterio.windows import Window
 from rasterio.windows import transform as window_transform
 
+from geoseg.grid import Grid
 from geoseg.synth import SynthSpec, label_window, write_scene
 from geoseg.train.config import DataConfig, SceneSource, TrainConfig
 from geoseg.train.data import Region, WindowSampler, load_scene, split_regions
@@ -48,7 +49,7 @@ def test_vector_labels_match_the_painter_in_any_label_crs(synth, tmp_path):
         with rasterio.open(image) as src:
             win = Window(40, 30, 200, 150)
             tf = window_transform(win, src.transform)
-        got = scene.labels.window(tf, (150, 200))
+        got = scene.labels.window(Grid(tf, 200, 150))
         want = label_window(layers, tf, (150, 200))
         assert (got == want).mean() >= min_agree
         assert (want == 1).sum() > 500  # the window has buildings to compare
@@ -67,7 +68,7 @@ def test_label_raster_gives_the_same_windows(synth, tmp_path):
     vec = load_scene(image, config(), labels=str(truth))
     with rasterio.open(image) as src:
         tf = window_transform(Window(100, 50, 96, 80), src.transform)
-    assert (scene.labels.window(tf, (80, 96)) == vec.labels.window(tf, (80, 96))).all()
+    assert (scene.labels.window(Grid(tf, 96, 80)) == vec.labels.window(Grid(tf, 96, 80))).all()
     assert len(scene.positives) > 0  # positives found on the label raster too
 
 

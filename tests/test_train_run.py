@@ -111,6 +111,14 @@ def test_interrupted_then_resumed_run_gives_identical_weights(tmp_path, scenes):
     assert steps == [1, 2, 3, 4, 5, 6]  # the log continues without the redone steps twice
 
 
+def test_training_keeps_its_thread_count_after_validation(tmp_path, scenes):
+    # validation predicts through infer, whose threads set one torch thread each: the training thread keeps its own
+    cfg = load_train_config(recipe(tmp_path, scenes, steps=1, epoch_steps=1, log_every=1, threads=2))
+    seen: list[tuple[str, int]] = []  # the val record is logged in the training thread once validation is done
+    train(cfg, log=lambda rec: seen.append((rec["kind"], torch.get_num_threads())))
+    assert seen == [("train", 2), ("val", 2)]
+
+
 def test_init_starts_from_a_bundle_and_refuses_one_that_does_not_fit(tmp_path, scenes):
     torch.manual_seed(1)
     start = save_bundle(tmp_path / "start.safetensors", build_model("smp:Unet", **TINY_ARGS),

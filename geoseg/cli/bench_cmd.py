@@ -38,6 +38,9 @@ def bench() -> None:
               help="With --scheduler processes: project Mpx/s to a machine with this many cores.")
 @click.option("--project-model-mpx-s", type=click.FloatRange(min=0, min_open=True),
               help="Model rate for the projection, e.g. a GPU's (default: the model-only bound measured here).")
+@click.option("--marginal-from", type=click.IntRange(min=64),
+              help="With --scheduler processes: first run this smaller size too, and report the driver's and the "
+              "workers' non-model CPU per Mpx the larger scene adds (fixed costs cancel: 'marginal').")
 @click.option("--classes-out", type=click.Path(dir_okay=False), hidden=True, help="Keep the class raster here.")
 @click.option("--remote", is_flag=True, help="Also read the scene (as a COG) over loopback HTTP: identical outputs, "
               "bytes fetched vs file size, Mpx/s remote vs local (geoseg.remote_bench).")
@@ -46,7 +49,8 @@ def bench() -> None:
 def bench_infer_cmd(size: int, model: str | None, block_size: int | None, batch_size: int | None, workers: int | None,
                     scheduler: str, device: str, runtime: str, precision: str | None, workdir: str | None,
                     no_vectors: bool, no_model_only: bool, baseline: bool, repeat: int, project_cores: int,
-                    project_model_mpx_s: float | None, classes_out: str | None, remote: bool, verbose: int) -> None:
+                    project_model_mpx_s: float | None, marginal_from: int | None, classes_out: str | None,
+                    remote: bool, verbose: int) -> None:
     """End-to-end inference vs the model-only bound on the same tiles, peak RSS, time per stage; with
     --scheduler processes also driver and worker CPU per Mpx and the Mpx/s projected to --project-cores."""
     from geoseg.bench import bench_infer, bench_repeat
@@ -82,10 +86,18 @@ def bench_infer_cmd(size: int, model: str | None, block_size: int | None, batch_
 
         click.echo(json.dumps(bench_infer_remote(size, config, Path(workdir) if workdir else None, not no_vectors)))
         return
+    small = None
+    if marginal_from:
+        from geoseg.bench import marginal_split
+
+        small = bench_infer(marginal_from, config, Path(workdir) if workdir else None, vectors=not no_vectors,
+                            model_only=False, project_cores=project_cores, project_model_mpx_s=project_model_mpx_s)
     result = bench_infer(size, config, Path(workdir) if workdir else None, vectors=not no_vectors,
                          model_only=not no_model_only, baseline=baseline, project_cores=project_cores,
                          project_model_mpx_s=project_model_mpx_s,
                          classes_out=Path(classes_out) if classes_out else None)
+    if small is not None:
+        result = {**result, "marginal": marginal_split(small, result), "marginal_from_run": small}
     click.echo(json.dumps(result))
 
 

@@ -11,6 +11,7 @@ import numpy as np
 import shapely
 from pyproj import CRS
 
+from geoseg.grid import map_points
 from geoseg.synth.confusers import place_confusers
 from geoseg.synth.layout import _FIELD_VEG, _crown_polys, _fields, _place_buildings, _road_lines, _roof_colours, _trees
 from geoseg.synth.looks import Look, resolve_look
@@ -54,10 +55,7 @@ def _map(geoms: np.ndarray, spec: SynthSpec, scale: float) -> np.ndarray:
     """Local metres -> pixel frame (scale=1/m) -> map coordinates with the scene transform."""
     t = spec.transform
 
-    def f(c: np.ndarray) -> np.ndarray:
-        x, y = c[:, 0] * scale, c[:, 1] * scale
-        return np.column_stack([t.a * x + t.b * y + t.c, t.d * x + t.e * y + t.f])
-    return shapely.transform(np.asarray(geoms, dtype=object), f)
+    return shapely.transform(np.asarray(geoms, dtype=object), lambda c: map_points(t, c * scale))
 
 
 def _roads(rng: np.random.Generator, spec: SynthSpec, w: float, h: float) -> tuple[list, list, list, shapely.STRtree]:

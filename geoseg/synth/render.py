@@ -13,6 +13,7 @@ from rasterio.windows import Window
 from scipy import ndimage
 
 from geoseg.errors import ConfigError
+from geoseg.grid import Grid, map_points
 from geoseg.synth.confusers import ON_ROAD
 from geoseg.synth.model import _model
 from geoseg.synth.noise import _grid_noise, _hash, _unit
@@ -21,8 +22,7 @@ from geoseg.synth.terraces import HAS_NEXT, HAS_PREV, UX, UY, unit_cues
 
 
 def _footprint(transform: Affine, shape: tuple[int, int]) -> shapely.Polygon:
-    h, w = shape
-    return shapely.polygons([transform @ xy for xy in ((0, 0), (w, 0), (w, h), (0, h))])
+    return Grid(transform, shape[1], shape[0]).footprint()
 
 
 def _query(gdf: gpd.GeoDataFrame | None, area: shapely.Geometry) -> np.ndarray:
@@ -254,8 +254,7 @@ def _paint_roofs(spec, blds, bi, geoms, img, veg, bld, wtf, rows, cols, mid) -> 
     kind = blds["kind"].to_numpy(str)[bi] if "kind" in blds else np.where(
         shapely.area(geoms) * (m / spec.gsd) ** 2 > 500, "flat", "house")
     inv = ~spec.transform
-    gpx = shapely.transform(geoms, lambda c: np.column_stack(
-        [inv.a * c[:, 0] + inv.b * c[:, 1] + inv.c, inv.d * c[:, 0] + inv.e * c[:, 1] + inv.f]))
+    gpx = shapely.transform(geoms, lambda c: map_points(inv, c))
     env = shapely.get_coordinates(shapely.oriented_envelope(gpx))
     flat = kind == "flat"
     panel = np.zeros(rr.size, bool)

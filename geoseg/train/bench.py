@@ -17,8 +17,6 @@ from geoseg.train.loop import synth_scenes, to_tensors, train
 from geoseg.train.losses import MultitaskLoss
 from geoseg.models.registry import build_model
 
-ROOT = Path(__file__).resolve().parent.parent.parent
-
 
 def bench_train(recipe: str | Path, steps: int = 10, batch_size: int | None = None, window: int | None = None,
                 device: str = "auto", threads: int | None = None, size: int = 512) -> dict:

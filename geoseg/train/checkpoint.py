@@ -7,13 +7,13 @@ sampler seeds every batch from the step), so a resumed run continues bit for bit
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from geoseg.errors import ConfigError
+from geoseg.tempfiles import atomic_path
 
 STATE_FILE = "state.safetensors"
 _TENSOR = "__tensor__"
@@ -55,12 +55,8 @@ def save_state(run_dir: Path, state: dict[str, Any]) -> Path:
     tensors: dict[str, torch.Tensor] = {}
     tree = _split(state, "s", tensors)
     path = run_dir / STATE_FILE
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
+    with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata={"state": json.dumps(tree)})
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 

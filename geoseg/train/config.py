@@ -124,10 +124,6 @@ class TrainConfig:
     recipe: str = ""  # the pipeline file this came from (set by the loader; recorded in the bundle)
 
     @property
-    def class_names(self) -> tuple[str, ...]:
-        return tuple(c["name"] for c in self.classes)
-
-    @property
     def n_classes(self) -> int:
         return len(self.classes)
 

@@ -18,15 +18,14 @@ import rasterio
 import shapely
 from affine import Affine
 from rasterio.windows import Window
-from rasterio.windows import transform as window_transform
 from scipy import ndimage
 
 from geoseg.errors import ConfigError
+from geoseg.grid import Grid
 from geoseg.scene import open_scene, to_unit
 from geoseg.train.config import DataConfig, TrainConfig
 from geoseg.train.labels import IGNORE, LabelSource, load_labels
 from geoseg.train.targets import boundary_target, distance_target
-from geoseg.vectorize import apply_affine
 
 RANGES = {"u1": 255.0, "u2": 65535.0, "f4": 1.0, "f8": 1.0}  # pixel value that maps to 1.0, per dtype
 
@@ -42,6 +41,10 @@ class LabelledScene:
     transform: Affine
     dtype: str
     positives: np.ndarray  # (n, 2) rows/cols
+
+    @property
+    def grid(self) -> Grid:
+        return Grid(self.transform, self.width, self.height, self.labels.crs)
 
 
 @dataclass(frozen=True)
@@ -66,16 +69,15 @@ def load_scene(image: str | Path, cfg: TrainConfig, labels: str = "", label_rast
         raise ConfigError(f"{image}: has {info.count} band(s) but train.band_indexes asks for "
                           f"{list(cfg.band_indexes)}; set band_indexes to bands the scene has")
     data = cfg.data or DataConfig()
-    source = load_labels(str(image), info.crs, info.transform, (info.width, info.height), cfg.classes, labels,
-                         label_raster, data.layer, data.class_field)
+    source = load_labels(str(image), info.grid, cfg.classes, labels, label_raster, data.layer, data.class_field)
     if source.is_vector:
         geoms = np.concatenate([source.geometries(k) for k in range(1, len(cfg.classes))])
         xy = shapely.get_coordinates(shapely.point_on_surface(geoms)) if len(geoms) else np.zeros((0, 2))
-        colrow = apply_affine(~info.transform, xy)
+        colrow = np.column_stack(info.grid.to_pixel(xy[:, 0], xy[:, 1]))
     else:  # a label raster: positive pixels of a coarse copy on the scene's grid (any label grid is warped)
         step = max(1, max(info.width, info.height) // 512)
         shape = (max(1, info.height // step), max(1, info.width // step))
-        small = source.window(info.transform @ Affine.scale(info.width / shape[1], info.height / shape[0]), shape)
+        small = source.window(info.grid.resized(*shape))
         rr, cc = np.nonzero((small > 0) & (small < len(cfg.classes)))
         colrow = (np.column_stack([cc, rr]).astype(float) + 0.5) * [info.width / shape[1], info.height / shape[0]] \
             if len(rr) else np.zeros((0, 2))
@@ -208,17 +210,17 @@ class WindowSampler:
         """Class mask of the window, plus boundary/distance targets computed with a margin around it (so an
         object cut by the window edge keeps its true edge and centre)."""
         n = self.cfg.window
-        mask = s.labels.window(window_transform(win, s.transform), (n, n))
+        mask = s.labels.window(s.grid.window(win))
         wanted = [k for k in self.kinds if k != "colour"]
         if not wanted:
             return mask, []
         m = self.cfg.label_margin
         big = Window(win.col_off - m, win.row_off - m, n + 2 * m, n + 2 * m)
-        tf, shape = window_transform(big, s.transform), (n + 2 * m, n + 2 * m)
+        grid, shape = s.grid.window(big), (n + 2 * m, n + 2 * m)
         if s.labels.is_vector:
-            inst = s.labels.instances(tf, shape, tuple(range(1, len(self.cfg.classes))))
+            inst = s.labels.instances(grid, tuple(range(1, len(self.cfg.classes))))
         else:
-            lab = s.labels.window(tf, shape)
+            lab = s.labels.window(grid)
             inst, start = np.zeros(shape, np.int32), 0
             for k in range(1, len(self.cfg.classes)):
                 comp, count = ndimage.label(lab == k)

@@ -7,6 +7,8 @@ import hashlib
 import json
 import time
 from contextlib import nullcontext
+from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Callable
 
@@ -103,109 +105,151 @@ def train(cfg: TrainConfig, *, resume: bool = False, log: Callable[[dict], None]
     """Train from scratch (no downloaded weights) or resume exactly; writes the bundle to ``cfg.out``."""
     check_outputs(cfg)
     torch.manual_seed(cfg.seed)
-    threads = cfg.threads or cpu_count()
-    torch.set_num_threads(threads)
+    # this thread's count (OpenMP is per thread); validation's predicting threads set their own, not this one
+    torch.set_num_threads(cfg.threads or cpu_count())
+    run = _setup(cfg, resume, log)
+    run.model.train()
+    start, running = time.perf_counter(), []
+    with step_progress(cfg.steps, run.start_step, progress) as bar:
+        for step in range(run.start_step + 1, cfg.steps + 1):
+            loss, parts = run.step(step)
+            running.append(parts)
+            bar(step, f"loss {loss:.3f}")
+            if step % cfg.log_every == 0 or step == cfg.steps:
+                run.report(step, running, time.perf_counter() - start)
+                running = []
+            if step % cfg.epoch_steps == 0 or step == cfg.steps:
+                run.end_epoch(step, time.perf_counter() - start)
+                run.model.train()
+    if run.start_step == cfg.steps and _bundle_step(cfg) != cfg.steps:  # resumed after the last bundle failed to save
+        run.end_epoch(cfg.steps, 0.0)
+    return Path(cfg.out)
+
+
+@dataclass
+class _Run:
+    """One training run's state between steps: the model and its optimiser, the data and where records go."""
+
+    cfg: TrainConfig  # with ``arch_args.classes`` filled in (see :func:`_model_config`)
+    device: torch.device
+    model: torch.nn.Module
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LRScheduler
+    loss_fn: MultitaskLoss
+    sampler: WindowSampler
+    scenes: list[LabelledScene]
+    val_regions: list[Region]
+    runlog: RunLog
+    fingerprint: str
+    start_step: int
+    log: Callable[[dict], None] | None
+
+    @property
+    def cuda(self) -> bool:
+        return self.device.type == "cuda"
+
+    @cached_property
+    def loader_threads(self) -> int:
+        return self.cfg.loader_threads or (min(8, cpu_count()) if self.cuda else 1)
+
+    @cached_property
+    def channels(self) -> int:
+        """The output channels the model must return: classes, then heads."""
+        return self.cfg.n_classes + sum(c for _, c in self.cfg.head_channels())
+
+    def step(self, step: int) -> tuple[float, dict[str, float]]:
+        """One optimiser step on the batch of ``step``: (loss, its parts)."""
+        cfg = self.cfg
+        x, targets = to_tensors(self.sampler.batch(step, cfg.batch_size, self.loader_threads), cfg, self.device)
+        if self.cuda:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast("cuda", dtype=torch.bfloat16) if self.cuda and cfg.amp else nullcontext():
+            out = self.model(x)
+        if out.shape[1] != self.channels:
+            raise ConfigError(f"{cfg.recipe}: model {cfg.arch} returns {out.shape[1]} channels; classes + heads "
+                              f"need {self.channels}; fix train.arch_args")
+        loss, parts = self.loss_fn(out, targets)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.clip:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.clip)
+        self.opt.step()
+        self.sched.step()
+        return loss.item(), parts
+
+    def report(self, step: int, running: list[dict[str, float]], seconds: float) -> None:
+        """The mean loss (and its parts) of the steps since the last record, to the log and the callback."""
+        rec = {"kind": "train", "step": step, "loss": float(np.mean([sum(p.values()) for p in running])),
+               **{k: float(np.mean([p[k] for p in running])) for k in running[0]},
+               "lr": self.sched.get_last_lr()[0],
+               "samples_per_s": (step - self.start_step) * self.cfg.batch_size / seconds}
+        self._record(rec)
+
+    def _record(self, rec: dict) -> None:
+        self.runlog.write(rec)
+        if self.log:
+            self.log(rec)
+
+    def end_epoch(self, step: int, seconds: float) -> dict:
+        """Checkpoint first (so no later failure loses the epoch), then validate with the tiled infer path, write
+        the bundle (atomic) and redraw the plot."""
+        cfg, model = self.cfg, self.model
+        try:
+            save_state(cfg.resolved_run_dir, {
+                "step": step, "model": model.state_dict(), "optimizer": self.opt.state_dict(),
+                "scheduler": self.sched.state_dict(), "torch_rng": torch.get_rng_state(), "recipe": _recipe_key(cfg)})
+        except _SAVE_ERRORS as err:
+            raise OutputError(f"{cfg.resolved_run_dir}: could not write the checkpoint of step {step} "
+                              f"({_reason(err)}); free space or fix the folder, then resume") from None
+        model.eval()
+        scores: dict = {}
+        if self.val_regions:
+            meta = bundle_meta(cfg, {"recipe": cfg.recipe, "steps": step})
+            scores = validate(model, meta, self.scenes, self.val_regions, self.device.type, cfg.resolved_run_dir)
+            self._record({"kind": "val", "step": step, **scores})
+        provenance = {"recipe": cfg.recipe, "steps": step, "init": cfg.init, "seconds": round(seconds, 1),
+                      "synth": json.dumps(cfg.synth.__dict__ if cfg.synth else None),
+                      "data": json.dumps([s.__dict__ for s in cfg.data.scenes] if cfg.data else None),
+                      "data_fingerprint": self.fingerprint, "validation": json.dumps(scores)}
+        try:
+            save_bundle(cfg.out, model, bundle_meta(cfg, provenance), half=cfg.half)
+        except _SAVE_ERRORS as err:
+            raise OutputError(f"{cfg.out}: could not write the bundle ({_reason(err)}); the epoch is saved in "
+                              f"{cfg.resolved_run_dir}: fix it and continue with 'geoseg train {cfg.recipe} "
+                              "--resume'") from None
+        plot_curves(self.runlog.records(), cfg.resolved_run_dir / PLOT_FILE)
+        return scores
+
+
+def _setup(cfg: TrainConfig, resume: bool, log: Callable[[dict], None] | None) -> _Run:
+    """Data, model (warm-started or restored), optimiser, schedule and run log, in the order the seeds expect."""
     device = resolve_device(cfg.device)
     scenes, train_regions, val_regions = synth_scenes(cfg) if cfg.synth else user_scenes(cfg)
     sampler = WindowSampler(scenes, train_regions, cfg, seed=cfg.seed)
+    cfg = _model_config(cfg)
+    model = build_model(cfg.arch, **cfg.arch_args)
+    if cfg.init and not resume:  # a resumed run restores its own weights
+        warm_start(model, cfg)
+    model = model.to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    loss_fn = MultitaskLoss(cfg)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = make_schedule(cfg, opt)
+    start_step = _restore(load_state(cfg.resolved_run_dir), cfg, model, opt, sched) if resume else 0
+    runlog = RunLog(cfg.resolved_run_dir, start_step if resume else None)
+    return _Run(cfg, device, model, opt, sched, loss_fn, sampler, scenes, val_regions, runlog,
+                data_fingerprint(scenes), start_step, log)
+
+
+def _model_config(cfg: TrainConfig) -> TrainConfig:
+    """``cfg`` with smp's ``classes`` argument set to the class + head channels (a different one is an error)."""
     expected = cfg.n_classes + sum(c for _, c in cfg.head_channels())
     args = dict(cfg.arch_args)
     if cfg.arch.startswith("smp:") and args.setdefault("classes", expected) != expected:
         raise ConfigError(f"{cfg.recipe}: train.arch_args.classes is {args['classes']} but {cfg.n_classes} classes "
                           f"+ heads {list(cfg.head_channels())} need {expected} output channels")
-    cfg = type(cfg)(**{**cfg.__dict__, "arch_args": args})
-    model = build_model(cfg.arch, **args)
-    if cfg.init and not resume:  # a resumed run restores its own weights
-        warm_start(model, cfg)
-    model = model.to(device)
-    cuda = device.type == "cuda"
-    loader_threads = cfg.loader_threads or (min(8, cpu_count()) if cuda else 1)
-    if cuda:
-        model = model.to(memory_format=torch.channels_last)
-    loss_fn = MultitaskLoss(cfg)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = make_schedule(cfg, opt)
-    run_dir = cfg.resolved_run_dir
-    start_step = 0
-    if resume:
-        start_step = _restore(load_state(run_dir), cfg, model, opt, sched)
-    runlog = RunLog(run_dir, start_step if resume else None)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda and cfg.amp else nullcontext()
-    fingerprint = data_fingerprint(scenes)
-    model.train()
-    start, running = time.perf_counter(), []
-    with step_progress(cfg.steps, start_step, progress) as bar:
-        for step in range(start_step + 1, cfg.steps + 1):
-            x, targets = to_tensors(sampler.batch(step, cfg.batch_size, loader_threads), cfg, device)
-            if cuda:
-                x = x.contiguous(memory_format=torch.channels_last)
-            with autocast:
-                out = model(x)
-            if out.shape[1] != expected:
-                raise ConfigError(f"{cfg.recipe}: model {cfg.arch} returns {out.shape[1]} channels; classes + heads "
-                                  f"need {expected}; fix train.arch_args")
-            loss, parts = loss_fn(out, targets)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.clip:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
-            opt.step()
-            sched.step()
-            running.append(parts)
-            bar(step, f"loss {loss.item():.3f}")
-            if step % cfg.log_every == 0 or step == cfg.steps:
-                rec = {"kind": "train", "step": step, "loss": float(np.mean([sum(p.values()) for p in running])),
-                       **{k: float(np.mean([p[k] for p in running])) for k in running[0]},
-                       "lr": sched.get_last_lr()[0],
-                       "samples_per_s": (step - start_step) * cfg.batch_size / (time.perf_counter() - start)}
-                runlog.write(rec)
-                running = []
-                if log:
-                    log(rec)
-            if step % cfg.epoch_steps == 0 or step == cfg.steps:
-                _end_epoch(cfg, step, model, opt, sched, scenes, val_regions, device, runlog,
-                                      fingerprint, time.perf_counter() - start, log)
-                torch.set_num_threads(threads)  # inference set its own thread count in this thread
-                model.train()
-    if start_step == cfg.steps and _bundle_step(cfg) != cfg.steps:  # resumed after the last bundle failed to save
-        _end_epoch(cfg, cfg.steps, model, opt, sched, scenes, val_regions, device, runlog, fingerprint, 0.0, log)
-    return Path(cfg.out)
-
-
-def _end_epoch(cfg: TrainConfig, step: int, model: torch.nn.Module, opt: torch.optim.Optimizer,
-               sched: torch.optim.lr_scheduler.LRScheduler, scenes: list[LabelledScene],
-               val_regions: list[Region], device: torch.device, runlog: RunLog, fingerprint: str, seconds: float,
-               log: Callable[[dict], None] | None) -> dict:
-    """Checkpoint first (so no later failure loses the epoch), then validate with the tiled infer path, write the
-    bundle (atomic) and redraw the plot."""
-    resume_hint = f"the epoch is saved in {cfg.resolved_run_dir}: fix it and continue with 'geoseg train " \
-                  f"{cfg.recipe} --resume'"
-    try:
-        save_state(cfg.resolved_run_dir, {
-            "step": step, "model": model.state_dict(), "optimizer": opt.state_dict(),
-            "scheduler": sched.state_dict(), "torch_rng": torch.get_rng_state(), "recipe": _recipe_key(cfg)})
-    except _SAVE_ERRORS as err:
-        raise OutputError(f"{cfg.resolved_run_dir}: could not write the checkpoint of step {step} "
-                          f"({_reason(err)}); free space or fix the folder, then resume") from None
-    model.eval()
-    scores: dict = {}
-    if val_regions:
-        meta = bundle_meta(cfg, {"recipe": cfg.recipe, "steps": step})
-        scores = validate(model, meta, scenes, val_regions, device.type, cfg.resolved_run_dir)
-        rec = {"kind": "val", "step": step, **scores}
-        runlog.write(rec)
-        if log:
-            log(rec)
-    provenance = {"recipe": cfg.recipe, "steps": step, "init": cfg.init, "seconds": round(seconds, 1),
-                  "synth": json.dumps(cfg.synth.__dict__ if cfg.synth else None),
-                  "data": json.dumps([s.__dict__ for s in cfg.data.scenes] if cfg.data else None),
-                  "data_fingerprint": fingerprint, "validation": json.dumps(scores)}
-    try:
-        save_bundle(cfg.out, model, bundle_meta(cfg, provenance), half=cfg.half)
-    except _SAVE_ERRORS as err:
-        raise OutputError(f"{cfg.out}: could not write the bundle ({_reason(err)}); {resume_hint}") from None
-    plot_curves(runlog.records(), cfg.resolved_run_dir / PLOT_FILE)
-    return scores
+    return type(cfg)(**{**cfg.__dict__, "arch_args": args})
 
 
 _SAVE_ERRORS = (OSError, SafetensorError)  # safetensors reports a failed write as its own error type

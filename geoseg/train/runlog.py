@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
+
+from geoseg.tempfiles import atomic_path
 
 METRICS_FILE = "metrics.jsonl"
 PLOT_FILE = "curves.png"
@@ -23,10 +24,11 @@ class RunLog:
         if resume_step is not None and self.path.exists():
             kept = [line for line in self.path.read_text().splitlines()
                     if line.strip() and json.loads(line).get("step", 0) <= resume_step]
-        self.path.write_text("".join(f"{line}\n" for line in kept))
+        with atomic_path(self.path) as tmp:  # a run killed here still has its old log to resume from
+            tmp.write_text("".join(f"{line}\n" for line in kept))
 
     def write(self, record: dict) -> None:
-        with self.path.open("a") as fh:
+        with self.path.open("a") as fh:  # appended, not renamed: the records before stay whole
             fh.write(json.dumps(record) + "\n")
 
     def records(self) -> list[dict]:
@@ -55,12 +57,8 @@ def plot_curves(records: list[dict], out: Path) -> Path:
         if ax.lines:
             ax.legend(fontsize=8)
     fig.subplots_adjust(left=0.07, right=0.98, bottom=0.13, top=0.9, wspace=0.25)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}.png")
-    try:
+    with atomic_path(out) as tmp:  # the temporary name keeps the suffix matplotlib picks the format by
         fig.savefig(tmp)
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
     return out
 
 

@@ -15,8 +15,9 @@ import numpy as np
 import rasterio
 
 from geoseg import synth as synth_module
-from geoseg.scene import at_gsd, open_scene, read_block
+from geoseg.scene import open_scene, read_block
 from geoseg.synth import SynthSpec, write_scene
+from geoseg.tempfiles import atomic_path
 from geoseg.train.config import SynthData, TrainConfig
 
 RESAMPLE_BLOCK = 1024
@@ -39,18 +40,16 @@ def scene_gsd(s: SynthData, seed: int, model_gsd: float) -> float:
 
 def resample_to(src_path: Path, out: Path, gsd: float) -> None:
     """Write ``src_path`` on a grid of ``gsd`` metres, read block by block through the ``--resample`` reader."""
-    info = at_gsd(open_scene(src_path), gsd)
+    info = open_scene(src_path).at_resolution(gsd)
     with rasterio.open(src_path) as src:
         profile = {**src.profile, "width": info.width, "height": info.height, "transform": info.transform}
-    tmp = out.with_name(f".{out.name}.tmp")
     bands = tuple(range(1, info.count + 1))
-    with rasterio.open(tmp, "w", **profile) as dst:
+    with atomic_path(out) as tmp, rasterio.open(tmp, "w", **profile) as dst:
         for r in range(0, info.height, RESAMPLE_BLOCK):
             for c in range(0, info.width, RESAMPLE_BLOCK):
-                rows, cols = (r, min(r + RESAMPLE_BLOCK, info.height)), (c, min(c + RESAMPLE_BLOCK, info.width))
-                data, _ = read_block(info, bands, rows, cols)
-                dst.write(data, window=rasterio.windows.Window(c, r, cols[1] - c, rows[1] - r))
-    tmp.replace(out)
+                win = rasterio.windows.Window(c, r, RESAMPLE_BLOCK, RESAMPLE_BLOCK).intersection(info.grid.full)
+                data, _ = read_block(info, bands, win)
+                dst.write(data, window=win)
 
 
 def make_synth_scenes(cfg: TrainConfig) -> list[tuple[Path, Path]]:

@@ -10,14 +10,15 @@ import numpy as np
 import rasterio
 from rasterio.windows import Window
 
-from geoseg.evaluate import Grid, pixel_counts
+from geoseg.evaluate import pixel_counts
+from geoseg.grid import Grid
 from geoseg.infer import infer
 from geoseg.metrics import object_scores, scores_from_counts
 from geoseg.models.bundle import BundleMeta, save_bundle
 from geoseg.pipeline import ClassPost, InferConfig
 from geoseg.predict import forget_predictor
 from geoseg.train.data import LabelledScene, Region
-from geoseg.train.labels import LabelSource, footprint
+from geoseg.train.labels import LabelSource
 
 
 CROP_ROWS = 1024
@@ -58,7 +59,7 @@ def validate(model: object, meta: BundleMeta, scenes: list[LabelledScene], regio
                 classes, vectors = folder / f"c{i}.tif", folder / f"v{i}.gpkg"
                 infer(image, vectors, config, raster_out=classes)
                 with rasterio.open(classes) as src:
-                    grid = Grid(src.transform, src.width, src.height, src.crs)
+                    grid = Grid.of(src)
                 pred = LabelSource(str(classes), scene.labels.classes, scene.labels.crs, raster=str(classes))
                 counts += pixel_counts(pred, scene.labels, grid, k)
                 if scene.labels.is_vector:
@@ -81,7 +82,7 @@ def _objects(truth: LabelSource, vectors: Path, grid: Grid, meta: BundleMeta, ma
     import pyogrio
     import shapely
 
-    aoi = footprint(grid.transform, (grid.height, grid.width))
+    aoi = grid.footprint()
     layers = set(pyogrio.list_layers(vectors)[:, 0])
     for c, info in enumerate(meta.classes):
         layer = info.layer or f"{info.name}s"

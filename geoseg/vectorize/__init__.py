@@ -5,7 +5,6 @@ reduction that joins objects and cells across blocks (see the module docstrings,
 
 from geoseg.vectorize.blocks import BlockVectors, vectorize_block
 from geoseg.vectorize.options import ClassVectors, VectorSpec
-from geoseg.vectorize.polygons import apply_affine
 from geoseg.vectorize.reduce import Reducer
 
-__all__ = ["BlockVectors", "ClassVectors", "Reducer", "VectorSpec", "apply_affine", "vectorize_block"]
+__all__ = ["BlockVectors", "ClassVectors", "Reducer", "VectorSpec", "vectorize_block"]

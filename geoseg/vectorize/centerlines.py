@@ -19,6 +19,7 @@ import numpy as np
 import shapely
 from scipy import sparse
 from scipy.sparse import csgraph
+from rasterio.windows import Window
 from skimage.morphology import skeletonize
 
 from geoseg.vectorize.morph import edt
@@ -246,17 +247,18 @@ def _run_points(p: _Paths, s_run: np.ndarray, e_run: np.ndarray) -> tuple[np.nda
     return pts, offsets
 
 
-def centerlines(mask: np.ndarray, prob: np.ndarray, row0: int, col0: int, cell: tuple[int, int, int, int],
-                spur_px: float, smooth_px: float, step: int = 1
-                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Centerlines of ``mask`` (a cell with its margin, at global ``row0, col0``) inside the cell
-    ``(r0, r1, c0, c1)``; returns (global pixel LineStrings, estimated widths in pixels, mean class probability
-    along each line, stable ids).
+def centerlines(mask: np.ndarray, prob: np.ndarray, win: Window, cell: Window, spur_px: float, smooth_px: float,
+                step: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Centerlines of ``mask`` (a cell with its margin, on window ``win`` of the scene) inside the cell's window
+    ``cell``; returns (global pixel LineStrings, estimated widths in pixels, mean class probability along each
+    line, stable ids).
 
-    The skeleton is traced on a grid ``step`` pixels coarser (``row0``, ``col0`` and the cell edges are multiples
-    of it, so the grid is global to the scene), because thinning costs per pixel and per pass; lengths, widths
-    and coordinates come back in scene pixels.
+    The skeleton is traced on a grid ``step`` pixels coarser (the offsets of ``win`` and the cell edges are
+    multiples of it, so the grid is global to the scene), because thinning costs per pixel and per pass;
+    lengths, widths and coordinates come back in scene pixels.
     """
+    row0, col0 = int(win.row_off), int(win.col_off)
+    (r0, r1), (c0, c1) = cell.toranges()
     empty = (np.empty(0, object), np.empty(0), np.empty(0), np.empty(0, np.int64))
     if not mask.any():
         return empty
@@ -265,7 +267,7 @@ def centerlines(mask: np.ndarray, prob: np.ndarray, row0: int, col0: int, cell: 
     if not len(flat):
         return empty
     p = _paths(flat, offsets, g, small.shape, step, spur_px)
-    s_run, e_run = _cell_runs(p, row0, col0, cell, step)
+    s_run, e_run = _cell_runs(p, row0, col0, (r0, r1, c0, c1), step)
     if not len(s_run):
         return empty
     h, w = small.shape

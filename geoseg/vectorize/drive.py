@@ -16,14 +16,16 @@ import geopandas as gpd
 import numpy as np
 from affine import Affine
 from rasterio.crs import CRS
+from rasterio.windows import Window
 
+from geoseg.grid import Grid
 from geoseg.pipeline import ClassPost
 from geoseg.vectorize.blocks import vectorize_block
 from geoseg.vectorize.options import ClassVectors, VectorSpec
 from geoseg.vectorize.reduce import Reducer
 
-# (row0, col0, height, width) -> (classes uint8 (h, w), probs float32 (k, h, w), heads {name: (1, h, w)})
-BlockSource = Callable[[int, int, int, int], tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]]
+# a block's window of the scene -> (classes uint8 (h, w), probs float32 (k, h, w), heads {name: (1, h, w)})
+BlockSource = Callable[[Window], tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]]
 NODATA = 255
 
 
@@ -33,15 +35,15 @@ def make_spec(shape: tuple[int, int], block_side: int, transform: Affine, crs: s
     crs_obj = CRS.from_user_input(crs)
     unit = 1.0 if crs_obj.is_geographic else float(crs_obj.linear_units_factor[1])
     m_per_px = unit * math.sqrt(abs(transform.determinant))
-    return VectorSpec(tuple(ClassVectors(k, name, layer, post) for k, name, layer, post in classes), transform,
-                      crs_obj.to_wkt(), shape, block_side, m_per_px, unit)
+    return VectorSpec(tuple(ClassVectors(k, name, layer, post) for k, name, layer, post in classes),
+                      Grid(transform, shape[1], shape[0], crs_obj), block_side, m_per_px, unit)
 
 
-def block_origins(vs: VectorSpec, order: Iterable[int] | None = None) -> list[tuple[tuple[int, int], int, int]]:
-    """``(index, row0, col0)`` of every block, row-major or in a given permutation."""
+def block_windows(vs: VectorSpec, order: Iterable[int] | None = None) -> list[tuple[tuple[int, int], Window]]:
+    """``(index, window)`` of every block (clipped to the scene), row-major or in a given permutation."""
     s = vs.block_side
     n_r, n_c = vs.block_grid
-    blocks = [((i, j), i * s, j * s) for i in range(n_r) for j in range(n_c)]
+    blocks = [((i, j), Window(j * s, i * s, s, s).intersection(vs.grid.full)) for i in range(n_r) for j in range(n_c)]
     return [blocks[i] for i in order] if order is not None else blocks
 
 
@@ -49,12 +51,10 @@ def vectorize_source(source: BlockSource, vs: VectorSpec, order: Iterable[int] |
                      ) -> Iterator[tuple[str, gpd.GeoDataFrame]]:
     """Every final ``(layer, frame)`` of a scene whose blocks come from ``source``, as soon as it is final."""
     reducer = Reducer(vs)
-    h, w = vs.scene_shape
     try:
-        for index, r0, c0 in block_origins(vs, order):
-            bh, bw = min(vs.block_side, h - r0), min(vs.block_side, w - c0)
-            classes, probs, heads = source(r0, c0, bh, bw)
-            vectors = vectorize_block(classes, probs, heads, classes != NODATA, index, r0, c0, vs)
+        for index, win in block_windows(vs, order):
+            classes, probs, heads = source(win)
+            vectors = vectorize_block(classes, probs, heads, classes != NODATA, index, win, vs)
             del classes, probs, heads  # not held while the reduction finishes cells
             yield from reducer.add(vectors)
             del vectors
@@ -77,9 +77,11 @@ def procedural_source(seed: int = 0, house: int = 24) -> BlockSource:
     """Masks drawn from global pixel coordinates only: terraced rows of ``house``-px houses on a lattice, and a
     road grid with diagonal avenues; any block of any scene size, without holding the scene."""
 
-    def source(r0: int, c0: int, h: int, w: int) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
-        rr = np.arange(r0, r0 + h)[:, None]
-        cc = np.arange(c0, c0 + w)[None, :]
+    def source(win: Window) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+        (r0, r1), (c0, c1) = win.toranges()
+        h, w = r1 - r0, c1 - c0
+        rr = np.arange(r0, r1)[:, None]
+        cc = np.arange(c0, c1)[None, :]
         period = 8 * house
         ry, cx = rr % period, cc % period
         classes = np.zeros((h, w), np.uint8)

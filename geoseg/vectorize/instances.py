@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+from rasterio.windows import Window
 from scipy import ndimage
 from skimage.morphology import local_maxima
 from skimage.segmentation import watershed
@@ -161,19 +162,13 @@ def unsplittable(mask: np.ndarray, labels: np.ndarray, n: int, heads: dict[str, 
 
 @dataclass
 class ObjectCrop:
-    """One whole object of a class: its mask and per-pixel values on a crop at global ``(row0, col0)``."""
+    """One whole object of a class: its mask and per-pixel values on ``window`` of the scene grid."""
 
-    row0: int
-    col0: int
+    window: Window                      # where the arrays lie in the scene (its pixel grid: VectorSpec.grid)
     mask: np.ndarray                    # bool, only this object's pixels
     prob: np.ndarray                    # float32 class probability (0 outside the mask)
     heads: dict[str, np.ndarray] = field(default_factory=dict)
     whole: bool = False                 # known to stay one instance (see unsplittable): no split needed
-
-    def padded(self) -> "ObjectCrop":
-        """The same crop with one pixel of background around it."""
-        return ObjectCrop(self.row0 - 1, self.col0 - 1, pad1(self.mask), pad1(self.prob),
-                          {k: pad1(v) for k, v in self.heads.items()})
 
 
 def pad1(a: np.ndarray) -> np.ndarray:
@@ -184,8 +179,9 @@ def pad1(a: np.ndarray) -> np.ndarray:
 
 
 def crop_object(labels: np.ndarray, value: int, sl: tuple[slice, slice], prob: np.ndarray,
-                heads: dict[str, np.ndarray], row0: int, col0: int) -> ObjectCrop:
-    """The crop of object ``value`` of a label raster (the block's origin is ``row0, col0``)."""
+                heads: dict[str, np.ndarray], block: Window) -> ObjectCrop:
+    """The crop of object ``value`` of a label raster on window ``block`` of the scene."""
     mask = labels[sl] == value
-    return ObjectCrop(row0 + sl[0].start, col0 + sl[1].start, mask, np.where(mask, prob[sl], 0).astype(np.float32),
+    at = Window(block.col_off + sl[1].start, block.row_off + sl[0].start, mask.shape[1], mask.shape[0])
+    return ObjectCrop(at, mask, np.where(mask, prob[sl], 0).astype(np.float32),
                       {k: np.where(mask, v[sl], 0).astype(np.float32) for k, v in heads.items()})

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
 
 from affine import Affine
 
+from geoseg.grid import Grid
 from geoseg.post import ClassPost, is_network
 
 CELL_MARGIN = 64  # context pixels around a network cell: skeletons and spur pruning are local within this
@@ -39,15 +41,27 @@ class ClassVectors:
 
 @dataclass(frozen=True)
 class VectorSpec:
-    """Scene geometry and per-class options; identical for every block of a run."""
+    """The scene's grid and per-class options; identical for every block of a run."""
 
     classes: tuple[ClassVectors, ...]
-    transform: Affine
-    crs: str                     # WKT, so it pickles for process workers
-    scene_shape: tuple[int, int]
+    grid: Grid                   # the scene's: polygons traced in its pixel coordinates map through its affine
     block_side: int
     m_per_px: float
     unit_m: float                # metres per CRS unit (1 for a geographic CRS: areas go through UTM there)
+
+    @property
+    def transform(self) -> Affine:
+        return self.grid.transform
+
+    @property
+    def scene_shape(self) -> tuple[int, int]:
+        return self.grid.shape
+
+    @cached_property
+    def crs(self) -> str:
+        """The scene's CRS as WKT (written once per run into every frame)."""
+        assert self.grid.crs is not None, "vectors are written in the scene's CRS"
+        return self.grid.crs.to_wkt()
 
     @property
     def block_grid(self) -> tuple[int, int]:

@@ -16,6 +16,7 @@ import pyproj
 import rasterio.features
 import shapely
 from affine import Affine
+from rasterio.windows import Window
 
 from geoseg.startup import quiet_shapes_warnings
 from geoseg.vectorize.options import ClassVectors, VectorSpec
@@ -23,13 +24,7 @@ from geoseg.vectorize.regularize import regularize_all
 
 
 
-def apply_affine(transform: Affine, xy: np.ndarray) -> np.ndarray:
-    """Map ``(n, 2)`` column/row coordinates through the full affine (rotation and shear included)."""
-    a, b, c, d, e, f = transform[:6]
-    return np.column_stack([a * xy[:, 0] + b * xy[:, 1] + c, d * xy[:, 0] + e * xy[:, 1] + f])
-
-
-def label_polygons(labels: np.ndarray, row0: int, col0: int) -> dict[int, shapely.Polygon]:
+def label_polygons(labels: np.ndarray, win: Window) -> dict[int, shapely.Polygon]:
     """One polygon per positive label (4-connected regions), in global pixel coordinates.
 
     A label whose pixels are only 8-connected would trace as several rings; its largest part is kept.
@@ -42,7 +37,7 @@ def label_polygons(labels: np.ndarray, row0: int, col0: int) -> dict[int, shapel
     owner: list[int] = []
     # the mask keeps GDAL from tracing the background, a huge polygon with a hole per object
     for geom, value in rasterio.features.shapes(labels.astype(np.int32), mask=labels > 0, connectivity=4,
-                                                transform=Affine.translation(col0, row0)):
+                                                transform=Affine.translation(win.col_off, win.row_off)):
         for ring in geom["coordinates"]:
             rings.append(np.asarray(ring, dtype=np.float64))
             owner.append(len(values))
@@ -61,18 +56,17 @@ def label_polygons(labels: np.ndarray, row0: int, col0: int) -> dict[int, shapel
     return out
 
 
-def anchors(at: np.ndarray, vals: np.ndarray, width: int, n: int, row0: int, col0: int,
-            scene_width: int) -> np.ndarray:
+def anchors(at: np.ndarray, vals: np.ndarray, n: int, win: Window, scene_width: int) -> np.ndarray:
     """Stable id of each label 1..n: the global raster index of its first pixel in row-major order.
 
-    ``at`` are the flat indices of a label raster's positive pixels (ascending), ``vals`` their labels, ``width``
-    its width. The id depends only on where the object is, never on the block that found it (identical for any
-    block size).
+    ``at`` are the flat indices of the positive pixels (ascending) of a label raster on window ``win`` of the
+    scene, ``vals`` their labels. The id depends only on where the object is, never on the block that found it
+    (identical for any block size).
     """
     first = np.full(n + 1, np.iinfo(np.int64).max, np.int64)
     np.minimum.at(first, vals, at)  # the first occurrence of each value in row-major order
-    r, c = np.divmod(first[1:], width)
-    return (row0 + r) * scene_width + (col0 + c)
+    r, c = np.divmod(first[1:], int(win.width))
+    return (int(win.row_off) + r) * scene_width + (int(win.col_off) + c)
 
 
 @functools.lru_cache(maxsize=8)
@@ -128,7 +122,7 @@ def polygon_frame(ids: np.ndarray, geoms_px: np.ndarray, n_px: np.ndarray, prob_
     # squared only where that fits the pixels as well as the plain outline does, else the plain one
     geoms = regularize_all(geoms, post.regularize_m / m, plain) if post.regularize else plain
     geoms = shapely.normalize(geoms)
-    geoms = shapely.transform(geoms, lambda xy: apply_affine(vs.transform, xy))
+    geoms = shapely.transform(geoms, vs.grid.apply)
     met = metric(geoms, vs) if len(geoms) else geoms
     return _frame({
         "id": ids.astype(np.int64), "class": [name] * len(geoms),
@@ -147,7 +141,7 @@ def _frame(columns: dict[str, object], geoms: np.ndarray, vs: VectorSpec) -> gpd
 def line_frame(ids: np.ndarray, lines_px: np.ndarray, width_px: np.ndarray, score: np.ndarray, name: str,
                vs: VectorSpec) -> gpd.GeoDataFrame:
     """Centerlines mapped through the affine with ``id``, ``class``, ``length_m``, ``width_m`` and ``score``."""
-    lines = shapely.transform(lines_px, lambda xy: apply_affine(vs.transform, xy))
+    lines = shapely.transform(lines_px, vs.grid.apply)
     met = metric(lines, vs) if len(lines) else lines
     return _frame({"id": ids.astype(np.int64), "class": [name] * len(lines),
                    "length_m": np.round(shapely.length(met), 2),

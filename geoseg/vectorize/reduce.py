@@ -19,8 +19,10 @@ from typing import Iterator
 import geopandas as gpd
 import numpy as np
 import rasterio
+from rasterio.windows import Window, union
 
 from geoseg.allocator import HeapTrim
+from geoseg.grid import within
 from geoseg.vectorize.blocks import (OPPOSITE, STEP, BlockVectors, CellPart, Fragment, cell_box, groups_frame,
                                      network_frames)
 from geoseg.vectorize.instances import ObjectCrop
@@ -32,10 +34,6 @@ Edge = tuple[tuple[int, int], tuple[int, int]]
 
 def _edge(a: tuple[int, int], b: tuple[int, int]) -> Edge:
     return (a, b) if a < b else (b, a)
-
-
-def _view(r: int, c: int, shape: tuple[int, ...]) -> tuple[slice, slice]:
-    return slice(r, r + shape[0]), slice(c, c + shape[1])
 
 
 class FragmentGroups:
@@ -115,39 +113,36 @@ class FragmentGroups:
 def merge_crops(crops: list[ObjectCrop]) -> ObjectCrop:
     """Assemble a complete group on one crop, to be split/traced like a whole object in one block (fragments
     own disjoint pixels, so the sums are exact in any order)."""
-    r0 = min(c.row0 for c in crops)
-    c0 = min(c.col0 for c in crops)
-    r1 = max(c.row0 + c.mask.shape[0] for c in crops)
-    c1 = max(c.col0 + c.mask.shape[1] for c in crops)
-    mask = np.zeros((r1 - r0, c1 - c0), bool)
+    win = union(*(c.window for c in crops))
+    mask = np.zeros((int(win.height), int(win.width)), bool)
     prob = np.zeros(mask.shape, np.float32)
     heads = {k: np.zeros(mask.shape, np.float32) for k in crops[0].heads}
     for c in crops:
-        view = _view(c.row0 - r0, c.col0 - c0, c.mask.shape)
+        view = within(c.window, win)
         mask[view] |= c.mask
         prob[view] += c.prob
         for k, v in c.heads.items():
             heads[k][view] += v
-    return ObjectCrop(r0, c0, mask, prob, heads)
+    return ObjectCrop(win, mask, prob, heads)
 
 
 def cell_parts_expected(cell: tuple[int, int], size: int, vs: VectorSpec) -> int:
     """How many blocks lie under a network cell and its margin (each sends one part)."""
-    r0, r1, c0, c1 = cell_box(cell, size, vs, CELL_MARGIN)
+    (r0, r1), (c0, c1) = cell_box(cell, size, vs, CELL_MARGIN).toranges()
     s = vs.block_side
     return ((r1 - 1) // s - r0 // s + 1) * ((c1 - 1) // s - c0 // s + 1)
 
 
-def finish_cell(cell: tuple[int, int], parts: list[tuple[int, int, np.ndarray, np.ndarray]], opts: ClassVectors,
+def finish_cell(cell: tuple[int, int], parts: list[tuple[Window, np.ndarray, np.ndarray]], opts: ClassVectors,
                 vs: VectorSpec) -> tuple[gpd.GeoDataFrame, gpd.GeoDataFrame]:
-    """Polygons and centerlines of a cell from its parts ``(row0, col0, mask, prob)`` (non-empty ones)."""
-    r0, r1, c0, c1 = cell_box(cell, vs.cell_px(opts), vs, CELL_MARGIN)
-    mask = np.zeros((r1 - r0, c1 - c0), bool)
+    """Polygons and centerlines of a cell from its parts ``(window, mask, prob)`` (non-empty ones)."""
+    box = cell_box(cell, vs.cell_px(opts), vs, CELL_MARGIN)
+    mask = np.zeros((int(box.height), int(box.width)), bool)
     prob = np.zeros(mask.shape, np.float32)
-    for row0, col0, m, p in parts:
-        view = _view(row0 - r0, col0 - c0, m.shape)
+    for win, m, p in parts:
+        view = within(win, box)
         mask[view], prob[view] = m, p
-    return network_frames(mask, prob, r0, c0, cell, opts, vs)
+    return network_frames(mask, prob, box, cell, opts, vs)
 
 
 class _Objects:
@@ -157,7 +152,7 @@ class _Objects:
         self.opts, self.vs, self.spill = opts, vs, spill
         self.groups = FragmentGroups()
         self.frags: dict[int, ObjectCrop] = {}
-        self.parked: dict[int, tuple[Path, int, int]] = {}
+        self.parked: dict[int, tuple[Path, Window]] = {}
 
     def add(self, block: tuple[int, int], frags: list[Fragment], strips: dict[int, np.ndarray],
             done: set[tuple[int, int]]) -> Iterator[gpd.GeoDataFrame]:
@@ -172,16 +167,16 @@ class _Objects:
         arrays = {"mask": crop.mask, "prob": crop.prob, **{f"head_{k}": v for k, v in crop.heads.items()}}
         path = self.spill.park(arrays)
         if path is not None:
-            self.parked[g] = (path, crop.row0, crop.col0)
+            self.parked[g] = (path, crop.window)
         else:
             self.frags[g] = crop
 
     def crop(self, g: int) -> ObjectCrop:
         if g in self.frags:
             return self.frags.pop(g)
-        path, row0, col0 = self.parked.pop(g)
+        path, win = self.parked.pop(g)
         arrays = self.spill.take(path)
-        return ObjectCrop(row0, col0, arrays.pop("mask"), arrays.pop("prob"),
+        return ObjectCrop(win, arrays.pop("mask"), arrays.pop("prob"),
                           {k.removeprefix("head_"): v for k, v in arrays.items()})
 
     def __len__(self) -> int:
@@ -206,7 +201,7 @@ class _Cells:
                 part.park(self.spill)
 
     def finish(self, cell: tuple[int, int]) -> Iterator[tuple[str, gpd.GeoDataFrame]]:
-        parts = [(p.row0, p.col0, *p.unpack(self.spill)) for p in self.parts.pop(cell) if not p.empty]
+        parts = [(p.window, *p.unpack(self.spill)) for p in self.parts.pop(cell) if not p.empty]
         if not parts:
             return
         polys, lines = finish_cell(cell, parts, self.opts, self.vs)

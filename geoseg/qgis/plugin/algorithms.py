@@ -255,6 +255,7 @@ class EvalAlgorithm(_GeosegAlgorithm):
                                        feedback))
         text = html_report(scores, pred, truth) if out.lower().endswith((".html", ".htm")) else \
             json.dumps(scores, indent=1) + "\n"
+        # the plugin runs in QGIS's Python, where geoseg (and its tempfiles.atomic_path) is not importable
         tmp = Path(out).with_name(f".{Path(out).name}.tmp-{uuid.uuid4().hex[:8]}")
         tmp.write_text(text, encoding="utf-8")
         os.replace(tmp, out)
