@@ -28,6 +28,7 @@ from geoseg.grid import Grid
 from geoseg.styles import ClassPalette
 from geoseg.tempfiles import atomic_path, temp_name
 from geoseg.vectorize.instances import ObjectCrop
+from geoseg.vectorize.spill import read_npz
 
 FRAGMENTS, CELLS, VECTORS = "frag", "cell", "vec"  # subfolders of a vector output's staging folder
 PROBE_NAME = "probe"
@@ -78,8 +79,7 @@ def save_arrays(path: Path, arrays: dict[str, np.ndarray]) -> bool:
 
 
 def load_arrays(path: Path) -> dict[str, np.ndarray]:
-    with np.load(path, allow_pickle=False) as stored:
-        return {name: stored[name] for name in stored.files}
+    return read_npz(path)
 
 
 # --- raster parts -------------------------------------------------------------------------------------------
