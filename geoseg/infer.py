@@ -27,7 +27,7 @@ from geoseg.assemble import (RasterAssembly, ReduceJob, Totals, VectorParts, ass
 from geoseg.engine import catch_interrupts, dask_client, task_resources
 from geoseg.bands import select_bands
 from geoseg.parts import (CELLS, FRAGMENTS, VECTORS, check_workers_see, make_staging, remove_staging,
-                          require_folder, write_raster_part)
+                          require_folder, staging_name, write_raster_part)
 from geoseg.preflight import check_fit, check_run
 from geoseg.plan import plan_line
 from geoseg.preload import preloading
@@ -279,10 +279,12 @@ class Outputs:
 
     def __enter__(self) -> "Outputs":
         out, raster_out, prob_out = self.paths
+        # names first, folders second: an interrupt between two mkdirs still finds every folder in abort()
+        self.staging = Staging(*(staging_name(p) if p else None for p in (raster_out, prob_out, out)))
         try:
-            self.staging = Staging(make_staging(raster_out) if raster_out else None,
-                                   make_staging(prob_out) if prob_out else None,
-                                   make_staging(out, (FRAGMENTS, CELLS, VECTORS)) if out else None)
+            for folder, subfolders in zip(self.folders_planned(), ((), (), (FRAGMENTS, CELLS, VECTORS))):
+                if folder is not None:
+                    make_staging(folder, subfolders)
         except BaseException:
             self.abort()
             raise
@@ -290,6 +292,9 @@ class Outputs:
 
     def __exit__(self, kind: type | None, *exc: object) -> None:
         self.abort()  # after a commit only the emptied folders are left
+
+    def folders_planned(self) -> tuple[Path | None, Path | None, Path | None]:
+        return self.staging.classes, self.staging.probs, self.staging.vectors
 
     def folders(self) -> list[Path]:
         return [f for f in (self.staging.classes, self.staging.probs, self.staging.vectors) if f is not None]

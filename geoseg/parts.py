@@ -28,21 +28,27 @@ from geoseg.grid import Grid
 from geoseg.styles import ClassPalette
 from geoseg.tempfiles import atomic_path, temp_name
 from geoseg.vectorize.instances import ObjectCrop
+from geoseg.vectorize.spill import read_npz
 
 FRAGMENTS, CELLS, VECTORS = "frag", "cell", "vec"  # subfolders of a vector output's staging folder
 PROBE_NAME = "probe"
 GDAL_TYPES = {"uint8": "Byte", "float32": "Float32"}
 
 
-def make_staging(path: Path, subfolders: tuple[str, ...] = ()) -> Path:
-    """The staging folder of the output ``path`` (driver only): ``.NAME.tmp-<owner>.<random>.stage<ext>``."""
-    folder = temp_name(path).with_suffix(f".stage{path.suffix}")
+def staging_name(path: Path) -> Path:
+    """A new staging folder's name for the output ``path``: ``.NAME.tmp-<owner>.<random>.stage<ext>``."""
+    return temp_name(path).with_suffix(f".stage{path.suffix}")
+
+
+def make_staging(folder: Path, subfolders: tuple[str, ...] = ()) -> Path:
+    """Create the staging folder ``folder`` (driver only; named by :func:`staging_name` beforehand, so that a
+    Ctrl-C landing between the name and the folder still knows what to remove)."""
     try:
         folder.mkdir()
         for sub in subfolders:
             (folder / sub).mkdir()
     except OSError as err:
-        raise OutputError(f"{path.parent}: cannot write in the output folder ({err.strerror}); choose another "
+        raise OutputError(f"{folder.parent}: cannot write in the output folder ({err.strerror}); choose another "
                           "output path") from None
     return folder
 
@@ -73,8 +79,7 @@ def save_arrays(path: Path, arrays: dict[str, np.ndarray]) -> bool:
 
 
 def load_arrays(path: Path) -> dict[str, np.ndarray]:
-    with np.load(path, allow_pickle=False) as stored:
-        return {name: stored[name] for name in stored.files}
+    return read_npz(path)
 
 
 # --- raster parts -------------------------------------------------------------------------------------------

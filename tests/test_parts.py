@@ -130,3 +130,30 @@ def test_workers_that_cannot_see_the_output_folder_are_refused(make_scene: Any, 
                                                    "Dask worker(s) tcp://127.0.0.1:"), lines
     assert "shared filesystem" in lines[0]
     assert not list(out.iterdir()), "the refused run left its staging folder"
+
+
+def test_interrupt_between_staging_folders_leaves_none(make_scene: Any, tiny_bundle: Path, tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C landing after the first staging folder is made and before the next: every folder made goes."""
+    import geoseg.infer
+    from geoseg.models.bundle import read_meta
+    from geoseg.scene import open_scene
+
+    made: list[Path] = []
+    real = geoseg.infer.make_staging
+
+    def make_then_interrupt(folder: Path, subfolders: tuple[str, ...] = ()) -> Path:
+        made.append(real(folder, subfolders))
+        if len(made) == 2:
+            raise KeyboardInterrupt
+        return folder
+
+    monkeypatch.setattr(geoseg.infer, "make_staging", make_then_interrupt)
+    out = tmp_path / "out"
+    out.mkdir()
+    scene = open_scene(make_scene())
+    with pytest.raises(KeyboardInterrupt):
+        with Outputs(scene, read_meta(tiny_bundle), None, None, out / "c.tif", out / "p.tif"):
+            pass
+    assert len(made) == 2 and all(p.parent == out for p in made)
+    assert list(out.iterdir()) == []

@@ -10,6 +10,7 @@ import pytest
 import rasterio
 import shapely
 from click.testing import CliRunner
+from rasterio.features import geometry_mask
 from rasterio.windows import Window
 
 from geoseg.cli.synth_cmd import synth
@@ -78,6 +79,44 @@ def test_terraced_houses_touch(truth: dict) -> None:
     assert (truth["buildings"]["kind"] == "terrace").sum() >= 4
 
 
+def _party_wall_contrast(spec: SynthSpec) -> np.ndarray:
+    """Per wall shared by two terraced units (rows: line, tone): the mean brightness within 0.4 m of the wall
+    against the two roofs 1.2-2.5 m away on either side, and the two roofs against each other (relative)."""
+    truth = make_truth(spec)
+    img = render_window(spec, truth, Window(0, 0, spec.width, spec.height)).astype(float).mean(0)
+    b = truth["buildings"]
+    g = b.geometry.values[np.flatnonzero(b["kind"].to_numpy() == "terrace")]
+
+    def mean(geom: shapely.Geometry) -> float:
+        m = ~geometry_mask([geom], (spec.height, spec.width), spec.transform)
+        return float(img[m].mean()) if m.sum() >= 3 else np.nan
+
+    out = []
+    for a, c in zip(*shapely.STRtree(g).query(g, predicate="touches")):
+        wall = shapely.intersection(g[a], g[c])
+        if a > c or wall.length < 4:
+            continue
+        line = shapely.LineString(shapely.get_coordinates(shapely.line_interpolate_point(
+            wall, [1.0, wall.length - 1.0])))  # the wall without its ends
+        ring = shapely.buffer(line, 2.5, cap_style="flat") - shapely.buffer(line, 1.2, cap_style="flat")
+        sa, sc = mean(ring & g[a]), mean(ring & g[c])
+        out.append((abs(mean(shapely.buffer(line, 0.4, cap_style="flat")) - (sa + sc) / 2), abs(sa - sc)))
+        out[-1] = (out[-1][0] / ((sa + sc) / 2), out[-1][1] / ((sa + sc) / 2))
+    res = np.array(out)
+    return res[np.isfinite(res).all(axis=1)]
+
+
+@pytest.mark.parametrize("look", ["classic", "random"])
+def test_terraced_units_visible(look: str) -> None:
+    """Adjacent terraced units differ along their shared wall in the image (party-wall lines, roof steps,
+    chimneys, per-unit tone), strongly on some rows and weakly on others, as in real imagery."""
+    c = _party_wall_contrast(SynthSpec(512, 512, seed=11, look=look))
+    assert len(c) >= 20
+    line = c[:, 0] > 0.05
+    assert 0.25 <= line.mean() <= 0.95, line.mean()  # a line on many walls, not on every one
+    assert (line | (c[:, 1] > 0.1)).mean() >= 0.5
+
+
 def test_write_scene_profile(tmp_path: Path) -> None:
     spec = SynthSpec(320, 300, seed=1, crs="EPSG:3857", gsd=0.6, origin=(100.0, 200.0))
     out = tmp_path / "scene.tif"
@@ -118,6 +157,15 @@ def test_overwrite_refused(tmp_path: Path) -> None:
     write_scene(SynthSpec(64, 64, seed=2), out, overwrite=True)
     assert out.read_bytes() != before
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_failed_write_leaves_nothing(tmp_path: Path) -> None:
+    """The scene, its truth and its labels are renamed into place together or not at all."""
+    (tmp_path / "labels").mkdir()  # a folder where the label raster should go: its rename fails, last of all
+    with pytest.raises(OutputError, match="cannot write the scene"):
+        write_scene(SynthSpec(64, 64, seed=1), tmp_path / "s.tif", labels_out=tmp_path / "labels", overwrite=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["labels"]
+    assert not any((tmp_path / "labels").iterdir())
 
 
 def test_same_bytes_and_nodata_border(tmp_path: Path) -> None:

@@ -63,56 +63,65 @@ def _cars_in(c: np.ndarray, u: np.ndarray, a: float, b: float, rng: np.random.Ge
                 out.add(car, "car", _CAR_RGB[rng.integers(len(_CAR_RGB))] * rng.uniform(0.9, 1.1), height=1.5)
 
 
-def place_confusers(seed: int, look: Look, road_tree: shapely.STRtree, blds: np.ndarray, roads: list,
-                    w: float, h: float) -> Confusers:
-    """Confusers for one scene (empty when the look has none)."""
-    out = Confusers()
-    if look.confusers <= 0:
-        return out
-    rng = np.random.default_rng([seed, 0xC0F])
-    taken = list(shapely.buffer(blds, 1.5)) if len(blds) else []
-    taken_tree = [shapely.STRtree(taken)] if taken else []
-    placed: list = []
-    area = w * h * look.confusers
-    asphalt = look.road * np.asarray(look.road_tint) * 1.05
+class _Placer:
+    """Free spots for confusers: inside the frame, off the roads' keep-out zone, the buildings and each other."""
 
-    def free(g: shapely.Geometry) -> bool:
-        if not shapely.within(g, shapely.box(0, 0, w, h)) or road_tree.query(g, predicate="intersects").size:
-            return False
-        if any(t.query(g, predicate="intersects").size for t in taken_tree):
-            return False
-        return not any(shapely.intersects(g, p) for p in placed[-400:])
+    def __init__(self, rng: np.random.Generator, road_tree: shapely.STRtree, blds: np.ndarray, w: float,
+                 h: float) -> None:
+        self.rng, self.road_tree, self.w, self.h = rng, road_tree, w, h
+        taken = list(shapely.buffer(blds, 1.5)) if len(blds) else []
+        self.taken_tree = [shapely.STRtree(taken)] if taken else []
+        self.placed: list = []
 
-    def spot(a: float, b: float) -> tuple[shapely.Polygon, np.ndarray, np.ndarray] | None:
+    def free(self, g: shapely.Geometry) -> bool:
+        if not shapely.within(g, shapely.box(0, 0, self.w, self.h)) or \
+                self.road_tree.query(g, predicate="intersects").size:
+            return False
+        if any(t.query(g, predicate="intersects").size for t in self.taken_tree):
+            return False
+        return not any(shapely.intersects(g, p) for p in self.placed[-400:])
+
+    def spot(self, a: float, b: float) -> tuple[shapely.Polygon, np.ndarray, np.ndarray] | None:
+        """A free a x b rectangle at a random place and angle (12 tries), claimed; None when none was free."""
         for _ in range(12):
-            c, ang = rng.uniform([0, 0], [w, h]), rng.uniform(0, math.pi)
+            c, ang = self.rng.uniform([0, 0], [self.w, self.h]), self.rng.uniform(0, math.pi)
             u = np.array([math.cos(ang), math.sin(ang)])
             g = _rect(c, u, a, b)
-            if free(g):
-                placed.append(g)
+            if self.free(g):
+                self.placed.append(g)
                 return g, c, u
         return None
 
-    for _ in range(rng.poisson(area / 20000)):  # parking lots: asphalt like a road, with stall lines and cars
+
+def _lots(pl: _Placer, look: Look, area: float, out: Confusers) -> None:
+    """Parking lots (asphalt like a road, with stall lines and cars), plazas and pools."""
+    rng = pl.rng
+    asphalt = look.road * np.asarray(look.road_tint) * 1.05
+    for _ in range(rng.poisson(area / 20000)):
         a, b = rng.uniform(18, 50), rng.uniform(14, 30)
-        got = spot(a, b)
+        got = pl.spot(a, b)
         if got:
             g, c, u = got
             out.add(g, "parking", asphalt * rng.uniform(0.85, 1.15), (u[0], u[1], 2.6, 0.35 * rng.random()))
             _cars_in(c, u, a, b, rng, out)
     for _ in range(rng.poisson(area / 45000)):  # plazas: light paving with a tile grid
-        got = spot(rng.uniform(16, 45), rng.uniform(16, 45))
+        got = pl.spot(rng.uniform(16, 45), rng.uniform(16, 45))
         if got:
             g, _, u = got
             out.add(g, "plaza", np.asarray(look.plaza_rgb) * rng.uniform(0.85, 1.15, 3),
                     (u[0], u[1], rng.uniform(1.5, 4), 0.12))
     for _ in range(rng.poisson(area / 14000)):  # pools in yards
-        got = spot(rng.uniform(5, 11), rng.uniform(3, 5.5))
+        got = pl.spot(rng.uniform(5, 11), rng.uniform(3, 5.5))
         if got:
             out.add(got[0], "pool", np.asarray(look.pool_rgb) * rng.uniform(0.85, 1.15, 3))
-    for _ in range(rng.poisson(area / 60000)):  # container yards: bright boxes about the size of a small house
+
+
+def _yards(pl: _Placer, look: Look, area: float, out: Confusers) -> None:
+    """Container yards (bright boxes about the size of a small house), bare soil and footpaths."""
+    rng, w, h = pl.rng, pl.w, pl.h
+    for _ in range(rng.poisson(area / 60000)):
         a, b = rng.uniform(20, 40), rng.uniform(12, 24)
-        got = spot(a, b)
+        got = pl.spot(a, b)
         if got:
             _, c, u = got
             v, length = np.array([-u[1], u[0]]), rng.choice([6.1, 12.2])
@@ -123,15 +132,19 @@ def place_confusers(seed: int, look: Look, road_tree: shapely.STRtree, blds: np.
     for _ in range(rng.poisson(area / 30000)):  # bare soil: construction sites, tracks
         c, r = rng.uniform([0, 0], [w, h]), rng.uniform(8, 25)
         g = shapely.union_all(shapely.buffer(shapely.points(c + rng.normal(0, r / 2, (5, 2))), r / 2))
-        if free(g):
-            placed.append(g)
+        if pl.free(g):
+            pl.placed.append(g)
             out.add(g, "soil", np.asarray(look.soil) * rng.uniform(0.85, 1.1, 3))
     for _ in range(rng.poisson(area / 25000)):  # footpaths: narrow, pale, not road; only painted on background
         p0 = rng.uniform([0, 0], [w, h])
         pts = p0 + np.cumsum(rng.normal(0, 25, (4, 2)), axis=0)
         out.add(shapely.buffer(shapely.linestrings(np.vstack([p0, pts])), rng.uniform(0.7, 1.4)), "path",
                 np.asarray(look.path_rgb) * rng.uniform(0.85, 1.15, 3))
-    for line, width in roads:  # parked and moving cars on roads
+
+
+def _road_cars(rng: np.random.Generator, look: Look, roads: list, w: float, h: float, out: Confusers) -> None:
+    """Parked and moving cars on roads."""
+    for line, width in roads:
         if rng.random() > 0.3 * look.confusers or line.length < 10:
             continue
         for d in np.arange(rng.uniform(0, 20), line.length, rng.uniform(25, 90)):
@@ -141,4 +154,17 @@ def place_confusers(seed: int, look: Look, road_tree: shapely.STRtree, blds: np.
             c = p + side * np.array([-u[1], u[0]])
             if 0 < c[0] < w and 0 < c[1] < h:
                 out.add(_rect(c, u, 4.4, 1.8), "car", _CAR_RGB[rng.integers(len(_CAR_RGB))], height=1.5)
+
+
+def place_confusers(seed: int, look: Look, road_tree: shapely.STRtree, blds: np.ndarray, roads: list,
+                    w: float, h: float) -> Confusers:
+    """Confusers for one scene (empty when the look has none)."""
+    out = Confusers()
+    if look.confusers <= 0:
+        return out
+    pl = _Placer(np.random.default_rng([seed, 0xC0F]), road_tree, blds, w, h)
+    area = w * h * look.confusers
+    _lots(pl, look, area, out)
+    _yards(pl, look, area, out)
+    _road_cars(pl.rng, look, roads, w, h, out)
     return out

@@ -96,7 +96,11 @@ def _building_group(rng: np.random.Generator, o: np.ndarray, u: np.ndarray, v: n
 
 
 def _place_buildings(rng, spec, roads, road_tree, w, h):  # noqa: ANN001, ANN202 (private, one caller)
-    """Walk both sides of every road and set houses, terraces and flat blocks facing it."""
+    """Walk both sides of every road and set houses, terraces and flat blocks facing it.
+
+    Returns (footprint, kind, height, placement number, unit vector along the road) per building, in placement
+    order: the units of one terraced row are consecutive, each one's predecessor on its -u side.
+    """
     occ, out = _Occupancy(), []
     gy, gx = np.mgrid[0:h:32j, 0:w:32j]  # urban share of the scene is ~65% x density, whatever its size
     thresh = np.quantile(_point_noise(spec.seed, 11, gy, gx, 350.0), 1 - min(0.65 * spec.density, 1.0))
@@ -130,7 +134,9 @@ def _place_buildings(rng, spec, roads, road_tree, w, h):  # noqa: ANN001, ANN202
                     if road_tree.query(polys, predicate="intersects").size or occ.hits(shapely.buffer(polys, 1.0)):
                         continue
                     occ.add(polys)
-                    out += [(g, kind, height + (rng.uniform(-0.3, 0.3) if kind == "terrace" else 0)) for g in polys]
+                    gid = len(out)
+                    out += [(g, kind, height + (rng.uniform(-0.3, 0.3) if kind == "terrace" else 0), gid, u)
+                            for g in polys]
                     s = s0 + front + rng.uniform(2, 9)
     return out
 

@@ -18,6 +18,7 @@ from geoseg.synth.confusers import ON_ROAD
 from geoseg.synth.model import _model
 from geoseg.synth.noise import _grid_noise, _hash, _unit
 from geoseg.synth.spec import SynthSpec
+from geoseg.synth.terraces import HAS_NEXT, HAS_PREV, UX, UY, unit_cues
 
 
 def _footprint(transform: Affine, shape: tuple[int, int]) -> shapely.Polygon:
@@ -73,9 +74,47 @@ def _paint_index(geoms: np.ndarray, idx: np.ndarray, transform: Affine, shape: t
                      dtype="int32", all_touched=all_touched)
 
 
+def _ground(mdl, noise, ptf, pbox, rows, cols, shape):  # noqa: ANN001, ANN202 (private)
+    """Bare ground, soil patches and striped fields: (image, vegetation share) and the noise layers reused later."""
+    look = mdl.look
+    lo, mid, soil = 0.7 * noise(1, 70) + 0.3 * noise(2, 18), noise(3, 5), noise(4, 45)
+    t = np.clip(lo * 0.8 + (mid - 0.5) * 0.3 + (noise(6, 1.5) - 0.5) * 0.35, 0, 1)
+    a = np.clip((soil - 0.64) * 7, 0, 1)
+    img = np.stack([(d + (li - d) * t) * (1 - a) + s * a * (0.88 + 0.24 * mid)
+                    for d, li, s in zip(look.ground_dark, look.ground_light, look.soil)])
+    veg = 0.75 * (1 - a) + 0.1 * a
+    idx = np.sort(mdl.index["fields"].query(pbox))
+    sel = _paint_index(mdl.fields, idx, ptf, shape)
+    if idx.size and (sel > 0).any():
+        k = idx[sel[sel > 0] - 1]
+        rr, cc = np.nonzero(sel)
+        ph = (cols[cc] * mdl.field_dir[k, 0] + rows[rr] * mdl.field_dir[k, 1]) / mdl.field_period[k]
+        lum = (1 - 0.16 * np.abs(ph - np.floor(ph) - 0.5) * 2) * (0.88 + 0.24 * mid[rr, cc])
+        img[:, rr, cc] = (mdl.field_rgb[k] * lum[:, None]).T
+        veg[rr, cc] = mdl.field_veg[k]
+    return img, veg, lo, mid
+
+
+def _shade(spec, mdl, blds, bi, geoms, ptf, pbox, wtf, shape):  # noqa: ANN001, ANN202 (private)
+    """Where shadows fall: tree crowns, standing confusers and the buildings ``bi`` (their heights, the sun)."""
+    m, look = spec.m_per_px, mdl.look
+    shade = _paint_index(mdl.crown_shadows, np.sort(mdl.index["crown_shadows"].query(pbox)), ptf, shape) > 0
+    if len(mdl.conf_shadows):
+        shade |= _paint_index(mdl.conf_shadows, np.sort(mdl.index["conf_shadows"].query(pbox)), ptf, shape) > 0
+    if bi.size and blds is not None:
+        height = blds["height_m"].to_numpy(float)[bi] if "height_m" in blds else np.full(bi.size, 7.0)
+        off, tf = mdl.sun[None, :] * (height * look.shadow_len / m)[:, None], spec.transform
+        offm = np.column_stack([tf.a * off[:, 0] + tf.b * off[:, 1], tf.d * off[:, 0] + tf.e * off[:, 1]])
+        ci = shapely.get_coordinates(geoms, return_index=True)[1]
+        moved = shapely.transform(geoms, lambda c: c + offm[ci])
+        shadows = shapely.convex_hull(shapely.union(geoms, moved))
+        shade |= _paint_index(shadows, np.arange(bi.size), wtf, shape) > 0
+    return shade
+
+
 def _paint(spec: SynthSpec, truth: dict[str, gpd.GeoDataFrame], r0: int, c0: int, h: int, w: int) -> np.ndarray:
     """Float 0-255 image (bands, h, w) of a pixel-grid region, before blur, sensor noise and nodata."""
-    mdl, m, seed, sun = _model(spec), spec.m_per_px, spec.seed, _model(spec).sun
+    mdl, m, seed = _model(spec), spec.m_per_px, spec.seed
     look = mdl.look
     rows, cols, shape = r0 + np.arange(h) + 0.5, c0 + np.arange(w) + 0.5, (h, w)
     ptf = Affine.translation(c0, r0)  # decor lives in the pixel frame
@@ -86,23 +125,7 @@ def _paint(spec: SynthSpec, truth: dict[str, gpd.GeoDataFrame], r0: int, c0: int
     def noise(salt: int, metres: float) -> np.ndarray:
         return _grid_noise(seed, salt, rows, cols, max(metres / m, 1.0))
 
-    lo, mid, soil = 0.7 * noise(1, 70) + 0.3 * noise(2, 18), noise(3, 5), noise(4, 45)
-    t = np.clip(lo * 0.8 + (mid - 0.5) * 0.3 + (noise(6, 1.5) - 0.5) * 0.35, 0, 1)
-    a = np.clip((soil - 0.64) * 7, 0, 1)
-    img = np.stack([(d + (li - d) * t) * (1 - a) + s * a * (0.88 + 0.24 * mid)
-                    for d, li, s in zip(look.ground_dark, look.ground_light, look.soil)])
-    veg = 0.75 * (1 - a) + 0.1 * a
-
-    idx = np.sort(mdl.index["fields"].query(pbox))
-    sel = _paint_index(mdl.fields, idx, ptf, shape)
-    if idx.size and (sel > 0).any():
-        k = idx[sel[sel > 0] - 1]
-        rr, cc = np.nonzero(sel)
-        ph = (cols[cc] * mdl.field_dir[k, 0] + rows[rr] * mdl.field_dir[k, 1]) / mdl.field_period[k]
-        lum = (1 - 0.16 * np.abs(ph - np.floor(ph) - 0.5) * 2) * (0.88 + 0.24 * mid[rr, cc])
-        img[:, rr, cc] = (mdl.field_rgb[k] * lum[:, None]).T
-        veg[rr, cc] = mdl.field_veg[k]
-
+    img, veg, lo, mid = _ground(mdl, noise, ptf, pbox, rows, cols, shape)
     lab = label_window(truth, wtf, shape)
     road = lab == 2
     g = look.road + 36 * lo[road] + 14 * mid[road]
@@ -117,17 +140,7 @@ def _paint(spec: SynthSpec, truth: dict[str, gpd.GeoDataFrame], r0: int, c0: int
     blds = truth.get("buildings")
     bi = _query(blds, shapely.buffer(_footprint(wtf, shape), max(40.0, 20 * look.shadow_len + 5) / m * spec.gsd))
     geoms = np.asarray(blds.geometry.values[bi]) if bi.size and blds is not None else np.empty(0, object)
-    shade = _paint_index(mdl.crown_shadows, np.sort(mdl.index["crown_shadows"].query(pbox)), ptf, shape) > 0
-    if len(mdl.conf_shadows):
-        shade |= _paint_index(mdl.conf_shadows, np.sort(mdl.index["conf_shadows"].query(pbox)), ptf, shape) > 0
-    if bi.size and blds is not None:
-        height = blds["height_m"].to_numpy(float)[bi] if "height_m" in blds else np.full(bi.size, 7.0)
-        off, tf = sun[None, :] * (height * look.shadow_len / m)[:, None], spec.transform
-        offm = np.column_stack([tf.a * off[:, 0] + tf.b * off[:, 1], tf.d * off[:, 0] + tf.e * off[:, 1]])
-        ci = shapely.get_coordinates(geoms, return_index=True)[1]
-        moved = shapely.transform(geoms, lambda c: c + offm[ci])
-        shadows = shapely.convex_hull(shapely.union(geoms, moved))
-        shade |= _paint_index(shadows, np.arange(bi.size), wtf, shape) > 0
+    shade = _shade(spec, mdl, blds, bi, geoms, ptf, pbox, wtf, shape)
     img[:, shade] *= np.array(look.shadow)[:, None]
     veg[shade] *= 0.6
 
@@ -207,6 +220,25 @@ def _roof_faces(look, kind, ids, seed, env, k, rr, cc, rows, cols, sun):  # noqa
     return lum, np.zeros(lum.shape, bool)
 
 
+def _terrace_lum(cues, ids, known, env, k, rr, cc, rows, cols, lum):  # noqa: ANN001, ANN202 (private)
+    """Luminance with the party-wall cues of terraced units (geoseg.synth.terraces), in the unit's row frame."""
+    cue = cues[np.where(known, ids, 0)]
+    on = (cue[k, HAS_PREV] + cue[k, HAS_NEXT]) > 0
+    if not on.any():
+        return lum
+    u = cue[:, [UX, UY]]
+    ctr = env[:, :4].mean(1)
+    half = np.abs(np.einsum("nij,nj->ni", env[:, :4] - ctr[:, None], u)).max(1)
+    p, q = rr[on], cc[on]
+    kk = k[on]
+    dx, dy = cols[q] - ctr[kk, 0], rows[p] - ctr[kk, 1]
+    t = dx * u[kk, 0] + dy * u[kk, 1]
+    s = -dx * u[kk, 1] + dy * u[kk, 0]
+    lum = lum.copy()
+    lum[on] = unit_cues(cue[kk], t, s, half[kk], lum[on])
+    return lum
+
+
 def _paint_roofs(spec, blds, bi, geoms, img, veg, bld, wtf, rows, cols, mid) -> None:  # noqa: ANN001 (private)
     """Roofs of the buildings ``bi`` (positions in the truth layer) on their label pixels."""
     mdl, m, seed = _model(spec), spec.m_per_px, spec.seed
@@ -228,6 +260,7 @@ def _paint_roofs(spec, blds, bi, geoms, img, veg, bld, wtf, rows, cols, mid) -> 
     panel = np.zeros(rr.size, bool)
     if len(env) == 5 * bi.size:  # every envelope a rectangle
         lum, panel = _roof_faces(mdl.look, kind, ids, seed, env.reshape(-1, 5, 2), k, rr, cc, rows, cols, mdl.sun)
+        lum = _terrace_lum(mdl.terrace, ids, known, env.reshape(-1, 5, 2), k, rr, cc, rows, cols, lum)
     else:
         flat = np.ones(bi.size, bool)
         lum = np.ones(rr.size)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
+from contextlib import ExitStack
 from dataclasses import asdict
 from pathlib import Path
 
@@ -19,12 +19,9 @@ from geoseg.export import GPKG_CREATE
 from geoseg.synth.model import make_truth
 from geoseg.synth.render import label_window, render_window
 from geoseg.synth.spec import LAYERS, SynthSpec
+from geoseg.tempfiles import atomic_path
 
 _BAND_NAMES = ("red", "green", "blue", "nir", "rededge", "swir1", "swir2")
-
-
-def _tmp_name(path: Path) -> Path:
-    return path.with_name(f".{path.name}.tmp-{os.getpid()}{path.suffix}")
 
 
 def _write_labels(spec: SynthSpec, truth: dict[str, gpd.GeoDataFrame], path: Path, profile: dict,
@@ -38,6 +35,14 @@ def _write_labels(spec: SynthSpec, truth: dict[str, gpd.GeoDataFrame], path: Pat
                 win = Window(c, r, min(block, spec.width - c), min(block, spec.height - r))
                 lab = label_window(truth, rasterio.windows.transform(win, spec.transform), (win.height, win.width))
                 dst.write(lab[None], window=win)
+
+
+def _write_truth(truth: dict[str, gpd.GeoDataFrame], path: Path) -> None:
+    geom_types = {"buildings": "Polygon", "roads": "Polygon", "road_centerlines": "LineString"}
+    for i, layer in enumerate(LAYERS):
+        pyogrio.write_dataframe(truth[layer], path, layer=layer, driver="GPKG", append=i > 0,
+                                geometry_type=geom_types[layer], promote_to_multi=False,
+                                **({} if i else {"dataset_options": GPKG_CREATE}))
 
 
 def write_scene(spec: SynthSpec, out: str | Path, truth_out: str | Path | None = None, *, block: int = 1024,
@@ -68,33 +73,25 @@ def write_scene(spec: SynthSpec, out: str | Path, truth_out: str | Path | None =
                    interleave="pixel", BIGTIFF="IF_SAFER", nodata=0 if spec.nodata_border > 0 else None)
     if spec.bands == 3 and spec.dtype == "uint8":
         profile["photometric"] = "RGB"
-    tmps = [_tmp_name(p) for p in paths]
     try:
         for path in paths:
             path.parent.mkdir(parents=True, exist_ok=True)
-        with rasterio.open(tmps[0], "w", **profile) as dst:
-            names = ("pan",) if spec.bands == 1 else _BAND_NAMES + tuple(f"band{i}" for i in range(8, 17))
-            for b in range(spec.bands):
-                dst.set_band_description(b + 1, names[b])
-            dst.update_tags(geoseg_synth=json.dumps(asdict(spec)))
-            for r in range(0, spec.height, block):
-                for c in range(0, spec.width, block):
-                    win = Window(c, r, min(block, spec.width - c), min(block, spec.height - r))
-                    dst.write(render_window(spec, truth, win), window=win)
-        if labels_out:
-            _write_labels(spec, truth, tmps[2], profile, block)
-        geom_types = {"buildings": "Polygon", "roads": "Polygon", "road_centerlines": "LineString"}
-        for i, layer in enumerate(LAYERS):
-            pyogrio.write_dataframe(truth[layer], tmps[1], layer=layer, driver="GPKG", append=i > 0,
-                                    geometry_type=geom_types[layer], promote_to_multi=False,
-                                    **({} if i else {"dataset_options": GPKG_CREATE}))
-        for tmp, path in zip(tmps, paths):
-            os.replace(tmp, path)
+        with ExitStack() as stack:  # every file renamed into place only once all are complete
+            tmps = [stack.enter_context(atomic_path(p)) for p in paths]
+            with rasterio.open(tmps[0], "w", **profile) as dst:
+                names = ("pan",) if spec.bands == 1 else _BAND_NAMES + tuple(f"band{i}" for i in range(8, 17))
+                for b in range(spec.bands):
+                    dst.set_band_description(b + 1, names[b])
+                dst.update_tags(geoseg_synth=json.dumps(asdict(spec)))
+                for r in range(0, spec.height, block):
+                    for c in range(0, spec.width, block):
+                        win = Window(c, r, min(block, spec.width - c), min(block, spec.height - r))
+                        dst.write(render_window(spec, truth, win), window=win)
+            if labels_out:
+                _write_labels(spec, truth, tmps[2], profile, block)
+            _write_truth(truth, tmps[1])
     except (OSError, rasterio.errors.RasterioError, pyogrio.errors.DataSourceError,
             pyogrio.errors.DataLayerError) as err:
         raise OutputError(f"{out}: cannot write the scene ({err}); check the folder is writable") from err
-    finally:
-        for tmp in tmps:
-            tmp.unlink(missing_ok=True)
     return truth
 

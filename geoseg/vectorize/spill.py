@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import threading
 import weakref
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,16 @@ from typing import Any
 import numpy as np
 
 from geoseg.tempfiles import frontier_prefix  # names the owner: a killed run's folder is removed later
+
+# numpy parses each .npy header with Python's ast, which CPython 3.11 does not make safe across threads
+# (python/cpython#106905: "AST constructor recursion depth mismatch" in a worker thread): one reader at a time
+_NPZ_LOCK = threading.Lock()
+
+
+def read_npz(path: Path) -> dict[str, np.ndarray]:
+    """Every array of an ``.npz`` file (no pickles)."""
+    with _NPZ_LOCK, np.load(path, allow_pickle=False) as stored:
+        return {name: stored[name] for name in stored.files}
 
 SPILL_MIN_BYTES = 16 * 1024  # smaller array sets stay in memory: a file each would cost more than it saves
 
@@ -51,8 +62,7 @@ class Spill:
         return path
 
     def take(self, path: Path) -> dict[str, np.ndarray]:
-        with np.load(path, allow_pickle=False) as stored:
-            arrays = {name: stored[name] for name in stored.files}
+        arrays = read_npz(path)
         path.unlink()
         return arrays
 
