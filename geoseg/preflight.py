@@ -71,6 +71,8 @@ def check_run(scene_path: PathLike, out: PathLike | None, config: InferConfig, *
     if not outputs:
         raise ConfigError("nothing to write: give --out, --raster-out or --prob-out")
     scene_path = check_input(scene_path)  # a file:// URL becomes the local path it names
+    # an output on an input first: "already exists, pass --overwrite" would be a hint that cannot work there
+    check_distinct(outputs, {"scene": scene_path, **(inputs or {})})
     for option, path in outputs:
         check_output(path, overwrite)
         if option == "--out":

@@ -63,6 +63,18 @@ def test_output_that_is_the_scene_is_refused_even_with_overwrite(how: str, make_
     assert not (tmp_path / "b.gpkg").exists()
 
 
+def test_output_on_the_scene_without_overwrite_names_the_scene(make_scene: Any, tiny_bundle: Path,
+                                                                tmp_path: Path) -> None:
+    """The hint must work: not "pass --overwrite" (which is refused for an input) but "write to another path"."""
+    scene = make_scene()
+    before = digest(scene)
+    result = invoke("infer", scene, "--out", tmp_path / "b.gpkg", "--raster-out", scene, "--model", tiny_bundle,
+                    *TILING)
+    user_error(result, "--raster-out", "is the scene", "another path")
+    assert "--overwrite to replace" not in result.output
+    assert digest(scene) == before
+
+
 @pytest.mark.parametrize("which", ["--model", "--pipeline"])
 def test_output_that_is_the_bundle_or_pipeline_is_refused(which: str, make_scene: Any, tiny_bundle: Path,
                                                           tmp_path: Path) -> None:
