@@ -78,3 +78,50 @@ def test_model_only_bound_does_not_keep_its_outputs(tiny_bundle: Path) -> None:
     rss = json.loads(proc.stdout.strip().splitlines()[-1])
     kept_mb = 112 * 3 * 192 * 192 * 4 / 2**20
     assert rss["after"] - rss["before"] < kept_mb / 4, rss
+
+
+def test_memory_bench_model_reads_the_pattern_back() -> None:
+    """The bench model's argmax is the pattern's class raster exactly, and its boundary head fires on the walls
+    alone (noise included), so `bench memory` vectorises the synthetic truth's objects, not speckle."""
+    import numpy as np
+
+    from geoseg.memory_scene import COLOURS, WALL, linear_weights, pattern_image
+
+    image = pattern_image(512, seed=5).astype(np.float64)
+    x = (image / 255 - 0.5) / 0.25
+    weights, biases = linear_weights()
+    logits = np.einsum("kc,chw->khw", weights, x) + biases[:, None, None]
+    colours = np.vstack([COLOURS, WALL])  # the painted class of each pixel: its nearest flat colour
+    painted = np.argmin(((image[None] - colours[:, :, None, None]) ** 2).sum(1), axis=0)
+    assert set(np.unique(painted)) == {0, 1, 2, 3}  # ground, roofs, roads and walls all present
+    assert np.array_equal(logits[:3].argmax(0), np.array([0, 1, 2, 1])[painted])
+    assert np.array_equal(logits[3] > 0, painted == 3)
+
+
+@pytest.mark.slow
+def test_bench_memory_reports_peaks_per_phase(tmp_path: Path) -> None:
+    """Two sizes, each in its own process, on a scene mirrored from a 512² pattern: peak RSS overall and per
+    phase, the objects of the pattern's truth, and the ratio of the two peaks."""
+    res = CliRunner().invoke(main, ["bench", "memory", "--size", "512", "--size", "1024", "--pattern", "512",
+                                    "--workers", "2", "--workdir", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    r = json.loads(res.output.strip().splitlines()[-1])
+    print(r)  # shown when an assertion fails
+    small, large = r["runs"]
+    assert (small["size"], large["size"]) == (512, 1024) and r["sizes"] == [512, 1024]
+    for run in r["runs"]:
+        phases = run["phase_tree_rss"]
+        assert set(phases) == {"blocks", "reduce_tail", "assembly"} and phases["blocks"] and phases["assembly"]
+        peaks = {k: v["peak_mb"] for k, v in phases.items() if v}
+        assert all(v["start_mb"] <= v["peak_mb"] for v in phases.values() if v)
+        assert run["peak_phase"] in peaks and peaks[run["peak_phase"]] == max(peaks.values())
+        assert phases["blocks"]["start_mb"] == run["rss_at_start_mb"] <= max(peaks.values()) <= run["peak_tree_rss_mb"]
+        assert run["peak_rss_mb"] >= run["rss_at_start_mb"] > 100  # this process has torch and GDAL loaded
+        assert run["megapixels"] == pytest.approx(run["size"] ** 2 / 1e6, abs=1e-3)
+        assert run["cpu_s"] > 0 and run["outputs_mb"] > 0 and run["tiles"] > 0
+        assert all(run["objects"][k] > 0 for k in ("buildings", "roads", "road_centerlines"))
+    # four mirrored copies of the pattern: up to four times its buildings (fewer where a building cut by the
+    # pattern's edge joins its mirror image)
+    assert 2 * small["objects"]["buildings"] < large["objects"]["buildings"] <= 4 * small["objects"]["buildings"]
+    assert r["peak_rss_ratio"] == pytest.approx(large["peak_rss_mb"] / small["peak_rss_mb"], abs=1e-4)
+    assert r["peak_tree_rss_ratio"] == pytest.approx(large["peak_tree_rss_mb"] / small["peak_tree_rss_mb"], abs=1e-4)

@@ -101,6 +101,52 @@ def bench_infer_cmd(size: int, model: str | None, block_size: int | None, batch_
     click.echo(json.dumps(result))
 
 
+@bench.command("memory")
+@click.option("--size", "sizes", type=click.IntRange(min=256), multiple=True, required=True,
+              help="Scene side in pixels; repeat for several (each runs in its own process, so its peak RSS is its own).")
+@click.option("--model", default="linear", show_default=True, help="'linear': a 1x1-convolution bundle that reads "
+              "the bench scene's classes back (realistic objects, cheap); 'tiny': the untrained U-Net of bench batch; "
+              "or a bundle path or registered name.")
+@click.option("--workers", type=click.IntRange(min=1))
+@click.option("--scheduler", default="threads", show_default=True)
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--block-size", type=int, help="Default: auto (as infer).")
+@click.option("--batch-size", type=int, help="Default: 1 on CPU, 16 on CUDA.")
+@click.option("--workdir", type=click.Path(file_okay=False), help="Keep the bench scenes and model here for reuse "
+              "(outputs go to a temporary folder inside it).")
+@click.option("--interval", type=click.FloatRange(min=0.01), default=0.05, show_default=True,
+              help="Seconds between RSS samples of the process tree.")
+@click.option("--pattern", type=click.IntRange(min=256), default=4096, show_default=True,
+              help="Side of the synthetic pattern the scene repeats (mirrored).")
+@click.option("--child", is_flag=True, hidden=True)
+@verbose_opt
+@user_errors
+def bench_memory_cmd(sizes: tuple[int, ...], model: str, workers: int | None, scheduler: str, device: str,
+                     block_size: int | None, batch_size: int | None, workdir: str | None, interval: float,
+                     pattern: int, child: bool, verbose: int) -> None:
+    """Peak RSS of infer (vectors + class COG; driver and workers) per scene size and the phase it occurs in, on
+    a scene repeated from one synthetic pattern, cheap enough for 32768²."""
+    import tempfile
+
+    if child:
+        from geoseg.memory_bench import bench_memory
+        from geoseg.pipeline import InferConfig
+
+        config = InferConfig(block_size=block_size, batch_size=batch_size, workers=workers, scheduler=scheduler,
+                             device=device)
+        assert workdir is not None  # the parent always passes one
+        click.echo(json.dumps(bench_memory(sizes[0], config, Path(workdir), model, interval, pattern)))
+        return
+    from geoseg.memory_bench import bench_memory_sizes
+
+    with tempfile.TemporaryDirectory() as tmp:
+        args = ["--model", model, "--scheduler", scheduler, "--device", device, "--workdir", workdir or tmp,
+                "--interval", str(interval), "--pattern", str(pattern)]
+        for flag, value in (("--workers", workers), ("--block-size", block_size), ("--batch-size", batch_size)):
+            args += [flag, str(value)] if value is not None else []
+        click.echo(json.dumps(bench_memory_sizes(list(sizes), args)))
+
+
 @bench.command("model")
 @click.option("--model", "names", multiple=True, help="Model to time (repeatable): a name of "
               "geoseg.models.bench.DEFAULT_MODELS or an architecture; with --runtime also a bundle ('default'). "
