@@ -132,31 +132,33 @@ def bench_memory(size: int, config: InferConfig, folder: Path, model: str = LINE
         out_mb = sum(f.stat().st_size for f in Path(tmp).iterdir() if f.is_file()) / 1e6
     finalize = end - summary.stage_seconds.get("finalize", 0.0)
     last_block = blocks_done[0] if blocks_done else finalize
-    peaks = rss.phase_peaks({"blocks": (start, last_block), "reduce_tail": (last_block, finalize),
-                             "assembly": (finalize, end)})
-    tree_peak = max(r for _, r in rss.samples) / 2**20
-    known = {k: v["peak_mb"] for k, v in peaks.items() if v is not None}
+    phases = {"blocks": (start, last_block), "reduce_tail": (last_block, finalize), "assembly": (finalize, end)}
     mpx = summary.megapixels
     return {
         "bench": "memory", "size": size, "megapixels": round(mpx, 3), "model": model,
         "scene": f"{min(pattern, size)}² synth pattern (flat class colours, noise, darker walls), mirrored; "
                  "DEFLATE GeoTIFF",
-        "scheduler": config.scheduler, "workers": workers, "device": config.device,
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-        "peak_tree_rss_mb": round(tree_peak, 1), "rss_at_start_mb": round(rss.samples[0][1] / 2**20, 1),
-        "run_rss_mb": round(tree_peak - rss.samples[0][1] / 2**20, 1), "phase_tree_rss": peaks,
-        "peak_phase": max(known, key=lambda k: known[k]) if known else None,
-        "rss_samples": len(rss.samples), "rss_interval_s": interval,
+        "scheduler": config.scheduler, "workers": workers, "device": config.device, **rss_report(rss, phases),
         "objects": summary.objects, "tiles": summary.tiles_run, "outputs_mb": round(out_mb, 1),
-        "wall_s": round(end - start, 1), "phase_s": {"blocks": round(last_block - start, 1),
-                                                      "reduce_tail": round(finalize - last_block, 1),
-                                                      "assembly": round(end - finalize, 1)},
+        "wall_s": round(end - start, 1), "phase_s": {k: round(t1 - t0, 1) for k, (t0, t1) in phases.items()},
         "cpu_s": round(cpu_self + cpu_workers, 1), "cpu_s_driver": round(cpu_self, 1),
         "cpu_s_workers": round(cpu_workers, 1) if wcpu else None,
         "cpu_s_per_mpx": round((cpu_self + cpu_workers) / mpx, 4),
         "scene_write_cpu_s": round(scene_cpu, 1), "loadavg_1m_before": round(load, 2),
         "stage_cpu_s": {k: round(v, 2) for k, v in summary.stage_cpu_seconds.items()},
     }
+
+
+def rss_report(rss: TreeRss, phases: dict[str, tuple[float, float]]) -> dict[str, Any]:
+    """The run's peaks: this process's high-water mark, the sampled tree's, and each phase's."""
+    tree_peak, at_start = max(r for _, r in rss.samples) / 2**20, rss.samples[0][1] / 2**20
+    peaks = rss.phase_peaks(phases)
+    known = {k: v["peak_mb"] for k, v in peaks.items() if v is not None}
+    return {"peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            "peak_tree_rss_mb": round(tree_peak, 1), "rss_at_start_mb": round(at_start, 1),
+            "run_rss_mb": round(tree_peak - at_start, 1), "phase_tree_rss": peaks,
+            "peak_phase": max(known, key=lambda k: known[k]) if known else None,
+            "rss_samples": len(rss.samples), "rss_interval_s": rss.interval}
 
 
 def bench_memory_sizes(sizes: list[int], args: list[str]) -> dict[str, Any]:
