@@ -31,6 +31,7 @@ from geoseg.grid import Grid
 from geoseg.styles import LAYER_STYLES_SQL, LayerStyle
 
 COG_BLOCK = 512
+COG_OPEN_PARTS = 16  # VRT sources GDAL keeps open while a COG is copied
 # features per Arrow batch when a layer is streamed out of the staging GeoPackage: what is held at once
 # (the bounded-memory invariant), large enough to amortise the per-batch overhead
 ARROW_BATCH = 20_000
@@ -39,12 +40,17 @@ ARROW_BATCH = 20_000
 def write_cog(source: Path, out: Path, resampling: str, native: Grid | None = None,
               regrid: str = "nearest") -> Path:
     """Copy a raster (the VRT mosaic of a run's block parts) to a COG at ``out``: GDAL streams it window by
-    window, compressing on every core and building overviews (``resampling``: their method). A scene read at the
+    window, compressing and building overviews (``resampling``: their method). A scene read at the
     model's GSD (``native``: the file's own grid) is resampled back through a warped VRT (``regrid``: nearest for
-    classes, bilinear for probabilities), so no whole raster is ever held in memory (the bounded-memory invariant)."""
-    with rasterio.open(source) as staged, _on_grid(staged, native, Resampling[regrid]) as src:
+    classes, bilinear for probabilities), so no whole raster is ever held in memory (the bounded-memory invariant).
+
+    Its memory must not grow with the scene: GDAL keeps up to 100 of a VRT's sources open (each with its own
+    buffers) and its threaded overview builder holds several chunks per thread, so a few parts stay open and the
+    copy runs on the task's own thread (Dask's workers are the parallelism; the bytes are the same either way)."""
+    with rasterio.Env(GDAL_MAX_DATASET_POOL_SIZE=COG_OPEN_PARTS), rasterio.open(source) as staged, \
+            _on_grid(staged, native, Resampling[regrid]) as src:
         rasterio.shutil.copy(src, out, driver="COG", COMPRESS="DEFLATE", BLOCKSIZE=COG_BLOCK, OVERVIEWS="AUTO",
-                             RESAMPLING=resampling, BIGTIFF="IF_SAFER", NUM_THREADS="ALL_CPUS")
+                             RESAMPLING=resampling, BIGTIFF="IF_SAFER", NUM_THREADS=1)
     return out
 
 
