@@ -28,7 +28,7 @@ KEEP_ALL = {name: ClassPost(min_area_m2=0.0) for name in ("building", "road")}  
 
 
 def part_files(folder: Path) -> dict[str, dict[str, np.ndarray]]:
-    return {str(p.relative_to(folder)): load_arrays(p) for p in sorted(folder.rglob("*.npz"))}
+    return {str(p.relative_to(folder)): load_arrays(p) for p in sorted(folder.rglob("*.arrays"))}
 
 
 def test_tasks_write_their_parts_and_survive_retries(make_scene: Any, tiny_bundle: Path, tmp_path: Path) -> None:
