@@ -49,15 +49,14 @@ def read_arrays(path: Path) -> dict[str, np.ndarray]:
         buf = bytearray(os.fstat(f.fileno()).st_size)
         f.readinto(buf)
     n = int.from_bytes(buf[:8], "little")
-    pos = 8 + n
-    out = {}
-    for name, dtype, shape in json.loads(buf[8:pos]):
-        dt = np.dtype(dtype)
-        count = math.prod(shape)
-        out[name] = np.frombuffer(buf, dt, count, pos).reshape(shape)
-        pos += count * dt.itemsize
-    if pos != len(buf):
-        raise ValueError(f"{path}: not an array-set file ({len(buf)} bytes, {pos} expected)")
+    meta = json.loads(buf[8:8 + n])
+    sizes = [math.prod(shape) * np.dtype(dtype).itemsize for _, dtype, shape in meta]
+    if 8 + n + sum(sizes) != len(buf):
+        raise ValueError(f"{path}: not an array-set file ({len(buf)} bytes, {8 + n + sum(sizes)} expected)")
+    out, pos = {}, 8 + n
+    for (name, dtype, shape), size in zip(meta, sizes):
+        out[name] = np.frombuffer(buf, np.dtype(dtype), math.prod(shape), pos).reshape(shape)
+        pos += size
     return out
 
 
