@@ -20,8 +20,8 @@ import shapely
 from rasterio.windows import Window
 
 from geoseg.export import VectorSink, write_cog
-from geoseg.parts import (CELLS, FRAGMENTS, VECTORS, build_vrt, cell_part_name, fragment_name, load_cell_part,
-                          load_fragment, load_frames, save_cell_part, save_fragment, save_frames)
+from geoseg.parts import (ARRAYS_SUFFIX, CELLS, FRAGMENTS, VECTORS, build_vrt, cell_part_name, fragment_name,
+                          load_cell_part, load_fragment, load_frames, save_cell_part, save_fragment, save_frames)
 from geoseg.grid import Grid
 from geoseg.styles import ClassPalette, LayerStyle
 from geoseg.summary import layer_measure
@@ -66,7 +66,7 @@ class VectorParts:
 
 def store_block_vectors(bv: BlockVectors, folder: Path, layer_types: dict[str, str]) -> VectorParts:
     """Write a block's finished features, fragments and cell shares into the vector staging ``folder``."""
-    part = f"b_{bv.index[0]:05d}_{bv.index[1]:05d}.npz"
+    part = f"b_{bv.index[0]:05d}_{bv.index[1]:05d}{ARRAYS_SUFFIX}"
     save_frames(folder / VECTORS / part, dict(bv.frames))
     totals = Totals()
     totals.add_frames(dict(bv.frames), layer_types)

@@ -19,7 +19,7 @@ import shapely
 
 from geoseg.assemble import assemble_vectors
 from geoseg.export import VectorSink
-from geoseg.parts import VECTORS, load_frames, save_frames
+from geoseg.parts import ARRAYS_SUFFIX, VECTORS, load_frames, save_frames
 
 LAYERS = {"buildings": "Polygon", "road_centerlines": "LineString"}
 CRS = "EPSG:32631"
@@ -43,7 +43,7 @@ def synthetic_parts(folder: Path, n_parts: int, per_part: int) -> list[str]:
             "road_centerlines": [gpd.GeoDataFrame({"id": ids, "class": "road", "length_m": shapely.length(lines),
                                                    "width_m": rng.random(per_part), "score": rng.random(per_part)},
                                                   geometry=lines, crs=CRS)]}
-        names.append(f"b_{p:05d}_00000.npz")
+        names.append(f"b_{p:05d}_00000{ARRAYS_SUFFIX}")
         save_frames(folder / VECTORS / names[-1], frames)
     return names
 

@@ -28,7 +28,7 @@ from geoseg.grid import Grid
 from geoseg.styles import ClassPalette
 from geoseg.tempfiles import atomic_path, temp_name
 from geoseg.vectorize.instances import ObjectCrop
-from geoseg.vectorize.spill import read_npz
+from geoseg.vectorize.spill import ARRAYS_SUFFIX, read_arrays, write_arrays
 
 FRAGMENTS, CELLS, VECTORS = "frag", "cell", "vec"  # subfolders of a vector output's staging folder
 PROBE_NAME = "probe"
@@ -74,12 +74,11 @@ def write_once(path: Path, write: Callable[[Path], None]) -> bool:
 
 
 def save_arrays(path: Path, arrays: dict[str, np.ndarray]) -> bool:
-    savez: Any = np.savez  # (its stubs type keyword arrays as allow_pickle)
-    return write_once(path, lambda tmp: savez(tmp, **arrays))
+    return write_once(path, lambda tmp: write_arrays(tmp, arrays))
 
 
 def load_arrays(path: Path) -> dict[str, np.ndarray]:
-    return read_npz(path)
+    return read_arrays(path)
 
 
 # --- raster parts -------------------------------------------------------------------------------------------
@@ -89,16 +88,17 @@ def raster_part_name(window: Window) -> str:
 
 
 def write_raster_part(folder: Path, window: Window, data: np.ndarray, grid: Grid, nodata: float) -> None:
-    """One block (``window`` of the scene's ``grid``) of a scene raster as a small lossless GeoTIFF (a fast codec:
-    the COG is compressed later)."""
+    """One block (``window`` of the scene's ``grid``) of a scene raster as a small GeoTIFF (the COG is compressed
+    later): class codes through ZSTD's fastest level, probabilities raw, where a codec shrinks them little for
+    the CPU it costs, writing here and reading back in the assembly."""
     data = data if data.ndim == 3 else data[None]
     part = grid.window(window)
+    codec = {"compress": "ZSTD", "ZSTD_LEVEL": 1} if data.dtype.kind in "iub" else {}
 
     def write(tmp: Path) -> None:
         with rasterio.open(tmp, "w", driver="GTiff", width=data.shape[2], height=data.shape[1], count=data.shape[0],
                            dtype=data.dtype, crs=part.crs, transform=part.transform,
-                           nodata=nodata, tiled=True, blockxsize=256, blockysize=256, compress="ZSTD",
-                           ZSTD_LEVEL=1) as dst:
+                           nodata=nodata, tiled=True, blockxsize=256, blockysize=256, **codec) as dst:
             dst.write(data)
 
     write_once(folder / raster_part_name(window), write)
@@ -139,7 +139,7 @@ def build_vrt(folder: Path, windows: Iterable[Window], grid: Grid, dtype: str, c
 # --- vector parts: finished features as WKB and plain columns ---------------------------------------------------
 
 def save_frames(path: Path, frames: dict[str, list[object]]) -> bool:
-    """Finished frames per layer as WKB plus columns in one ``.npz`` (what the GeoPackage writer is handed
+    """Finished frames per layer as WKB plus columns in one array-set file (what the GeoPackage writer is handed
     anyway: the assembly does no geometry work). Written even when empty: it marks the task done."""
     arrays: dict[str, np.ndarray] = {}
     for layer, parts in frames.items():
@@ -176,7 +176,7 @@ def load_frames(path: Path) -> dict[str, tuple[np.ndarray, dict[str, np.ndarray]
 # --- frontier parts: object fragments and network cell shares ---------------------------------------------------
 
 def fragment_name(k: int, block: tuple[int, int], n: int) -> str:
-    return f"k{k}_{block[0]}_{block[1]}_{n}.npz"
+    return f"k{k}_{block[0]}_{block[1]}_{n}{ARRAYS_SUFFIX}"
 
 
 def save_fragment(path: Path, crop: ObjectCrop) -> None:
@@ -194,7 +194,7 @@ def load_fragment(path: Path) -> ObjectCrop:
 
 
 def cell_part_name(k: int, cell: tuple[int, int], block: tuple[int, int]) -> str:
-    return f"k{k}_{cell[0]}_{cell[1]}_b{block[0]}_{block[1]}.npz"
+    return f"k{k}_{cell[0]}_{cell[1]}_b{block[0]}_{block[1]}{ARRAYS_SUFFIX}"
 
 
 def save_cell_part(path: Path, window: Window, bits: np.ndarray, values: np.ndarray) -> None:

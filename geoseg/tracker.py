@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import defaultdict
 
 from geoseg.assemble import Cell, ReduceJob, VectorParts
-from geoseg.parts import cell_part_name, fragment_name
+from geoseg.parts import ARRAYS_SUFFIX, cell_part_name, fragment_name
 from geoseg.vectorize.options import VectorSpec
 from geoseg.vectorize.reduce import FragmentGroups, cell_parts_expected
 
@@ -50,7 +50,7 @@ class Tracker:
                     if shares:
                         ready.append((cell, shares))
             if ready:
-                jobs.append(ReduceJob(k, f"c_k{k}_{ready[0][0][0]}_{ready[0][0][1]}.npz", cells=tuple(ready)))
+                jobs.append(ReduceJob(k, f"c_k{k}_{ready[0][0][0]}_{ready[0][0][1]}{ARRAYS_SUFFIX}", cells=tuple(ready)))
         return jobs
 
     def pending(self) -> int:

@@ -44,7 +44,7 @@ def write_parts(folder: Path, n_parts: int, per_part: int, seed: int = 0) -> lis
                   "road_centerlines": [gpd.GeoDataFrame(
                       {"id": ids, "class": "road", "length_m": shapely.length(lines), "width_m": rng.random(per_part),
                        "score": rng.random(per_part)}, geometry=lines, crs=CRS)]}
-        names.append(f"b_{p:05d}_00000.npz")
+        names.append(f"b_{p:05d}_00000.arrays")
         save_frames(folder / VECTORS / names[-1], frames)  # type: ignore[arg-type]
     return names
 

@@ -28,7 +28,7 @@ KEEP_ALL = {name: ClassPost(min_area_m2=0.0) for name in ("building", "road")}  
 
 
 def part_files(folder: Path) -> dict[str, dict[str, np.ndarray]]:
-    return {str(p.relative_to(folder)): load_arrays(p) for p in sorted(folder.rglob("*.npz"))}
+    return {str(p.relative_to(folder)): load_arrays(p) for p in sorted(folder.rglob("*.arrays"))}
 
 
 def test_tasks_write_their_parts_and_survive_retries(make_scene: Any, tiny_bundle: Path, tmp_path: Path) -> None:
@@ -157,3 +157,23 @@ def test_interrupt_between_staging_folders_leaves_none(make_scene: Any, tiny_bun
             pass
     assert len(made) == 2 and all(p.parent == out for p in made)
     assert list(out.iterdir()) == []
+
+
+def test_array_sets_read_back_every_dtype_and_refuse_objects(tmp_path: Path) -> None:
+    from geoseg.vectorize.spill import read_arrays, write_arrays
+    rng = np.random.default_rng(0)
+    arrays = {"mask": rng.random((7, 5)) > 0.5, "prob": rng.random((3, 7, 5)).astype(np.float32),
+              "wkb": rng.integers(0, 255, 11).astype(np.uint8), "ids": np.arange(4, dtype=np.int64),
+              "names": np.array(["road", "building"]), "empty": np.zeros((0, 3), np.float64),
+              "strided": np.arange(20, dtype=np.int32).reshape(4, 5)[:, ::2]}
+    write_arrays(tmp_path / "a.arrays", arrays)
+    back = read_arrays(tmp_path / "a.arrays")
+    assert list(back) == list(arrays)
+    for name, a in arrays.items():
+        assert back[name].dtype == a.dtype and back[name].shape == a.shape and np.array_equal(back[name], a)
+    back["prob"][0, 0, 0] = 2.0  # writable, as np.load's arrays were
+    with pytest.raises(TypeError, match="object"):
+        write_arrays(tmp_path / "b.arrays", {"bad": np.array([b"x", None], dtype=object)})
+    (tmp_path / "c.arrays").write_bytes((tmp_path / "a.arrays").read_bytes()[:-3])
+    with pytest.raises(ValueError, match="not an array-set file"):
+        read_arrays(tmp_path / "c.arrays")

@@ -56,7 +56,7 @@ def test_next_run_removes_what_killed_runs_left_but_not_a_live_runs(make_scene: 
     code = "import tempfile, geoseg.tempfiles as t; print(tempfile.mkdtemp(prefix=t.frontier_prefix()))"
     dead_frontier = Path(subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                                         check=True).stdout.strip())
-    (dead_frontier / "0.npz").write_bytes(b"x" * 1000)
+    (dead_frontier / "0.arrays").write_bytes(b"x" * 1000)
     ours = Path(tempfile_in(tmpdir))  # this (live) test process's own frontier folder
     # a live run, stopped (so it is certainly still running) while another run cleans the folder
     live = _infer(live_scene, out, tiny_bundle, env, "--block-size", "256")

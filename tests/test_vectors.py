@@ -101,9 +101,9 @@ def test_frontier_parked_on_disk_gives_the_same_vectors(synth, tmp_path):
         c, p, hd = read(win)
         for layer, frame in reducer.add(vectorize_block(c, p, hd, c != NODATA, index, win, vs)):
             got[layer].append(frame)
-        most_parked = max(most_parked, len(list(tmp_path.rglob("*.npz"))))
+        most_parked = max(most_parked, len(list(tmp_path.rglob("*.arrays"))))
     assert most_parked > 20  # not vacuous: many parts and fragments waited on disk
-    assert reducer.pending() == 0 and not list(tmp_path.rglob("*.npz"))
+    assert reducer.pending() == 0 and not list(tmp_path.rglob("*.arrays"))
     reducer.close()
     assert not any(tmp_path.iterdir())
     for layer, frame in base.items():

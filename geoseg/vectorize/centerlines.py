@@ -178,7 +178,12 @@ def _pool(mask: np.ndarray, step: int) -> np.ndarray:
     hh, ww = -(-h // step), -(-w // step)
     full = np.zeros((hh * step, ww * step), np.uint8)
     full[:h, :w] = mask
-    return full.reshape(hh, step, ww, step).sum(axis=(1, 3), dtype=np.int32) * 2 >= step * step
+    # step² strided adds: much faster than a sum over the axes of a reshaped view
+    count = np.zeros((hh, ww), np.uint8 if step * step < 256 else np.int32)
+    for dr in range(step):
+        for dc in range(step):
+            count += full[dr::step, dc::step]
+    return count.astype(np.int32) * 2 >= step * step
 
 
 @dataclass
