@@ -34,6 +34,9 @@ LEAN_CONFIG = {
     "distributed.admin.tick.interval": "1s",
     "distributed.worker.memory.monitor-interval": "1s",
 }
+# the client's own housekeeping in the driver process (its event loop is most of the driver's CPU per second of
+# wall): the cached scheduler info it refreshes is read by nothing in geoseg (``scheduler_info`` asks anew)
+LEAN_CLIENT_CONFIG = {**LEAN_CONFIG, "distributed.client.scheduler-info-interval": "10s"}
 # the slowest interval (ms) of each of a worker's periodic callbacks that :func:`lean_worker` keeps
 LEAN_INTERVALS_MS = {"monitor": 2000, "tick": 1000, "memory_monitor": 1000}
 
@@ -95,8 +98,9 @@ def dask_client(scheduler: str, workers: int, verbose: bool = False, security: A
     elif not scheduler.startswith(("tcp://", "tls://")):
         raise ConfigError(f"--scheduler {scheduler}: use threads, processes or tcp://HOST:PORT")
     try:
-        client = Client(cluster if cluster is not None else scheduler, timeout="20s", set_as_default=False,
-                        security=security if cluster is None else None)
+        with dask.config.set(LEAN_CLIENT_CONFIG):  # for a tcp:// scheduler too, not only the clusters started here
+            client = Client(cluster if cluster is not None else scheduler, timeout="20s", set_as_default=False,
+                            security=security if cluster is None else None)
     except OSError as err:
         if cluster is not None:
             cluster.close()

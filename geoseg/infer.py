@@ -358,7 +358,8 @@ class _Run:
 
         self.client, self.sink, self.resources = client, sink, resources
         self.interrupted, self.progress, self.total_px = interrupted, progress, total_px
-        self.running = as_completed(loop=client.loop)
+        # results fetched on the client's event loop as tasks finish: no blocking round trip per result here
+        self.running = as_completed(loop=client.loop, with_results=True)
         self.kinds: dict[str, Any] = {}  # future key -> its reduction job (None: a block)
         self.outstanding: set[Any] = set()
         self.stage: dict[str, float] = defaultdict(float)
@@ -375,11 +376,12 @@ class _Run:
 
     def results(self) -> Iterator[tuple[Any, Any]]:
         """``(job, result)`` of each task as it completes."""
-        for fut in self.running:
+        for fut, result in self.running:  # a failed task raises its error here
             if self.interrupted.is_set():  # a Ctrl-C that Python swallowed still stops the run here
                 raise KeyboardInterrupt
             self.outstanding.discard(fut)
-            result = fut.result()
+            if fut.status == "cancelled":
+                fut.result()  # raises, as for a task that failed
             fut.release()
             yield self.kinds.pop(fut.key), result
 
