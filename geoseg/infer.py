@@ -31,6 +31,7 @@ from geoseg.parts import (CELLS, FRAGMENTS, VECTORS, check_workers_see, make_sta
 from geoseg.preflight import check_fit, check_run
 from geoseg.plan import plan_line
 from geoseg.preload import preloading
+from geoseg.results import pushed_results
 from geoseg.tempfiles import remove_stale
 from geoseg.styles import class_palette, layer_styles, write_class_sidecars
 from geoseg.tracker import Tracker
@@ -381,8 +382,9 @@ class _Run:
 
         self.client, self.sink, self.resources = client, sink, resources
         self.interrupted, self.progress, self.total_px = interrupted, progress, total_px
-        # results fetched on the client's event loop as tasks finish: no blocking round trip per result here
-        self.running = as_completed(loop=client.loop, with_results=True)
+        # results pushed by the tasks (geoseg.results): no gather round trip per task
+        self.pushed = pushed_results(client)
+        self.running = as_completed(loop=client.loop)
         self.kinds: dict[str, Any] = {}  # future key -> its job: a _BlockTask, a ReduceJob or an assembly
         self.outstanding: set[Any] = set()
         # reductions ready and waiting for the next block task to carry them (see run_block); a task placed on a
@@ -396,7 +398,7 @@ class _Run:
         self.trim = HeapTrim(TRIM_EVERY_S)  # the threads scheduler's workers share this process's heap
 
     def submit(self, fn: Callable[..., Any], *args: Any, job: Any = None, **kw: Any) -> Any:
-        fut = self.client.submit(fn, *args, pure=False, **kw)
+        fut = self.pushed.submit(self.client, fn, *args, **kw)
         self.kinds[fut.key] = job
         self.outstanding.add(fut)
         self.running.add(fut)
@@ -404,18 +406,19 @@ class _Run:
 
     def results(self) -> Iterator[tuple[Any, Any]]:
         """``(job, result)`` of each task as it completes."""
-        for fut, result in self.running:  # a failed task raises its error here
+        for fut in self.running:
             if self.interrupted.is_set():  # a Ctrl-C that Python swallowed still stops the run here
                 raise KeyboardInterrupt
             self.outstanding.discard(fut)
-            if fut.status == "cancelled":
-                fut.result()  # raises, as for a task that failed
+            result = self.pushed.result(fut)  # a failed or cancelled task raises its error here
             fut.release()
             yield self.kinds.pop(fut.key), result
 
     def cancel(self) -> None:
         """On error or interruption (here or in a caller's progress callback): no task of this run goes on."""
         if self.outstanding:
+            for fut in self.outstanding:
+                self.pushed.forget(fut)
             self.client.cancel(list(self.outstanding))
             self.outstanding.clear()
 
