@@ -202,8 +202,10 @@ def cpu_split(summary: InferSummary, driver_cpu_s: float, worker_cpu: dict[str, 
     model = sum(summary.stage_cpu_seconds.get(k, 0.0) for k in ("load", "predict"))
     block_rest = sum(v for k, v in summary.stage_cpu_seconds.items() if k in ("read", "stitch", "vectorize", "write"))
     parts = {k: round(v, 3) for k, v in worker_cpu.items() if k != "process"}
+    carried = summary.stage_cpu_seconds.get("reduce", 0.0)  # reductions that block tasks carried (infer.run_block)
     if "task:run_block" in worker_cpu:  # the task threads' CPU outside any block stage (task set-up, results)
-        parts["task:run_block:outside_stages"] = round(worker_cpu["task:run_block"] - model - block_rest, 3)
+        parts["task:run_block:carried_reduce"] = round(carried, 3)
+        parts["task:run_block:outside_stages"] = round(worker_cpu["task:run_block"] - model - block_rest - carried, 3)
     return {**out, "worker_cpu_s": round(worker_cpu_s, 3), "worker_model_cpu_s": round(model, 3),
             "worker_nonmodel_cpu_s": round(worker_cpu_s - model, 3),
             "worker_nonmodel_cpu_s_per_mpx": round((worker_cpu_s - model) / mpx, 4),

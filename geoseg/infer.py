@@ -31,6 +31,7 @@ from geoseg.parts import (CELLS, FRAGMENTS, VECTORS, check_workers_see, make_sta
 from geoseg.preflight import check_fit, check_run
 from geoseg.plan import plan_line
 from geoseg.preload import preloading
+from geoseg.results import pushed_results
 from geoseg.tempfiles import remove_stale
 from geoseg.styles import class_palette, layer_styles, write_class_sidecars
 from geoseg.tracker import Tracker
@@ -93,12 +94,27 @@ class BlockResult:
     valid_px: int
     seconds: dict[str, float] = field(default_factory=dict)
     cpu_seconds: dict[str, float] = field(default_factory=dict)  # the worker thread's CPU per stage
+    reduced: tuple[Totals, ...] = ()  # of the reductions the task carried, in their order
 
 
-def run_block(job: BlockJob) -> BlockResult:
+def run_block(job: BlockJob, carried: tuple[ReduceJob, ...] = ()) -> BlockResult:
     """Read a block with its halo, predict its tiles in batches, stitch the cores, polygonise, write the parts.
 
-    The read comes first: the first blocks read while the model is still loading."""
+    ``carried``: reductions that earlier blocks made ready, finished first in this same task (stage
+    ``reduce``), so that a run costs the driver one Dask task per block rather than one more per reduction.
+    The read comes next: the first blocks (which carry none) read while the model is still loading."""
+    t0, c0 = time.perf_counter(), time.thread_time()
+    reduced = tuple(run_reduce(r, job.vectors, job.staging.vectors) for r in carried
+                    if job.vectors is not None and job.staging.vectors is not None)
+    wall, cpu = time.perf_counter() - t0, time.thread_time() - c0
+    res = _run_block(job)
+    if carried:
+        res.seconds["reduce"], res.cpu_seconds["reduce"] = wall, cpu
+    res.reduced = reduced
+    return res
+
+
+def _run_block(job: BlockJob) -> BlockResult:
     marks = [(time.perf_counter(), time.thread_time())]  # wall and this thread's CPU after each stage
     meta = job.meta
     data, valid = read_block(job.scene, meta.band_indexes, block_input_span(job.block, job.spec))
@@ -348,9 +364,17 @@ class Outputs:
             remove_staging(folder)
 
 
+@dataclass(frozen=True)
+class _BlockTask:
+    """A block task in the driver's books, with the reductions it carries."""
+
+    carried: tuple[ReduceJob, ...] = ()
+
+
 class _Run:
-    """The driver's loop over one run's tasks: block tasks streamed (at most ``inflight`` outstanding),
-    reductions submitted as soon as the tracker has them ready, then the assembly tasks."""
+    """The driver's loop over one run's tasks: block tasks streamed (at most ``inflight`` outstanding), each
+    carrying the reductions the tracker made ready since the last one (tasks of their own once the blocks run
+    out, or where blocks hold a GPU), then the assembly tasks."""
 
     def __init__(self, client: Any, sink: Outputs, resources: dict[str, float] | None, interrupted: Any,
                  progress: Callable[[int, int], None] | None, total_px: int) -> None:
@@ -358,17 +382,23 @@ class _Run:
 
         self.client, self.sink, self.resources = client, sink, resources
         self.interrupted, self.progress, self.total_px = interrupted, progress, total_px
-        # results fetched on the client's event loop as tasks finish: no blocking round trip per result here
-        self.running = as_completed(loop=client.loop, with_results=True)
-        self.kinds: dict[str, Any] = {}  # future key -> its reduction job (None: a block)
+        # results pushed by the tasks (geoseg.results): no gather round trip per task
+        self.pushed = pushed_results(client)
+        self.running = as_completed(loop=client.loop)
+        self.kinds: dict[str, Any] = {}  # future key -> its job: a _BlockTask, a ReduceJob or an assembly
         self.outstanding: set[Any] = set()
+        # reductions ready and waiting for the next block task to carry them (see run_block); a task placed on a
+        # GPU carries none, so that CPU work does not hold the device, nor does the run's tail
+        self.carry = resources is None
+        self.ready: list[ReduceJob] = []
+        self.blocks_left = True
         self.stage: dict[str, float] = defaultdict(float)
         self.stage_cpu: dict[str, float] = defaultdict(float)
         self.tiles_run = self.valid_px = self.done_px = 0
         self.trim = HeapTrim(TRIM_EVERY_S)  # the threads scheduler's workers share this process's heap
 
     def submit(self, fn: Callable[..., Any], *args: Any, job: Any = None, **kw: Any) -> Any:
-        fut = self.client.submit(fn, *args, pure=False, **kw)
+        fut = self.pushed.submit(self.client, fn, *args, **kw)
         self.kinds[fut.key] = job
         self.outstanding.add(fut)
         self.running.add(fut)
@@ -376,18 +406,19 @@ class _Run:
 
     def results(self) -> Iterator[tuple[Any, Any]]:
         """``(job, result)`` of each task as it completes."""
-        for fut, result in self.running:  # a failed task raises its error here
+        for fut in self.running:
             if self.interrupted.is_set():  # a Ctrl-C that Python swallowed still stops the run here
                 raise KeyboardInterrupt
             self.outstanding.discard(fut)
-            if fut.status == "cancelled":
-                fut.result()  # raises, as for a task that failed
+            result = self.pushed.result(fut)  # a failed or cancelled task raises its error here
             fut.release()
             yield self.kinds.pop(fut.key), result
 
     def cancel(self) -> None:
         """On error or interruption (here or in a caller's progress callback): no task of this run goes on."""
         if self.outstanding:
+            for fut in self.outstanding:
+                self.pushed.forget(fut)
             self.client.cancel(list(self.outstanding))
             self.outstanding.clear()
 
@@ -405,26 +436,42 @@ class _Run:
     def blocks(self, jobs: Iterator[BlockJob], inflight: int) -> None:
         """Every block, and every reduction the blocks make ready."""
         pending = iter(jobs)
-        n_blocks = 0
-        for job in pending:
-            self.submit(run_block, job, resources=self.resources)
-            n_blocks += 1
-            if n_blocks >= inflight:
+        for _ in range(inflight):
+            if not self._next_block(pending):
                 break
         for job, res in self.results():
             t0, c0 = time.perf_counter(), time.thread_time()
-            if job is not None:
+            if isinstance(job, ReduceJob):
                 self.sink.reduced(job, res)
             else:
+                for carried, totals in zip(job.carried, res.reduced):
+                    self.sink.reduced(carried, totals)
                 self._block_done(res)
-                nxt = next(pending, None)
-                if nxt is not None:
-                    self.submit(run_block, nxt, resources=self.resources)
+                self._next_block(pending)
             self.stage["track"] += time.perf_counter() - t0
             self.stage_cpu["track"] += time.thread_time() - c0
-            if job is None and self.progress:
+            if isinstance(job, _BlockTask) and self.progress:
                 self.progress(self.done_px, self.total_px)
             self.trim.maybe()
+
+    def _next_block(self, pending: Iterator[BlockJob]) -> bool:
+        """Submit the next block with the reductions waiting for it; once the blocks run out, the waiting
+        reductions go as tasks of their own. False when there was no block left."""
+        job = next(pending, None) if self.blocks_left else None
+        if job is None:
+            self.blocks_left = False
+            self._submit_reductions()
+            return False
+        carried = tuple(self.ready) if self.carry else ()
+        self.ready.clear()
+        self.submit(run_block, job, carried, resources=self.resources, job=_BlockTask(carried))
+        return True
+
+    def _submit_reductions(self) -> None:
+        vs = self.sink.vspec
+        for reduce_job in self.ready:
+            self.submit(run_reduce, reduce_job, vs, self.sink.staging.vectors, job=reduce_job, priority=10)
+        self.ready.clear()
 
     def _block_done(self, res: BlockResult) -> None:
         for name, sec in res.seconds.items():
@@ -434,9 +481,9 @@ class _Run:
         self.tiles_run += res.tiles_run
         self.valid_px += res.valid_px
         self.done_px += int(res.block.window.width * res.block.window.height)
-        vs = self.sink.vspec
-        for reduce_job in self.sink.add(res):
-            self.submit(run_reduce, reduce_job, vs, self.sink.staging.vectors, job=reduce_job, priority=10)
+        self.ready += self.sink.add(res)
+        if not self.carry or not self.blocks_left:
+            self._submit_reductions()
 
     def finish(self) -> list[str]:
         """The assembly tasks (one per output, side by side), then every file renamed into place."""

@@ -93,6 +93,31 @@ def _unshare_works() -> bool:
 
 @pytest.mark.slow
 @pytest.mark.skipif(not _unshare_works(), reason="needs unprivileged mount namespaces (unshare -rm)")
+def test_block_tasks_carry_the_reductions(make_scene: Any, tiny_bundle: Path, tmp_path: Path) -> None:
+    """The driver pays per Dask task, so reductions ride on the next block task: a many-block run makes
+    reduction tasks of their own only in its tail (the last blocks in flight), with the same files as a run
+    whose blocks carry nothing (one block each)."""
+    from distributed import Client, LocalCluster, get_task_stream
+
+    from geoseg.infer import INFLIGHT_PER_WORKER
+
+    scene = make_scene(width=300, height=260)
+    config = InferConfig(model=str(tiny_bundle), block_size=64, workers=1, post=KEEP_ALL)
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as cluster, \
+            Client(cluster, set_as_default=False) as client, get_task_stream(client) as stream:
+        summary = infer(scene, tmp_path / "o.gpkg", config, raster_out=tmp_path / "c.tif", client=client)
+    kinds = [t["key"].split("-")[0] for t in stream.data]
+    blocks, reductions = kinds.count("run_block"), kinds.count("run_reduce")
+    assert blocks > 4 * INFLIGHT_PER_WORKER, blocks  # not vacuous: most blocks have a successor to carry
+    assert summary.stage_cpu_seconds.get("reduce", 0.0) > 0  # reductions ran inside block tasks
+    assert reductions <= 2 * INFLIGHT_PER_WORKER, kinds  # one object and one network class per tail block
+    one = tmp_path / "one"
+    one.mkdir()
+    infer(scene, one / "o.gpkg", config.replace(block_size=512), raster_out=one / "c.tif")
+    assert layers_content(tmp_path / "o.gpkg") == layers_content(one / "o.gpkg")
+    assert summary.objects["buildings"] > 10, summary.objects
+
+
 def test_workers_that_cannot_see_the_output_folder_are_refused(make_scene: Any, tiny_bundle: Path,
                                                                tmp_path: Path) -> None:
     """A real worker whose view of the output folder differs from the driver's: it runs in its own mount

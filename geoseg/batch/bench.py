@@ -24,7 +24,8 @@ from geoseg.batch.manifest import MANIFEST_NAME
 from geoseg.batch.runner import BatchOptions, run_batch
 from geoseg.pipeline import InferConfig
 
-BLOCK_STAGES = ("read", "load", "predict", "stitch", "vectorize", "write")  # a block task's stages (infer.run_block)
+# a block task's stages (infer.run_block), the reductions it carries included
+BLOCK_STAGES = ("reduce", "read", "load", "predict", "stitch", "vectorize", "write")
 TINY = "tiny"  # --model tiny: a small untrained U-Net, so the work around the model dominates
 
 
