@@ -1,6 +1,6 @@
 """The bundled default model, measured on synthetic scenes no training run saw: held-out looks and seeds.
 
-Training (pipelines/default.yaml) draws its looks from geoseg.synth.looks.TRAIN_LOOKS with seeds 1000-1047; the
+Training (pipelines/default.yaml) draws its looks from geoseg.synth.looks.TRAIN_LOOKS with seeds 1000-1095; the
 scenes here use a held-out look (HELD_OUT_LOOKS) and seeds >= 4000, at a GSD the model reads resampled.
 """
 
@@ -19,7 +19,7 @@ from geoseg.pipeline import load_pipeline
 from geoseg.synth import SynthSpec, write_scene
 from geoseg.synth.looks import HELD_OUT_LOOKS
 
-HELD_OUT_SEED = 4242  # training uses seeds 1000-1047 (pipelines/default.yaml)
+HELD_OUT_SEED = 4242  # training uses seeds 1000-1095 (pipelines/default.yaml)
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -41,11 +41,13 @@ def test_default_model_on_a_held_out_look(tmp_path):
     infer(scene, tmp_path / "pred.gpkg", config, raster_out=tmp_path / "classes.tif")
     scores = score_one(Pair("held_out", truth, tmp_path / "pred.gpkg", tmp_path / "classes.tif"))
     b, r = scores["building"], scores["road"]
-    # floors below what the bundled model measures on nordic scenes (README); the previous default (classic look
-    # only) scored building IoU 0.15-0.21 and road IoU 0.13-0.46 there
-    assert b["pixel_iou"] >= 0.5, scores
-    assert r["pixel_iou"] >= 0.75, scores
-    assert b["object_f1"] >= 0.25, scores
+    # issue 15's targets for unseen looks as floors (building IoU and object F1 >= 0.85, road IoU >= 0.80); what the
+    # bundled model measures is in the README's Models section
+    assert b["pixel_iou"] >= 0.85, scores
+    assert r["pixel_iou"] >= 0.80, scores
+    assert b["object_f1"] >= 0.85, scores
+    # terraced rows come out as units: the boundary head draws the walls inside a row
+    assert b["terraced"] >= 50 and b["terraced_split"] >= 0.85 * b["terraced"], scores
 
 
 def _whole_image_probs(bundle_path: Path, scene: Path, tile: int, halo: int) -> np.ndarray:

@@ -25,7 +25,7 @@ from tests.test_infer import run as run_infer
 from tests.test_models_bundle import invoke, user_error
 
 GRAPH_RUNTIMES = ("onnxruntime", "openvino")
-HELD_OUT_SEED = 4343  # training uses seeds 1000-1007 (pipelines/default.yaml)
+HELD_OUT_SEED = 4343  # training uses seeds 1000-1095 (pipelines/default.yaml)
 
 
 @pytest.fixture(scope="session")
