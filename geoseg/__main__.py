@@ -1,5 +1,5 @@
 """``python -m geoseg`` runs the CLI."""
 
-from geoseg.cli import main
+from geoseg.cli import entry
 
-main()
+entry()

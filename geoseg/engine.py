@@ -109,9 +109,22 @@ def dask_client(scheduler: str, workers: int, verbose: bool = False, security: A
         configure_workers(client)
         yield client
     finally:
-        client.close()
-        if cluster is not None:
-            cluster.close()
+        _close(client, cluster)
+
+
+# how long closing the client and a local cluster may take: an interrupted start-up can leave distributed waiting
+# on a worker that never registers, and a Ctrl-C must still end the run (the outputs' cleanup comes after)
+CLOSE_TIMEOUT_S = 30.0
+
+
+def _close(client: Any, cluster: Any) -> None:
+    for closable in (client, cluster):
+        if closable is None:
+            continue
+        try:
+            closable.close(timeout=CLOSE_TIMEOUT_S)
+        except (TimeoutError, OSError) as err:
+            logging.getLogger("geoseg").debug("closing %s: %r", type(closable).__name__, err)
 
 
 def configure_workers(client: Any) -> None:

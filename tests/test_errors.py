@@ -371,17 +371,27 @@ def test_subprocess_user_errors(tmp_path: Path, out_dir: Path, tiny_bundle: Path
     assert_nothing_written(tmp_path, out_dir, keep=("old.gpkg",))
 
 
+HANG_NET_S = 240
+
+
 def test_ctrl_c_mid_run(tmp_path: Path, out_dir: Path, tiny_bundle: Path, make_scene: Any) -> None:
     scene = make_scene(width=1500, height=1500)
     args = infer_args(scene, out_dir / "b.gpkg", tiny_bundle, "--raster-out", str(out_dir / "c.tif"),
                       "--prob-out", str(out_dir / "p.tif"), "--block-size", "256", "--workers", "1", "--device", "cpu")
-    proc = subprocess.Popen(geoseg_cmd(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # -X faulthandler: should the run ever hang after the signal, SIGABRT makes it print every thread's stack
+    proc = subprocess.Popen([sys.executable, "-X", "faulthandler", *geoseg_cmd(*args)[1:]], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
     try:
         # the raster sinks create their hidden staging files just before the Dask graph starts: from then on
         # there are partial outputs to clean up, which is what Ctrl-C must do
         wait_until(lambda: list(out_dir.glob(".c.tif.tmp-*")), "the run's temporary outputs", proc=proc)
         proc.send_signal(signal.SIGINT)
-        stdout, stderr = proc.communicate()
+        try:
+            stdout, stderr = proc.communicate(timeout=HANG_NET_S)  # a safety net only: a hang, not a slow run
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGABRT)
+            stdout, stderr = proc.communicate()
+            pytest.fail(f"no exit {HANG_NET_S} s after Ctrl-C; the run's threads:\n{stderr}")
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -390,3 +400,15 @@ def test_ctrl_c_mid_run(tmp_path: Path, out_dir: Path, tiny_bundle: Path, make_s
     assert stdout == ""
     assert "interrupted" in one_line(stderr)
     assert_nothing_written(tmp_path, out_dir)
+
+
+def test_interrupted_exit_is_bounded() -> None:
+    """After exit 130 a thread that never ends (what a cluster cut short mid-start can leave) cannot keep the
+    process alive: it ends within the grace period, with the same code."""
+    script = ("import sys, threading\n"
+              "import geoseg.cli.signals as s\n"
+              "s.EXIT_GRACE_S = 0.2\n"
+              "threading.Thread(target=threading.Event().wait).start()  # not a daemon: joined at exit\n"
+              "s.run(lambda: sys.exit(130))\n")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=HANG_NET_S)
+    assert proc.returncode == 130, proc.stderr

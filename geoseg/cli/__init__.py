@@ -13,7 +13,7 @@ from geoseg.cli.infer_cmd import infer
 from geoseg.cli.models_cmd import models
 from geoseg.cli.options import one_line_warnings, quiet_opt, verbose_opt
 from geoseg.cli.qgis_cmd import qgis
-from geoseg.cli.signals import sigterm_as_interrupt
+from geoseg.cli.signals import run, sigterm_as_interrupt
 from geoseg.cli.train_cmd import train
 from geoseg.startup import configure
 
@@ -43,3 +43,8 @@ try:  # written alongside; registered when present
     main.add_command(synth)
 except ImportError:  # pragma: no cover
     pass
+
+
+def entry() -> None:
+    """The installed ``geoseg`` command and ``python -m geoseg`` (tests call :func:`main` in-process)."""
+    run(main)
