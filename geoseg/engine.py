@@ -17,6 +17,7 @@ from typing import Any, Iterator
 import dask
 from distributed import Client, LocalCluster
 
+from geoseg import forkserver
 from geoseg.allocator import worker_environ
 from geoseg.errors import ConfigError
 from geoseg.startup import worker_plugin
@@ -91,7 +92,9 @@ def dask_client(scheduler: str, workers: int, verbose: bool = False, security: A
                                    resources={"GPU": workers} if _has_cuda() else None)
     elif scheduler == "processes":  # the worker processes inherit the config, and the malloc policy, at spawn
         environ = {f"distributed.nanny.pre-spawn-environ.{k}": v for k, v in worker_environ().items()}
-        with dask.config.set({**LEAN_CONFIG, **environ}):
+        with dask.config.set({**LEAN_CONFIG, **environ, **(forkserver.CONFIG if forkserver.available() else {})}):
+            if forkserver.available():
+                forkserver.set_preload()
             cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
                                    dashboard_address="127.0.0.1:0", silence_logs=quiet,
                                    resources={"GPU": 1} if _has_cuda() else None)
