@@ -6,7 +6,8 @@ With the ``forkserver`` start method the server imports them once, and every wor
 local cluster of this process, starts as a fork of it, sharing those pages. The server is a fresh interpreter
 (nothing of the driver is inherited), started with the worker environment of :func:`geoseg.allocator.worker_environ`
 (distributed sets ``pre-spawn-environ`` in this process just before the first worker starts). It imports modules
-only: no thread, no CUDA context, no OpenMP pool exists before the fork.
+only: no thread, no CUDA context, no OpenMP pool exists before the fork. The server lives as long as this
+process, so later local clusters' workers keep the environment of the first one's start.
 """
 
 from __future__ import annotations
