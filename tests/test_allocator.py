@@ -41,7 +41,10 @@ print(json.dumps({"applied": applied, "kept_mb": seen[1] - seen[0], "grew_mb": s
 
 
 def _rounds(policy: str) -> dict:
-    env = {k: v for k, v in os.environ.items() if k != "THP_MEM_ALLOC_ENABLE"}  # as a user who never set it
+    # as a user who never set them: a local cluster started earlier in this process leaves the policy's variables
+    # in os.environ (distributed sets pre-spawn-environ in the nanny's own process)
+    policy_vars = {var for _, var, _ in allocator.POLICY.values()} | {"THP_MEM_ALLOC_ENABLE"}
+    env = {k: v for k, v in os.environ.items() if k not in policy_vars}
     env["GEOSEG_MALLOC"] = policy
     out = subprocess.run([sys.executable, "-c", ROUNDS], env=env, check=True, capture_output=True, text=True)
     return json.loads(out.stdout)
