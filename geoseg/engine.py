@@ -90,10 +90,11 @@ def dask_client(scheduler: str, workers: int, verbose: bool = False, security: A
             cluster = LocalCluster(n_workers=1, threads_per_worker=workers, processes=False,
                                    dashboard_address="127.0.0.1:0", silence_logs=quiet,
                                    resources={"GPU": workers} if _has_cuda() else None)
-    elif scheduler == "processes":  # the worker processes inherit the config, and the malloc policy, at spawn
+    elif scheduler == "processes":  # the workers inherit the config, and the malloc policy, from the forkserver
         environ = {f"distributed.nanny.pre-spawn-environ.{k}": v for k, v in worker_environ().items()}
-        with dask.config.set({**LEAN_CONFIG, **environ, **(forkserver.CONFIG if forkserver.available() else {})}):
-            if forkserver.available():
+        fork = forkserver.CONFIG if forkserver.available() else {}
+        with dask.config.set({**LEAN_CONFIG, **environ, **fork}):
+            if fork:
                 forkserver.set_preload()
             cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
                                    dashboard_address="127.0.0.1:0", silence_logs=quiet,
@@ -115,8 +116,8 @@ def dask_client(scheduler: str, workers: int, verbose: bool = False, security: A
         _close(client, cluster)
 
 
-# how long closing the client and a local cluster may take: an interrupted start-up can leave distributed waiting
-# on a worker that never registers, and a Ctrl-C must still end the run (the outputs' cleanup comes after)
+# how long closing the client and a local cluster may take: whatever distributed waits on after a Ctrl-C, the
+# outputs' cleanup, which comes after, must still run
 CLOSE_TIMEOUT_S = 30.0
 
 

@@ -3,8 +3,8 @@
 The same synthetic scenes go through ``run_batch`` into fresh output folders, on a local process cluster
 (``--cluster local``) with 1 and then 2 workers (with ``repeat`` > 1 the order alternates, 1 2 / 2 1 / ..., so
 a change in the machine's load hits both sides); wall time includes starting the cluster, as an operator's run
-would, but not the workers' forkserver, which a batch starts once; ``processing`` figures run from the first scene's start to the last scene's finish (cluster start-up
-excluded, model loading included). The ratio of the two rates is the speed-up (the figures are noisy on shared
+would, but not the workers' forkserver, which a batch starts once; ``processing`` figures run from the first
+scene's start to the last scene's finish (cluster start-up excluded, model loading included). The ratio of the two rates is the speed-up (the figures are noisy on shared
 machines; the ratios, taken back to back, are the numbers to read).
 """
 
