@@ -5,13 +5,15 @@ fresh ``mmap`` each time and unmaps them on ``free``, so every forward faults in
 set again, even with huge pages, and the kernel's time rivals the model's (figures in the README's Benchmarks).
 With one arena, and mmap and trim thresholds above any single buffer, freed buffers stay in the heap and the
 next forward reuses them. Every setting is needed: without the single arena, worker threads allocate from
-64 MB sub-heaps, which cannot hold these buffers, so they are still mmapped.
+64 MB sub-heaps, which cannot hold these buffers, so they are still mmapped. Worker processes also start with
+glibc's per-thread cache off (:func:`_tunables_environ`), without which the heap grows for several forwards
+before the reuse starts.
 
 The policy must be set before worker threads first allocate, so the CLI sets it at start-up and local worker
 processes inherit it through their environment (Python API: call :func:`tune_malloc` first thing; workers of
 a remote cluster: start them with :func:`worker_environ`'s variables). ``GEOSEG_MALLOC=system`` keeps
 glibc's defaults. Nothing is hand-written here beyond setting glibc's documented tunables (``mallopt``,
-``MALLOC_*_`` variables).
+``MALLOC_*_`` variables, ``GLIBC_TUNABLES``).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ POLICY = {  # (mallopt parameter, environment variable, value)
     "mmap_threshold": (_M_MMAP_THRESHOLD, "MALLOC_MMAP_THRESHOLD_", _ONE_GB),
     "trim_threshold": (_M_TRIM_THRESHOLD, "MALLOC_TRIM_THRESHOLD_", _ONE_GB),
 }
+TCACHE_TUNABLE = "glibc.malloc.tcache_count=0"  # see _tunables_environ
 
 
 def enabled() -> bool:
@@ -72,11 +75,23 @@ def tune_malloc() -> bool:
     return all(fn(param, value) == 1 for param, _, value in POLICY.values())
 
 
+def _tunables_environ() -> dict[str, str]:
+    """PyTorch allocates its buffers with ``posix_memalign``, which splits a small remainder off each chunk; in
+    the per-thread cache (tcache) those remainders are never coalesced, so they keep the freed buffers apart and
+    the heap grows by a working set per forward for several forwards, each page faulted in. Without the tcache
+    glibc coalesces them and the second forward reuses the first one's memory. A tunable, so read only when a
+    process starts: worker processes get it; the user's own ``GLIBC_TUNABLES`` are kept, and win."""
+    user = os.environ.get("GLIBC_TUNABLES", "")
+    if TCACHE_TUNABLE.split("=")[0] in user:  # the user's choice, or ours from an earlier cluster start
+        return {"GLIBC_TUNABLES": user}
+    return {"GLIBC_TUNABLES": f"{user}:{TCACHE_TUNABLE}" if user else TCACHE_TUNABLE}
+
+
 def worker_environ() -> dict[str, str]:
     """The same policy as environment variables, for worker processes started by this one (empty when off)."""
     if not enabled() or _mallopt() is None:
         return {}
-    return {**{var: str(value) for _, var, value in POLICY.values()}, **_thp_environ()}
+    return {**{var: str(value) for _, var, value in POLICY.values()}, **_thp_environ(), **_tunables_environ()}
 
 
 def trim_heap() -> None:

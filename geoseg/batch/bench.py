@@ -82,11 +82,13 @@ def one_run(scenes: Path, out: Path, config: InferConfig, workers: int, n_scenes
     span = last - first  # first scene started -> last finished: without starting the cluster
     # the workers' time in block tasks over the span they had: what is left is serial (a scene's start, its
     # reductions and assembly, the last scene's tail) or lost to other processes on the machine
-    busy = sum(st.get(k, 0.0) for st in stages for k in BLOCK_STAGES) / (workers * span)
+    block_s = {k: round(sum(st.get(k, 0.0) for st in stages), 2) for k in BLOCK_STAGES}
+    busy = sum(block_s.values()) / (workers * span)
     return {"workers": workers, "wall_s": round(seconds, 2), "scenes_per_hour": round(n_scenes / seconds * 3600, 1),
             "processing_s": round(span, 2), "scenes_per_hour_processing": round(n_scenes / span * 3600, 1),
             "mean_scene_s": round(sum(s.seconds or 0 for s in summary.scenes) / n_scenes, 2),
-            "block_busy_fraction": round(busy, 3), "loadavg_1m_before": round(load, 2), **cpu}
+            "block_busy_fraction": round(busy, 3), "block_stage_s": block_s, "loadavg_1m_before": round(load, 2),
+            **cpu}
 
 
 def _cpu() -> dict[str, float]:
