@@ -4,8 +4,10 @@ The same synthetic scenes go through ``run_batch`` into fresh output folders, on
 (``--cluster local``) with 1 and then 2 workers (with ``repeat`` > 1 the order alternates, 1 2 / 2 1 / ..., so
 a change in the machine's load hits both sides); wall time includes starting the cluster, as an operator's run
 would, but not the workers' forkserver, which a batch starts once; ``processing`` figures run from the first
-scene's start to the last scene's finish (cluster start-up excluded, model loading included). The ratio of the two rates is the speed-up (the figures are noisy on shared
-machines; the ratios, taken back to back, are the numbers to read).
+scene's start to the last scene's finish (cluster start-up excluded, model loading included). The ratio of the
+two rates is the speed-up (the figures are noisy on shared machines; the ratios, taken back to back, are the
+numbers to read). ``model_scaling`` then times the model alone with one and two workers
+(:mod:`geoseg.batch.model_scaling`): the speed-up's ceiling on this machine.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import Any
 
 from geoseg.batch.cluster import ClusterSpec
 from geoseg.batch.manifest import MANIFEST_NAME
+from geoseg.batch.model_scaling import model_scaling
 from geoseg.batch.runner import BatchOptions, run_batch
 from geoseg.pipeline import InferConfig
 
@@ -108,7 +111,7 @@ def _start_forkserver() -> None:
 
 
 def bench_batch(n_scenes: int, size: int, config: InferConfig, workers: tuple[int, int] = (1, 2),
-                folder: Path | None = None, repeat: int = 1) -> dict[str, Any]:
+                folder: Path | None = None, repeat: int = 1, scaling: bool = True) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         folder = folder or Path(tmp)
         folder.mkdir(parents=True, exist_ok=True)
@@ -122,10 +125,14 @@ def bench_batch(n_scenes: int, size: int, config: InferConfig, workers: tuple[in
             order = workers if r % 2 == 0 else workers[::-1]
             runs = {w: one_run(scenes, Path(tmp) / f"out_{r}_{w}", config, w, n_scenes) for w in order}
             pairs.append([runs[w] for w in workers])
+        model = model_scaling(config) if scaling else None
     speedups = [b["scenes_per_hour"] / a["scenes_per_hour"] for a, b in pairs]
     steady = [b["scenes_per_hour_processing"] / a["scenes_per_hour_processing"] for a, b in pairs]
     return {"bench": "batch", "scenes": n_scenes, "size": size, "model": name, "device": config.device,
             "cluster": "local processes, 1 thread each", "cpu_cores": os.cpu_count(),
             "runs": [run for pair in pairs for run in pair],
             "speedup": round(statistics.median(speedups), 3), "speedup_processing": round(statistics.median(steady), 3),
-            "speedups": [round(s, 3) for s in speedups], "speedups_processing": [round(s, 3) for s in steady]}
+            "speedups": [round(s, 3) for s in speedups], "speedups_processing": [round(s, 3) for s in steady],
+            **({"model_scaling": model, "speedup_of_model_speedup": round(statistics.median(speedups)
+                                                                           / model["model_speedup"], 3)}
+               if model else {})}

@@ -246,17 +246,19 @@ def bench_assemble_cmd(features: int, per_part: int, verbose: int) -> None:
 @click.option("--repeat", type=click.IntRange(min=1), default=1, show_default=True,
               help="Pairs of runs, the order alternating (1 2, 2 1, ...); the median speed-up.")
 @click.option("--workdir", type=click.Path(file_okay=False), help="Keep the synthetic scenes here for reuse.")
+@click.option("--model-scaling/--no-model-scaling", default=True, show_default=True,
+              help="Then time the model alone with 1 and 2 workers: the speed-up's ceiling on this machine.")
 @verbose_opt
 @user_errors
 def bench_batch_cmd(scenes: int, size: int, model: str | None, tile: int | None, halo: int | None, device: str,
-                    repeat: int, workdir: str | None, verbose: int) -> None:
+                    repeat: int, workdir: str | None, model_scaling: bool, verbose: int) -> None:
     """Scenes per hour of `geoseg batch` with 1 and 2 local worker processes, and the speed-up."""
     from geoseg.batch.bench import bench_batch
     from geoseg.pipeline import InferConfig
 
     config = InferConfig(model=model, tile=tile, halo=halo, device=device)
     click.echo(json.dumps(bench_batch(scenes, size, config, folder=Path(workdir) if workdir else None,
-                                      repeat=repeat)))
+                                      repeat=repeat, scaling=model_scaling)))
 
 
 @bench.command("footprints")

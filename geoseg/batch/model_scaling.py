@@ -1,0 +1,52 @@
+"""The model's own 1 → 2 worker scaling on this machine: the ceiling ``geoseg bench batch``'s speed-up is read
+against.
+
+Two forwards side by side can each run slower than one alone (shared caches and memory bandwidth, a VM's
+scheduling), and no pipeline can scale better than its model. This times the bench's model on its tile in local
+worker processes like the batch's: one worker alone, then two at once, each after a warm-up forward.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from geoseg.pipeline import InferConfig
+
+
+def timed_forwards(model: str | None, device: str, tile: int | None, n: int) -> float:
+    """Wall seconds of ``n`` single-tile forwards in this worker, after one forward that loads the model and
+    faults its buffers in (run in a worker process)."""
+    import numpy as np
+
+    from geoseg.predict import get_predictor
+
+    pred = get_predictor(model, device)
+    meta = pred.bundle.meta
+    side = tile or meta.tile
+    x = np.random.default_rng(0).random((1, meta.n_bands, side, side), dtype=np.float32)
+    pred.predict(x, 1)
+    start = time.perf_counter()
+    for _ in range(n):
+        pred.predict(x, 1)
+    return time.perf_counter() - start
+
+
+def model_scaling(config: InferConfig, forwards: int = 6) -> dict[str, Any]:
+    """Forwards per second with one worker alone and with two at once, and their ratio."""
+    from geoseg.engine import dask_client
+
+    args = (config.model, config.device, config.tile)
+    with dask_client("processes", 2) as client:
+        workers = sorted(client.scheduler_info()["workers"])
+
+        def on(worker: str, n: int) -> Any:
+            return client.submit(timed_forwards, *args, n, workers=[worker], allow_other_workers=False,
+                                 pure=False)
+
+        client.gather([on(w, 0) for w in workers])  # both warm before either is timed
+        alone = client.gather(on(workers[0], forwards))
+        pair = client.gather([on(w, forwards) for w in workers])
+    rate_1, rate_2 = forwards / alone, 2 * forwards / max(pair)
+    return {"forwards_per_worker": forwards, "forwards_per_s_1": round(rate_1, 3),
+            "forwards_per_s_2": round(rate_2, 3), "model_speedup": round(rate_2 / rate_1, 3)}
