@@ -13,7 +13,7 @@ from geoseg.cli import main
 
 
 @pytest.mark.slow
-def test_bench_batch_reports_runs_and_the_model_ceiling(tmp_path: Path) -> None:
+def test_bench_batch_reports_runs_and_the_models_own_scaling(tmp_path: Path) -> None:
     res = CliRunner().invoke(main, ["bench", "batch", "--scenes", "2", "--size", "256", "--model", "tiny",
                                     "--device", "cpu", "--workdir", str(tmp_path)])
     assert res.exit_code == 0, res.output

@@ -7,7 +7,7 @@ would, but not the workers' forkserver, which a batch starts once; ``processing`
 scene's start to the last scene's finish (cluster start-up excluded, model loading included). The ratio of the
 two rates is the speed-up (the figures are noisy on shared machines; the ratios, taken back to back, are the
 numbers to read). ``model_scaling`` then times the model alone with one and two workers
-(:mod:`geoseg.batch.model_scaling`): the speed-up's ceiling on this machine.
+(:mod:`geoseg.batch.model_scaling`): how much the model itself slows down side by side on this machine.
 """
 
 from __future__ import annotations

@@ -1,9 +1,10 @@
-"""The model's own 1 → 2 worker scaling on this machine: the ceiling ``geoseg bench batch``'s speed-up is read
-against.
+"""The model's own 1 → 2 worker scaling on this machine, to read ``geoseg bench batch``'s speed-up against.
 
 Two forwards side by side can each run slower than one alone (shared caches and memory bandwidth, a VM's
-scheduling), and no pipeline can scale better than its model. This times the bench's model on its tile in local
-worker processes like the batch's: one worker alone, then two at once, each after a warm-up forward.
+scheduling). This times the bench's model on its tile in local worker processes like the batch's: one worker
+alone, then two at once, each after a warm-up forward. Forwards back to back are the worst case: in a batch the
+workers' forwards overlap less (reads, vectorising and scene starts fall in between), so it is a reference for
+the model's share of a shortfall, not a bound on the speed-up.
 """
 
 from __future__ import annotations

@@ -247,7 +247,8 @@ def bench_assemble_cmd(features: int, per_part: int, verbose: int) -> None:
               help="Pairs of runs, the order alternating (1 2, 2 1, ...); the median speed-up.")
 @click.option("--workdir", type=click.Path(file_okay=False), help="Keep the synthetic scenes here for reuse.")
 @click.option("--model-scaling/--no-model-scaling", default=True, show_default=True,
-              help="Then time the model alone with 1 and 2 workers: the speed-up's ceiling on this machine.")
+              help="Then time the model alone with 1 and 2 workers (forwards back to back), to read the "
+              "speed-up against.")
 @verbose_opt
 @user_errors
 def bench_batch_cmd(scenes: int, size: int, model: str | None, tile: int | None, halo: int | None, device: str,
