@@ -1,48 +1,36 @@
 """The model's own 1 → 2 worker scaling on this machine, to read ``geoseg bench batch``'s speed-up against.
 
 Two forwards side by side can each run slower than one alone (shared caches and memory bandwidth, a VM's
-scheduling). This times the bench's model on its tile in local worker processes like the batch's: one worker
-alone, then two at once, each after a warm-up forward. Forwards back to back are the worst case: in a batch the
-workers' forwards overlap less (reads, vectorising and scene starts fall in between), so it is a reference for
-the model's share of a shortfall, not a bound on the speed-up.
+scheduling). This times the bench's model on its tile, through the same feed as block tasks, in local worker
+processes like the batch's: one worker alone, then two at once, each after a warm-up forward. Forwards back to
+back are the worst case: in a batch the workers' forwards overlap less (reads, vectorising and scene starts fall
+in between), so it is a reference for the model's share of a shortfall, not a bound on the speed-up.
 """
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from geoseg.pipeline import InferConfig
 
 
-def timed_forwards(model: str | None, device: str, tile: int | None, n: int) -> float:
-    """Wall seconds of ``n`` single-tile forwards in this worker, after one forward that loads the model and
-    faults its buffers in (run in a worker process)."""
-    import numpy as np
+def _timed_forwards(config: InferConfig, n: int) -> float:
+    """Wall seconds of ``n`` tiles through the block tasks' feed in this worker (run in a worker process), after
+    the warm-up forward that :func:`geoseg.bench.model_only_seconds` runs first."""
+    from geoseg.bench import model_only_seconds
 
-    from geoseg.predict import get_predictor
-
-    pred = get_predictor(model, device)
-    meta = pred.bundle.meta
-    side = tile or meta.tile
-    x = np.random.default_rng(0).random((1, meta.n_bands, side, side), dtype=np.float32)
-    pred.predict(x, 1)
-    start = time.perf_counter()
-    for _ in range(n):
-        pred.predict(x, 1)
-    return time.perf_counter() - start
+    return model_only_seconds(config, n, 1, want_probs=False)
 
 
 def model_scaling(config: InferConfig, forwards: int = 6) -> dict[str, Any]:
     """Forwards per second with one worker alone and with two at once, and their ratio."""
     from geoseg.engine import dask_client
 
-    args = (config.model, config.device, config.tile)
     with dask_client("processes", 2) as client:
         workers = sorted(client.scheduler_info()["workers"])
 
         def on(worker: str, n: int) -> Any:
-            return client.submit(timed_forwards, *args, n, workers=[worker], allow_other_workers=False,
+            return client.submit(_timed_forwards, config, n, workers=[worker], allow_other_workers=False,
                                  pure=False)
 
         client.gather([on(w, 0) for w in workers])  # both warm before either is timed
